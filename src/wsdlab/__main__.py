@@ -1,0 +1,3 @@
+from wsdlab.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""Data config: where text comes from, how it is tokenized and packed, and in which order it is read."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from wsdlab.common.config import StrictModel
+
+SourceKind = Literal["stdlib", "text", "jsonl", "parquet", "hf", "fashion_mnist", "cifar10"]
+TokenizerKind = Literal["bpe", "char", "pretrained"]
+
+
+class OrderConfig(StrictModel):
+    """Which training sequences a run reads, and in which order.
+
+    The training sequences are split into `num_portions` contiguous, disjoint portions; a run reads
+    portion `portion`, in a permutation drawn from `seed`, re-permuted (seed, epoch) whenever it is
+    exhausted (repetition to a longer run). The order is a pure function of this config, so the
+    data cursor (sequences consumed) fully determines the position.
+    """
+
+    seed: int = 0
+    portion: int = Field(0, ge=0)
+    num_portions: int = Field(1, ge=1)
+    shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _check_portion(self) -> "OrderConfig":
+        if self.portion >= self.num_portions:
+            raise ValueError(f"portion {self.portion} must be < num_portions {self.num_portions}")
+        return self
+
+
+class DataConfig(StrictModel):
+    """A corpus: source -> documents -> tokenizer -> packed sequences of seq_len + 1 tokens."""
+
+    source: SourceKind = "stdlib"
+    path: str | None = Field(None, description="Local file or directory (text/jsonl/parquet).")
+    hf_name: str | None = Field(None, description="Hugging Face dataset name, e.g. HuggingFaceFW/fineweb-edu.")
+    hf_config: str | None = None
+    hf_split: str = "train"
+    streaming: bool = False
+    text_field: str = "text"
+    max_documents: int | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0, description="Stop tokenizing after this many tokens.")
+    tokenizer: TokenizerKind = "bpe"
+    tokenizer_path: str | None = Field(None, description="tokenizer.json of a pretrained tokenizer (pretrained).")
+    vocab_size: int = Field(4096, gt=0, description="Vocabulary of a trained tokenizer (bpe/char).")
+    seq_len: int = Field(128, gt=0)
+    val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share of documents held out (split by document).")
+    split_seed: int = 0
+    cache_dir: str | None = Field(None, description="Default: $WSDLAB_CACHE or ~/.cache/wsdlab.")
+    order: OrderConfig = Field(default_factory=OrderConfig)
+
+    @model_validator(mode="after")
+    def _check_source(self) -> "DataConfig":
+        if self.source in ("text", "jsonl", "parquet") and not self.path:
+            raise ValueError(f"source '{self.source}' needs path")
+        if self.source == "hf" and not self.hf_name:
+            raise ValueError("source 'hf' needs hf_name")
+        if self.tokenizer == "pretrained" and not self.tokenizer_path:
+            raise ValueError("tokenizer 'pretrained' needs tokenizer_path (a local tokenizer.json)")
+        return self
+
+    @property
+    def is_vision(self) -> bool:
+        return self.source in ("fashion_mnist", "cifar10")

@@ -1,0 +1,44 @@
+"""Schedule config: names and numbers only, so it serializes to YAML and hashes stably."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from wsdlab.common.config import StrictModel
+
+ScheduleKind = Literal["wsd", "wso", "cosine", "linear"]
+
+
+class MidTrainingConfig(StrictModel):
+    """Optional mid-training stage after pre-training (WSO paper): linear decay to alpha_mid."""
+
+    steps: int = Field(gt=0, description="T_mid: number of mid-training steps.")
+    alpha_mid: float = Field(0.0, ge=0.0, le=1.0, description="Final factor of the stage, relative to its start.")
+
+
+class ScheduleConfig(StrictModel):
+    """LR factor schedule (multiplies optim.lr). Total steps come from train.steps.
+
+    wsd: warmup, stable at 1, cooldown over the last `cooldown_fraction` of the run
+         (or exactly `cooldown_steps`, which wins when set; a cooldown branch uses it).
+    wso: warmup then constant (the stable phase; no decay).
+    cosine / linear: warmup then decay to `alpha` at the end.
+    """
+
+    kind: ScheduleKind = "wsd"
+    warmup_steps: int = Field(0, ge=0)
+    cooldown_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="F: the cooldown is the last round(F*T) steps.")
+    cooldown_steps: int | None = Field(None, gt=0, description="Exact cooldown length; overrides cooldown_fraction.")
+    shape: str = Field("sqrt", description="Cooldown shape name: linear, cosine, mirror_cosine, square, sqrt, lowered_linear, or a registered/expr shape.")
+    shape_param: float | None = Field(None, description="Parameter of the shape (p of lowered_linear).")
+    shape_expr: str | None = Field(None, description="A shape written as an expression of x, e.g. '1 - x**3'; used when shape == 'expr'.")
+    alpha: float = Field(0.0, ge=0.0, le=1.0, description="Minimum-LR factor reached at the end of the decay.")
+    mid: MidTrainingConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_expr(self) -> "ScheduleConfig":
+        if self.shape == "expr" and not self.shape_expr:
+            raise ValueError("shape 'expr' needs shape_expr, e.g. shape_expr: '1 - x**2'")
+        return self

@@ -1,0 +1,1 @@
+"""wsdlab.train"""

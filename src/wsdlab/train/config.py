@@ -1,0 +1,94 @@
+"""The run spec: everything that determines a run. A cooldown branch is a spec with `init_from` set."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from wsdlab.common.config import StrictModel
+from wsdlab.data.config import DataConfig
+from wsdlab.models.config import ModelConfig
+from wsdlab.schedules.config import ScheduleConfig
+
+
+class OptimConfig(StrictModel):
+    """AdamW with decoupled weight decay (defaults: the papers' settings)."""
+
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate; the schedule multiplies it.")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, gt=0.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Max global grad norm; None = no clipping.")
+    decay_norms_and_biases: bool = Field(False, description="Apply weight decay to 1-D params too.")
+
+
+class TrainConfig(StrictModel):
+    """Loop settings. `steps` is the absolute step at which the run ends (a branch continues the count)."""
+
+    steps: int = Field(gt=0)
+    batch_size: int = Field(32, gt=0, description="Global batch in sequences (or images).")
+    batch_tokens: int | None = Field(None, gt=0, description="Global batch in tokens; overrides batch_size.")
+    micro_batch_size: int | None = Field(None, gt=0, description="Per-process micro batch; gradient accumulation fills the global batch.")
+    eval_every: int = Field(50, gt=0)
+    eval_batches: int = Field(8, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0)
+    checkpoint_every: int | None = Field(None, gt=0)
+    checkpoint_steps: list[int] = Field(default_factory=list, description="Extra steps to checkpoint at.")
+    snapshot_every: int | None = Field(None, gt=0, description="Weight snapshots (trajectory) every k steps.")
+    snapshot_steps: list[int] = Field(default_factory=list)
+    log_every: int = Field(1, gt=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU.")
+    compile: bool = False
+    fsdp: bool = Field(False, description="Shard with FSDP under torchrun (1B/8B presets); DDP otherwise.")
+    deterministic: bool = True
+    progress: bool = True
+
+
+class BranchConfig(StrictModel):
+    """How a branch departs from the checkpoint it starts at (recorded for provenance)."""
+
+    reset_optimizer: bool = Field(False, description="Start the branch with fresh AdamW moments.")
+    beta_power: float | None = Field(None, gt=0.0, description="betas -> beta**p (provenance; the optim betas are already scaled).")
+    beta2_only: bool = False
+    batch_scale: float | None = Field(None, gt=0.0, description="Batch size x k (provenance).")
+    match_half_life: bool = False
+    parent_step: int | None = None
+
+
+class RunSpec(StrictModel):
+    """A run is fully described by its spec."""
+
+    name: str = "run"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig
+    init_from: str | None = Field(None, description="Checkpoint directory to start from (a branch).")
+    branch: BranchConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> "RunSpec":
+        s = self.schedule
+        total = self.train.steps - (s.mid.steps if s.mid else 0)
+        if total <= 0:
+            raise ValueError(f"schedule.mid.steps ({s.mid.steps}) must be < train.steps ({self.train.steps})")
+        if s.kind == "wsd":
+            cool = s.cooldown_steps if s.cooldown_steps is not None else round(s.cooldown_fraction * total)
+            if s.warmup_steps + cool > total:
+                raise ValueError(
+                    f"schedule: warmup_steps ({s.warmup_steps}) + cooldown ({cool}) exceed train.steps ({total})"
+                )
+        elif s.warmup_steps > total:
+            raise ValueError(f"schedule: warmup_steps ({s.warmup_steps}) exceed train.steps ({total})")
+        if not self.data.is_vision and self.data.seq_len > self.model.seq_len:
+            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.seq_len ({self.model.seq_len})")
+        if not self.data.is_vision and self.model.arch == "cnn":
+            raise ValueError("model.arch 'cnn' needs a vision data source (fashion_mnist or cifar10)")
+        if self.data.is_vision and self.model.arch != "cnn":
+            raise ValueError(f"data.source '{self.data.source}' is vision data; model.arch must be 'cnn'")
+        return self
