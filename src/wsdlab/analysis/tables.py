@@ -1,0 +1,55 @@
+"""Tables are lists of flat dict rows, stored as CSV (written atomically); the report reads the same files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from wsdlab.common.io import atomic_write_text
+
+Row = dict[str, Any]
+
+
+def write_table(rows: Sequence[Row], path: str | Path) -> Path:
+    """Write rows as CSV; columns are the union of keys in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return v
+
+
+def read_table(path: str | Path) -> list[Row]:
+    """Read a CSV table back; numeric-looking cells become floats (ints stay ints)."""
+    with open(path, newline="") as f:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _parse(v: str) -> Any:
+    if v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return v
