@@ -11,7 +11,7 @@ from rich.console import Console
 
 from wsdlab.common.config import describe_validation_error
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(Exception):

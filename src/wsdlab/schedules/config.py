@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from wsdlab.common.config import StrictModel
+from wsdlab.schedules.shapes import EXPR, get_shape, is_known_shape
 
 ScheduleKind = Literal["wsd", "wso", "cosine", "linear"]
 
@@ -37,8 +38,32 @@ class ScheduleConfig(StrictModel):
     alpha: float = Field(0.0, ge=0.0, le=1.0, description="Minimum-LR factor reached at the end of the decay.")
     mid: MidTrainingConfig | None = None
 
+    @field_validator("shape_param")
+    @classmethod
+    def _check_shape_param(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """A parameter the shape does not take, or one out of its range, is an error here (not at build)."""
+        shape = info.data.get("shape")
+        if value is not None and isinstance(shape, str) and shape != EXPR and is_known_shape(shape):
+            get_shape(shape, value)
+        return value
+
+    @field_validator("shape_expr")
+    @classmethod
+    def _check_shape_expr(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Parse the expression now, so a bad one is reported against shape_expr when the config loads."""
+        if value is not None:
+            shape = info.data.get("shape")
+            if shape != EXPR:
+                raise ValueError(f"shape_expr is only used with shape: expr (shape is '{shape}')")
+            get_shape(EXPR, expr=value)
+        return value
+
     @model_validator(mode="after")
     def _check_expr(self) -> "ScheduleConfig":
         if self.shape == "expr" and not self.shape_expr:
             raise ValueError("shape 'expr' needs shape_expr, e.g. shape_expr: '1 - x**2'")
+        # Re-check the combination (assignments change one field at a time). Unknown names are left to
+        # build_schedule: a shape registered by user code may not be registered in every reading process.
+        if is_known_shape(self.shape):
+            get_shape(self.shape, self.shape_param, self.shape_expr)
         return self
