@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from wsdlab.common.config import StrictModel
 
@@ -40,3 +40,29 @@ class ModelConfig(StrictModel):
     image_size: int = Field(32, gt=0)
     num_classes: int = Field(10, gt=0)
     channels: list[int] = Field(default_factory=lambda: [32, 128, 128, 128])
+
+    @property
+    def attn_head_dim(self) -> int:
+        """Channels per attention head: head_dim, else d_model // n_heads."""
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (grouped-query attention); n_heads when n_kv_heads is not set."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "ModelConfig":
+        if self.arch == "cnn":
+            if not self.channels:
+                raise ValueError("channels must list at least one convolution width")
+            return self
+        if self.head_dim is None and self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}) when head_dim is not set")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.kv_heads})")
+        if self.arch == "neox" and self.kv_heads != self.n_heads:
+            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must equal n_heads for arch 'neox' (multi-head attention)")
+        if int(self.attn_head_dim * self.rotary_pct) < 2:
+            raise ValueError(f"rotary_pct ({self.rotary_pct}) rotates fewer than 2 of {self.attn_head_dim} head channels")
+        return self

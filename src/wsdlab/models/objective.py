@@ -1,0 +1,41 @@
+"""The one loss of wsdlab: next-token cross-entropy for LMs, classification cross-entropy for images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Batch = Tensor | Sequence[Tensor]
+Reduction = Literal["mean", "sum", "none"]
+
+
+def _fp32(logits: Tensor) -> Tensor:
+    """Upcast half-precision logits (autocast) to float32; float64 stays float64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def batch_loss(model: nn.Module, batch: Batch, reduction: Reduction = "mean") -> Tensor:
+    """Cross-entropy of `model` on one batch.
+
+    LM batch: LongTensor (B, T+1); inputs [:, :-1], targets [:, 1:]; "none" gives per-token (B, T).
+    Vision batch: (images (B, C, H, W), labels (B,)); "none" gives per-image (B,).
+    "mean" averages over all target tokens (or images), "sum" adds them.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if isinstance(batch, Tensor):
+        if batch.dim() != 2 or batch.shape[1] < 2:
+            raise ValueError(f"LM batch must be a (B, T+1) tensor of token ids with T >= 1, got shape {tuple(batch.shape)}")
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = _fp32(model(inputs))  # (B, T, V)
+        losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+        return losses.view_as(targets) if reduction == "none" else losses
+    if len(batch) != 2:
+        raise ValueError(f"vision batch must be (images, labels), got {len(batch)} items")
+    images, labels = batch
+    logits = _fp32(model(images))  # (B, num_classes)
+    return F.cross_entropy(logits, labels, reduction=reduction)
