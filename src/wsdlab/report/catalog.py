@@ -1,0 +1,265 @@
+"""The report's figures in the papers' order: what each shows, the tables behind it, and its key values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from matplotlib.figure import Figure
+
+from wsdlab.report import figures as F
+from wsdlab.report import figures_geometry as G
+from wsdlab.report.aggregate import (
+    Row,
+    Tables,
+    curve_stats,
+    group_by,
+    last_per_group,
+    mean_per_group,
+    perplexity,
+    pivot,
+    require,
+)
+
+Draw = Callable[[Tables, "Figure | None"], Figure]
+Summarize = Callable[[Tables], list[Row]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading of the report; figures refer to it by `key`."""
+
+    key: str
+    title: str
+    intro: str
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure: drawn when all `tables` exist; `summary` gives the small table shown under it."""
+
+    name: str  # file name STUDY/figures/<name>.png and the HTML anchor
+    section: str
+    caption: str  # one line: what the figure shows
+    tables: tuple[str, ...]  # tables it needs (CSV names without .csv); the first is the one linked first
+    draw: Draw
+    summary: Summarize | None = None
+    optional_tables: tuple[str, ...] = field(default=())
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("schedules", "Schedules and validation curves",
+            "The cooldown shapes compared and how each run's validation perplexity evolves."),
+    Section("bias_variance", "Bias and variance",
+            "Across data orders, each shape's final models trade bias against variance (KL, weight and loss space)."),
+    Section("perplexity", "Perplexity", "Final perplexity per shape and its relation to bias."),
+    Section("averaging", "Weight averaging", "Averaging the weights of the N cooldowns vs training one longer run."),
+    Section("recency", "Recency bias", "How much the final model favours the batches it saw last."),
+    Section("hyperparams", "Cooldown hyper-parameters",
+            "AdamW betas, batch size, weight decay and optimizer reset during the cooldown."),
+    Section("alignment", "Gradient alignment and norm",
+            "Alignment of gradient and momentum, and the gradient norm, along the cooldown."),
+    Section("landscape", "Loss landscape",
+            "The loss around the cooldown path and along straight lines between checkpoints (river valley)."),
+    Section("sharpness", "Sharpness and curvature", "Top Hessian eigenvalue, Hessian trace and ||Hv|| along training."),
+    Section("trajectory", "Optimizer path",
+            "PCA of the iterates, weak quasi-convexity, cos(-grad, update) and the parameter norm."),
+    Section("probes", "Linear probes", "How well each layer's representation predicts the next token."),
+)
+
+
+def _table(name: str, columns: list[str] | None = None, limit: int = 24) -> Summarize:
+    """Summary = the table itself (or the listed columns), when small enough to read."""
+
+    def summarize(tables: Tables) -> list[Row]:
+        rows = tables[name]
+        if columns is not None:
+            rows = [{c: r.get(c) for c in columns if c in r} for r in rows]
+        return rows[:limit]
+
+    return summarize
+
+
+def _optional(name: str) -> Summarize:
+    """Summary = an optional table when it exists (e.g. correlations), else nothing."""
+
+    def summarize(tables: Tables) -> list[Row]:
+        return list(tables.get(name, []))
+
+    return summarize
+
+
+def _schedules_summary(tables: Tables) -> list[Row]:
+    """Per shape: the last step at peak LR (where the cooldown starts), the last step and the final factor."""
+    rows = require(tables, "schedules", ["shape", "step", "lr_factor"])
+    out = []
+    for shape, members in group_by(rows, "shape").items():
+        steps, factors, _, _ = curve_stats(members, "step", "lr_factor")
+        if not len(steps):
+            continue
+        at_peak = steps[factors >= factors.max() - 1e-12]
+        out.append({"shape": shape, "decay starts after step": int(at_peak[-1]), "last step": int(steps[-1]),
+                    "final LR factor": float(factors[-1])})
+    return out
+
+
+def _val_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "val_curves", ["shape", "step", "val_loss"])
+    out = []
+    for r in last_per_group(rows, ["shape"], "step", ["val_loss"]):
+        loss = r["val_loss"]
+        out.append({"shape": r["shape"], "last step": r["step"], "seeds": r["n"], "final val_loss": loss,
+                    "final perplexity": float(perplexity(loss)) if loss is not None else None})
+    return out
+
+
+def _bias_variance_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "bias_variance", ["shape", "space", "bias", "variance"])
+    return pivot(rows, "shape", "space", ["bias", "variance"])
+
+
+def _recency_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "recency", ["shape", "shift", "deviation"])
+    return [{"shape": r["shape"], "runs": r["n"], "mean shift": r["shift"], "mean deviation": r["deviation"]}
+            for r in mean_per_group(rows, ["shape"], ["shift", "deviation"])]
+
+
+def _recency_curves_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "recency_curves", ["shape", "batch_position", "loss_diff"])
+    return [{"shape": r["shape"], "points": r["n"], "mean loss_diff": r["loss_diff"]}
+            for r in mean_per_group(rows, ["shape"], ["loss_diff"])]
+
+
+def _hyperparams_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "hyperparams", ["panel", "value"])
+    cols = [c for c in ("val_loss", "ppl") if c in rows[0]]
+    return [{"panel": r["panel"], "value": r["value"], "seeds": r["n"], **{f"mean {c}": r[c] for c in cols}}
+            for r in mean_per_group(rows, ["panel", "value"], cols)]
+
+
+def _alignment_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "alignment", ["shape", "step", "metric", "mean"])
+    return [{"metric": r["metric"], "shape": r["shape"], "last step": r["step"], "final mean": r["mean"]}
+            for r in last_per_group(rows, ["metric", "shape"], "step", ["mean"])]
+
+
+def _landscape_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "landscape", ["run", "point", "loss"])
+    return [{"run": G.run_label(r["run"]), "point": r["point"], "grid points": r["n"], "mean loss": r["loss"]}
+            for r in mean_per_group(rows, ["run", "point"], ["loss"])]
+
+
+def _interpolation_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "interpolate", ["run", "alpha", "loss"])
+    keys = [c for c in ("run", "from_step", "to_step", "dataset") if c in rows[0]]
+    out = []
+    for key, pts in group_by(rows, *keys).items():
+        loss = {p["alpha"]: p["loss"] for p in pts}
+        row = dict(zip(keys, key if len(keys) > 1 else (key,)))
+        row["run"] = G.run_label(row["run"])
+        inner = [v for a, v in loss.items() if isinstance(a, (int, float)) and 0 <= a <= 1 and v is not None]
+        out.append({**row, "loss at α=0": loss.get(0.0, loss.get(0)), "loss at α=1": loss.get(1.0, loss.get(1)),
+                    "min loss on [0, 1]": min(inner) if inner else None})
+    return out
+
+
+def _sharpness_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "sharpness", ["run", "step"])
+    cols = [c for c in ("lambda_1", "trace") if c in rows[0]]
+    return [{**r, "run": G.run_label(r["run"])} for r in last_per_group(rows, ["run"], "step", cols)]
+
+
+def _hv_summary(tables: Tables) -> list[Row]:
+    rows = G.rows_of_kind(tables, "trajectory", "hv", ["direction", "hv_norm"])
+    return [{"direction": r["direction"], "runs": r["n"], "mean ||Hv||": r["hv_norm"]}
+            for r in mean_per_group(rows, ["direction"], ["hv_norm"])]
+
+
+def _pca_summary(tables: Tables) -> list[Row]:
+    rows = G.rows_of_kind(tables, "trajectory", "pca", ["set", "pc1_share"])
+    return [{"set": r["set"], "runs": r["n"], "mean PC1 share": r["pc1_share"]}
+            for r in mean_per_group(rows, ["set"], ["pc1_share"])]
+
+
+def _path_summary(tables: Tables) -> list[Row]:
+    rows = G.rows_of_kind(tables, "trajectory", "path", ["phase", "tau", "cos_grad_update"])
+    return [{"phase": r["phase"], "iterates": r["n"], "mean tau": r["tau"],
+             "mean cos(-grad, update)": r["cos_grad_update"]}
+            for r in mean_per_group(rows, ["phase"], ["tau", "cos_grad_update"])]
+
+
+def _probes_summary(tables: Tables) -> list[Row]:
+    rows = require(tables, "probes", ["run", "layer", "perplexity"])
+    cols = [c for c in ("perplexity", "rel_perplexity") if c in rows[0]]
+    return [{**r, "run": G.run_label(r["run"])} for r in last_per_group(rows, ["run", "layer"], "step", cols)] \
+        if "step" in rows[0] else rows
+
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("schedules", "schedules", "Learning-rate factor vs step for each cooldown shape.",
+               ("schedules",), F.plot_schedules, _schedules_summary),
+    FigureSpec("val_curves", "schedules",
+               "Validation perplexity vs step per shape (line: mean over seeds, band: min/max).",
+               ("val_curves",), F.plot_val_curves, _val_summary),
+    FigureSpec("bias_variance", "bias_variance", "Bias vs variance of each shape's final models, one panel per space.",
+               ("bias_variance",), F.plot_bias_variance, _bias_variance_summary),
+    FigureSpec("perplexity", "perplexity",
+               "Final perplexity per shape: mean over seeds with min/max bars; ◇ = the model with averaged weights.",
+               ("perplexity",), F.plot_perplexity, _table("perplexity")),
+    FigureSpec("perplexity_vs_bias", "perplexity",
+               "Perplexity of each shape's weight-averaged model vs its bias, one panel per space "
+               "(with rank and linear correlations).",
+               ("perplexity", "bias_variance"), F.plot_perplexity_vs_bias, _optional("perplexity_vs_bias"),
+               optional_tables=("perplexity_vs_bias",)),
+    FigureSpec("averaging", "averaging",
+               "Validation loss of the weight-averaged model vs one longer run and vs the averaged runs' mean.",
+               ("averaging",), F.plot_averaging, _table("averaging")),
+    FigureSpec("recency_curves", "recency",
+               "Loss difference on each cooldown batch vs its position (faint: raw, line: smoothed, mean over seeds).",
+               ("recency_curves",), F.plot_recency_curves, _recency_curves_summary),
+    FigureSpec("recency_shift", "recency", "Shift vs deviation of the recency curve per run (★ = mean per shape).",
+               ("recency",), F.plot_recency_shift, _recency_summary),
+    FigureSpec("recency_vs_bias_variance", "recency",
+               "Per shape: recency shift vs bias and deviation vs variance (one bias-variance space).",
+               ("recency", "bias_variance"), F.plot_recency_vs_bias_variance, _optional("recency_correlations"),
+               optional_tables=("recency_correlations",)),
+    FigureSpec("hyperparams", "hyperparams",
+               "Perplexity vs each cooldown hyper-parameter (point: mean over seeds, bars: min/max).",
+               ("hyperparams",), F.plot_hyperparams, _hyperparams_summary),
+    FigureSpec("alignment", "alignment",
+               "Gradient-momentum cosine and gradient norm along the cooldown (band: confidence interval over seeds).",
+               ("alignment",), F.plot_alignment, _alignment_summary),
+    FigureSpec("landscape", "landscape",
+               "Loss contours on the plane point + a·(final − pre-cooldown) + b·(next optimizer steps) "
+               "at several cooldown points (★ = the point).",
+               ("landscape",), G.plot_landscape, _landscape_summary),
+    FigureSpec("interpolation", "landscape",
+               "Loss along straight lines between checkpoints (α = 0: from, 1: to); "
+               "a valley floor shows as a dip between the ends.",
+               ("interpolate",), G.plot_interpolation, _interpolation_summary),
+    FigureSpec("sharpness", "sharpness",
+               "Top Hessian eigenvalue(s) and Hessian trace (band: ± standard error) along training.",
+               ("sharpness",), G.plot_sharpness, _sharpness_summary),
+    FigureSpec("hv_norm", "sharpness",
+               "||H v|| at the decay start along the stable (v_s) and decay (v_d) directions; boxes over runs.",
+               ("trajectory",), G.plot_hv_norm, _hv_summary),
+    FigureSpec("pc1_share", "trajectory",
+               "Share of variance explained by the first principal component of the stable (S, S') "
+               "and decay (D, D') iterates; boxes over runs.",
+               ("trajectory",), G.plot_pc1_share, _pca_summary),
+    FigureSpec("quasi_convexity", "trajectory",
+               "Weak quasi-convexity ratio τ and cos(−gradient, next update) per training phase; "
+               "boxes over sampled iterates.",
+               ("trajectory",), G.plot_quasi_convexity, _path_summary),
+    FigureSpec("param_norm", "trajectory",
+               "Parameter norm and distance to the final iterate along training, per run.",
+               ("trajectory",), G.plot_param_norm, None),
+    FigureSpec("probes", "probes",
+               "Linear-probe perplexity per layer at steps along the cooldown, and relative to the cooldown start.",
+               ("probes",), G.plot_probes, _probes_summary),
+)
+
+
+def figure_names() -> list[str]:
+    """Names of every figure the report can draw, in order."""
+    return [f.name for f in FIGURES]

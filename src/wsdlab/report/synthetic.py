@@ -1,0 +1,216 @@
+"""Synthetic but well-formed analysis tables: for the report's tests and for previewing the page.
+
+`python -m wsdlab.report --demo DIR` writes them into DIR/tables/ and builds DIR/report.html. The
+numbers are made up (smooth curves plus noise); only the table formats (the columns documented in
+the analysis modules and written by the study runner) are real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from wsdlab.analysis.tables import write_table
+from wsdlab.common.io import atomic_write_text
+from wsdlab.report.aggregate import Row, Tables
+
+# shape -> how much higher its final loss lands than the best one (made up)
+SHAPES: dict[str, float] = {
+    "linear": 0.02, "cosine": 0.03, "mirror_cosine": 0.05, "square": 0.06, "sqrt": 0.0, "lowered_linear-0.7": 0.01,
+}
+_FACTOR: dict[str, Callable[[np.ndarray | float], np.ndarray | float]] = {
+    "linear": lambda x: 1 - x,
+    "cosine": lambda x: 0.5 * (1 + np.cos(np.pi * x)),
+    "mirror_cosine": lambda x: 2 * (1 - x) - 0.5 * (1 + np.cos(np.pi * x)),
+    "square": lambda x: 1 - x**2,
+    "sqrt": lambda x: 1 - np.sqrt(x),
+    "lowered_linear-0.7": lambda x: 0.7 * (1 - x),
+}
+SEEDS = (0, 1, 2)
+SPACES = {"kl": 0.02, "weight": 3.0, "loss": 0.1, "avg_loss_var_loss": 2.7, "avg_loss_var_weight": 2.7}
+# geometry runs (folder name -> the study runner's `shape` label, a made-up sharpness scale)
+RUNS = {"cooldown-sqrt-s0-0123456789": ("sqrt", 1.0), "cooldown-linear-s0-abcdef0123": ("linear", 1.3)}
+BASE_RUN = "base-9876543210"
+
+
+def synthetic_tables(seed: int = 0, *, stable_steps: int = 80, cooldown_steps: int = 20) -> Tables:
+    """One table of every kind the report reads, keyed by table name."""
+    rng = np.random.default_rng(seed)
+    k, n = stable_steps, cooldown_steps
+    t: Tables = {}
+    t.update(_curves(rng, k, n))
+    t.update(_bias_variance_and_perplexity(rng))
+    t.update(_recency(rng, k, n))
+    t.update(_hyperparams_and_alignment(rng, k, n))
+    t.update(_geometry(rng, k, n))
+    t["runs"] = [{"key": "base", "role": "base", "state": "complete"}] + [
+        {"key": f"cooldown-{s}-s{sd}", "role": "cooldown", "shape": s, "seed": sd, "state": "complete"}
+        for s in SHAPES for sd in SEEDS
+    ]
+    return t
+
+
+def _loss(step: np.ndarray | float) -> np.ndarray | float:
+    return 3.0 + 3.0 * np.exp(-np.asarray(step) / 25)
+
+
+def _curves(rng: np.random.Generator, k: int, n: int) -> Tables:
+    """schedules (the base phase included) and val_curves (the base's evaluations shared by every branch)."""
+    steps = np.arange(0, k + n + 1, 5)
+    base = {int(s): float(_loss(s) + 0.01 * rng.standard_normal()) for s in steps if s <= k}
+
+    def cooldown(shape: str, step: int) -> float:
+        return float(_loss(step) - 0.3 * (step - k) / n + SHAPES[shape] + 0.01 * rng.standard_normal())
+
+    return {
+        "schedules": [{"shape": s, "step": int(t), "lr_factor": float(1.0 if t <= k else _FACTOR[s]((t - k) / n))}
+                      for s in SHAPES for t in steps],
+        "val_curves": [{"shape": s, "seed": sd, "step": int(t), "val_loss": base[int(t)] if t <= k else cooldown(s, t)}
+                       for s in SHAPES for sd in SEEDS for t in steps],
+    }
+
+
+def _bias_variance_and_perplexity(rng: np.random.Generator) -> Tables:
+    """bias_variance, perplexity, perplexity_vs_bias and averaging."""
+    bv = [{"shape": s, "space": space, "bias": float(scale * (1 + 5 * d)), "variance": float(scale * (0.7 - 3 * d)),
+           "n_runs": len(SEEDS)} for space, scale in SPACES.items() for s, d in SHAPES.items()]
+    ppl_rows = []
+    for s, d in SHAPES.items():
+        losses = 2.7 + d + 0.01 * rng.standard_normal(len(SEEDS))
+        ppl, avg_loss = np.exp(losses), float(losses.mean() - 0.01)
+        ppl_rows.append({"shape": s, "ppl_mean": float(ppl.mean()), "ppl_min": float(ppl.min()),
+                         "ppl_max": float(ppl.max()), "ppl_avg_model": float(np.exp(avg_loss)),
+                         "val_loss_mean": float(losses.mean()), "val_loss_avg_model": avg_loss, "n_runs": len(SEEDS)})
+    return {
+        "bias_variance": bv,
+        "perplexity": ppl_rows,
+        "perplexity_vs_bias": [{"space": space, "x": "bias", "y": "ppl_avg_model", "spearman": 0.9, "pearson": 0.85,
+                                "n_shapes": len(SHAPES)} for space in SPACES],
+        "averaging": [{"shape": "sqrt", "n_models": 4, "val_loss_average_model": 2.71, "val_loss_longer_run": 2.69,
+                       "val_loss_members_mean": 2.75}],
+    }
+
+
+def _recency(rng: np.random.Generator, k: int, n: int) -> Tables:
+    """recency_curves, recency and recency_correlations."""
+
+    def diff(j: int, d: float) -> float:
+        return float(-0.2 * np.exp(-(n - j) / (3 + 20 * d)))
+
+    curves = [{"shape": s, "seed": sd, "batch_position": j, "step": k + j + 1,
+               "loss_diff": diff(j, d) + 0.02 * float(rng.standard_normal()), "loss_diff_smoothed": diff(j, d)}
+              for s, d in SHAPES.items() for sd in SEEDS for j in range(n)]
+    summary = [{"shape": s, "seed": sd, "shift": float(-0.05 - d + 0.01 * rng.standard_normal()),
+                "deviation": float(0.05 + 0.5 * d + 0.005 * rng.standard_normal()), "slope": float(-0.2 + d),
+                "n_batches": n} for s, d in SHAPES.items() for sd in SEEDS]
+    corr = [{"x": "shift", "y": "bias", "space": "kl", "spearman": -0.8, "pearson": -0.75, "n_shapes": len(SHAPES)},
+            {"x": "deviation", "y": "variance", "space": "kl", "spearman": 0.7, "pearson": 0.6,
+             "n_shapes": len(SHAPES)}]
+    return {"recency_curves": curves, "recency": summary, "recency_correlations": corr}
+
+
+def _hyperparams_and_alignment(rng: np.random.Generator, k: int, n: int) -> Tables:
+    """hyperparams (the study runner's panel names) and alignment (mean and CI per step)."""
+    panels = {"betas_p": [0.5, 1.0, 2.0], "beta2_p": [0.5, 1.0, 2.0], "batch_x": [1, 2, 4],
+              "batch_x_half_life": [1, 2, 4], "weight_decay_off": [0, 1], "reset_optimizer": ["no", "yes"]}
+    hyper = []
+    for panel, values in panels.items():
+        for i, v in enumerate(values):
+            for sd in SEEDS[:2]:
+                loss = float(2.7 + 0.02 * i + 0.005 * rng.standard_normal())
+                hyper.append({"panel": panel, "value": v, "seed": sd, "val_loss": loss, "ppl": float(np.exp(loss))})
+    align = []
+    for metric, base in (("grad_momentum_cos", 0.3), ("grad_norm", 0.5)):
+        for s, d in SHAPES.items():
+            for step in range(k, k + n + 1, 2):
+                x = (step - k) / n
+                m = base * np.exp(4 * x * (1 + d)) if metric == "grad_norm" else base - d - 0.2 * x
+                align.append({"shape": s, "step": step, "metric": metric, "mean": float(m), "ci_low": 0.9 * m,
+                              "ci_high": 1.1 * m, "n": len(SEEDS)})
+    return {"hyperparams": hyper, "alignment": align}
+
+
+def _geometry(rng: np.random.Generator, k: int, n: int) -> Tables:
+    """sharpness, interpolate, landscape, trajectory (pca / hv / path rows) and probes, each row led by the
+    `shape` label the study runner adds ('stable' for the base run)."""
+    total = k + n
+    (first, (first_shape, _)) = next(iter(RUNS.items()))
+    sharp = [{"shape": "stable", "run": BASE_RUN, "step": t, "dataset": "val", "method": "exact", "estimator": "",
+              "loss": float(_loss(t)), "trace": float(50 + 2 * t), "trace_stderr": float(2 + rng.random()),
+              "samples": 100, "products": 100, "lambda_1": float(5 + 0.1 * t), "lambda_2": float(3 + 0.05 * t)}
+             for t in range(0, k + 1, 10)]
+    sharp += [{"shape": shape, "run": r, "step": t, "dataset": "val", "method": "exact", "estimator": "",
+               "loss": float(_loss(t)), "trace": float(f * (50 + 2 * t) * 0.5), "trace_stderr": float(2 + rng.random()),
+               "samples": 100, "products": 100, "lambda_1": float(f * (5 + 0.1 * t) * 0.6),
+               "lambda_2": float(f * (3 + 0.05 * t))} for r, (shape, f) in RUNS.items() for t in range(k, total + 1, 5)]
+    interp = []
+    for r, (shape, f) in RUNS.items():
+        for a in np.round(np.linspace(-0.5, 1.5, 21), 6):
+            loss = float(2.8 - 0.3 * f * a + 0.75 * a * a - 0.6 * a)
+            interp.append({"shape": shape, "run": BASE_RUN, "from_run": BASE_RUN, "from_step": k, "to_run": r,
+                           "to_step": total, "dataset": "val", "alpha": float(a), "loss": loss,
+                           "perplexity": float(np.exp(loss))})
+    land = []
+    for p in range(k, total + 1, n // 2):
+        for a in np.linspace(-0.5, 1.5, 9):
+            for b in np.linspace(-2.0, 2.0, 9):
+                loss = float(2.7 + 0.4 * (a - (total - p) / n) ** 2 + 0.1 * (b - 0.5) ** 2)
+                land.append({"shape": first_shape, "run": first, "point": p, "pre_step": k, "final_step": total,
+                             "after_step": p + 10,
+                             "dataset": "val", "a": float(a), "b": float(b), "loss": loss,
+                             "perplexity": float(np.exp(loss)), "e1_norm": 3.0, "e2_norm": 0.4})
+    probes = []
+    for t in range(k, total + 1, n // 2):
+        for layer in range(5):
+            ppl = 400 / (1 + layer) ** 1.5 * (1 - 0.1 * (t - k) / n)
+            probes.append({"shape": first_shape, "run": first, "step": t, "layer": layer, "loss": float(np.log(ppl)),
+                           "perplexity": float(ppl),
+                           "initial_loss": float(np.log(ppl * 1.1)), "initial_perplexity": float(ppl * 1.1),
+                           "rel_perplexity": float(1 - 0.1 * (t - k) / n)})
+    return {"sharpness": sharp, "interpolate": interp, "landscape": land, "trajectory": _trajectory(rng, k, n),
+            "probes": probes}
+
+
+def _trajectory(rng: np.random.Generator, k: int, n: int) -> list[Row]:
+    rows: list[Row] = []
+    for seed in range(3):
+        for name, (shape, f) in RUNS.items():
+            run = name.replace("s0", f"s{seed}")
+            for s, share in (("S", 0.5), ("D", 0.9), ("S'", 0.4), ("D'", 0.95)):
+                rows.append({"shape": shape, "run": run, "kind": "pca", "set": s, "num_iterates": 10, "first_step": 0,
+                             "last_step": k + n, "pc1_share": float(min(1.0, share + 0.03 * rng.standard_normal())),
+                             "pc2_share": 0.05})
+            for d, hv in (("v_s", 20.0), ("v_d", 2.0)):
+                rows.append({"shape": shape, "run": run, "kind": "hv", "direction": d, "step": k,
+                             "hv_norm": float(hv * f * np.exp(0.2 * rng.standard_normal())), "cos_vs_vd": 0.1})
+            for t in range(10, k + n + 1, 10):
+                phase = "warmup" if t <= 10 else ("stable" if t <= k else "decay")
+                rows.append({"shape": shape, "run": run, "kind": "path", "step": t, "phase": phase,
+                             "loss": float(_loss(t)),
+                             "grad_norm": 1.0, "param_norm": float(10 + 0.05 * t * f),
+                             "distance_to_final": float(0.1 * (k + n - t)),
+                             "tau": float(1.0 + 0.5 * (phase == "decay") + 0.2 * rng.standard_normal()),
+                             "cos_grad_update": float(0.1 + 0.4 * (phase == "decay") + 0.05 * rng.standard_normal())})
+    return rows
+
+
+def write_synthetic_study(study_dir: Path, tables: Tables | None = None, *, runs: int = 3) -> Path:
+    """Write `tables` (default: all synthetic ones) as STUDY/tables/*.csv, a study.yaml and `runs` run folders
+    (the first left incomplete); return the study folder."""
+    study_dir = Path(study_dir)
+    for name, rows in (synthetic_tables() if tables is None else tables).items():
+        write_table(rows, study_dir / "tables" / f"{name}.csv")
+    atomic_write_text(study_dir / "study.yaml", "name: synthetic\ndescription: Made-up tables for a preview.\n")
+    for i in range(runs):
+        run = study_dir / "runs" / f"run-{i}"
+        run.mkdir(parents=True, exist_ok=True)
+        if i:
+            (run / "COMPLETE").write_text("")
+    return study_dir
+
+
+def rows_of(tables: Tables, *names: str) -> Tables:
+    """A sub-dict of tables (tests draw one figure from just the tables it declares)."""
+    return {n: list(tables[n]) for n in names}

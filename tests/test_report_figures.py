@@ -1,0 +1,201 @@
+"""Figure functions: each draws what its table says (checked on the artists), and fails clearly on bad tables."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+from PIL import Image
+
+from wsdlab.report import figures as F
+from wsdlab.report import figures_geometry as G
+from wsdlab.report.catalog import FIGURES, SECTIONS, figure_names
+from wsdlab.report.panels import png_bytes
+from wsdlab.report.synthetic import SHAPES, rows_of, synthetic_tables
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict:
+    return synthetic_tables(seed=0)
+
+
+def _visible_axes(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+@pytest.mark.parametrize("spec", FIGURES, ids=lambda s: s.name)
+def test_every_figure_draws_from_just_its_tables(spec, tables) -> None:
+    """Each catalogued figure draws labelled panels from only the tables it declares, and saves as a PNG."""
+    fig = spec.draw(rows_of(tables, *spec.tables), None)
+    axes = _visible_axes(fig)
+    assert axes, spec.name
+    for ax in axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), f"{spec.name}: unlabelled axis"
+        assert ax.lines or ax.collections or ax.patches or ax.containers, f"{spec.name}: empty panel"
+    png = png_bytes(fig)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.width > 200 and image.height > 150
+    assert b"matplotlib.org" not in png  # no metadata URL inside the image either
+
+
+def test_catalog_is_consistent() -> None:
+    names = figure_names()
+    assert len(names) == len(set(names))
+    keys = [s.key for s in SECTIONS]
+    assert all(f.section in keys for f in FIGURES)
+    # figures appear in the order of their sections (the paper's order)
+    assert [keys.index(f.section) for f in FIGURES] == sorted(keys.index(f.section) for f in FIGURES)
+
+
+def test_schedules_draws_each_shape_exactly(tables) -> None:
+    fig = F.plot_schedules(tables)
+    ax = fig.axes[0]
+    assert len(ax.lines) == len(SHAPES)
+    sqrt_line = next(line for line in ax.lines if line.get_label() == "1-sqrt")
+    rows = sorted((r for r in tables["schedules"] if r["shape"] == "sqrt"), key=lambda r: r["step"])
+    np.testing.assert_allclose(sqrt_line.get_ydata(), [r["lr_factor"] for r in rows])
+    np.testing.assert_allclose(sqrt_line.get_xdata(), [r["step"] for r in rows])
+
+
+def test_val_curves_plot_perplexity_of_the_seed_mean_and_zoom_on_the_cooldown() -> None:
+    rows = [{"shape": "linear", "seed": s, "step": k, "val_loss": v}
+            for s, losses in ((0, [3.0, 2.0, 1.0]), (1, [3.0, 2.0, 2.0])) for k, v in zip((0, 10, 20), losses)]
+    fig = F.plot_val_curves({"val_curves": rows})
+    full, zoom = _visible_axes(fig)
+    line = full.lines[0]
+    np.testing.assert_allclose(line.get_ydata(), [math.exp(3.0), math.exp(2.0), math.exp(1.5)])
+    assert full.get_yscale() == "log"
+    # shared history up to step 10 (all seeds equal), so the zoom starts there
+    np.testing.assert_allclose(zoom.lines[0].get_xdata(), [10, 20])
+
+
+def test_val_curves_without_shared_history_has_one_panel() -> None:
+    rows = [{"shape": "linear", "seed": 0, "step": k, "val_loss": 3.0 - k / 10} for k in (0, 10)]
+    assert len(_visible_axes(F.plot_val_curves({"val_curves": rows}))) == 1
+
+
+def test_bias_variance_one_panel_per_space_with_the_table_points(tables) -> None:
+    fig = F.plot_bias_variance(tables)
+    axes = _visible_axes(fig)
+    spaces = list(dict.fromkeys(r["space"] for r in tables["bias_variance"]))
+    assert len(axes) == len(spaces)
+    kl = next(ax for ax in axes if ax.get_title() == "KL space")
+    points = np.concatenate([c.get_offsets() for c in kl.collections if isinstance(c, PathCollection)])
+    expected = [(r["bias"], r["variance"]) for r in tables["bias_variance"] if r["space"] == "kl"]
+    assert sorted(map(tuple, points.tolist())) == pytest.approx(sorted(expected))
+
+
+def test_perplexity_error_bars_span_min_to_max() -> None:
+    rows = [{"shape": "sqrt", "ppl_mean": 20.0, "ppl_min": 18.0, "ppl_max": 23.0, "ppl_avg_model": 19.0}]
+    fig = F.plot_perplexity({"perplexity": rows})
+    ax = fig.axes[0]
+    bar = ax.containers[0]
+    ys = bar.lines[0].get_ydata()
+    assert ys.tolist() == [20.0]
+    segs = bar.lines[2][0].get_segments()
+    assert segs[0][:, 1].tolist() == [18.0, 23.0]
+    avg = [c for c in ax.collections if isinstance(c, PathCollection)][0]
+    assert avg.get_offsets()[0].tolist() == [0.0, 19.0]
+
+
+def test_perplexity_vs_bias_joins_tables_by_shape_and_shows_correlation(tables) -> None:
+    fig = F.plot_perplexity_vs_bias(rows_of(tables, "perplexity", "bias_variance", "perplexity_vs_bias"))
+    kl = next(ax for ax in _visible_axes(fig) if ax.get_title().startswith("KL space"))
+    assert "Spearman 0.90" in kl.get_title()
+    ppl = {r["shape"]: r["ppl_avg_model"] for r in tables["perplexity"]}
+    bias = {r["shape"]: r["bias"] for r in tables["bias_variance"] if r["space"] == "kl"}
+    points = sorted(tuple(c.get_offsets()[0]) for c in kl.collections)
+    assert points == pytest.approx(sorted((bias[s], ppl[s]) for s in ppl))
+
+
+def test_averaging_bars_are_the_table_values(tables) -> None:
+    fig = F.plot_averaging(tables)
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    row = tables["averaging"][0]
+    expected = [row["val_loss_average_model"], row["val_loss_longer_run"], row["val_loss_members_mean"]]
+    assert heights == pytest.approx(expected)
+
+
+def test_recency_shift_marks_the_mean_per_shape() -> None:
+    rows = [{"shape": "sqrt", "seed": s, "shift": v, "deviation": 2 * v} for s, v in enumerate([1.0, 3.0])]
+    ax = F.plot_recency_shift({"recency": rows}).axes[0]
+    star = [c for c in ax.collections if c.get_label() == "1-sqrt"][0]
+    assert star.get_offsets()[0].tolist() == [2.0, 4.0]
+
+
+def test_hyperparams_one_panel_per_panel_with_categorical_values(tables) -> None:
+    fig = F.plot_hyperparams(tables)
+    axes = _visible_axes(fig)
+    assert len(axes) == len({r["panel"] for r in tables["hyperparams"]})
+    reset = next(ax for ax in axes if ax.get_title() == "optimizer reset")
+    assert [t.get_text() for t in reset.get_xticklabels()] == ["no", "yes"]
+
+
+def test_alignment_bands_and_log_scale_for_the_growing_norm(tables) -> None:
+    fig = F.plot_alignment(tables)
+    axes = {ax.get_title(): ax for ax in _visible_axes(fig)}
+    assert set(axes) == {"cos(gradient, momentum)", "gradient norm"}
+    assert axes["gradient norm"].get_yscale() == "log"  # grows e^4..e^8 ~ 55x..3000x
+    assert axes["cos(gradient, momentum)"].get_yscale() == "linear"
+    assert axes["gradient norm"].collections  # confidence bands
+
+
+def test_landscape_contours_each_point(tables) -> None:
+    fig = G.plot_landscape(tables)
+    axes = _visible_axes(fig)
+    points = sorted({r["point"] for r in tables["landscape"]})
+    assert [ax.get_title() for ax in axes] == [f"cooldown point: step {p}" for p in points]
+    assert all(ax.collections for ax in axes)
+
+
+def test_landscape_limits_the_number_of_panels() -> None:
+    rows = [{"run": "r", "point": p, "a": a, "b": b, "loss": a * a + b * b}
+            for p in range(10) for a in (-1.0, 0.0, 1.0) for b in (-1.0, 0.0, 1.0)]
+    fig = G.plot_landscape({"landscape": rows})
+    titles = [ax.get_title() for ax in _visible_axes(fig)]
+    assert len(titles) == G.MAX_LANDSCAPES
+    assert titles[0].endswith("step 0") and titles[-1].endswith("step 9")
+
+
+def test_trajectory_figures_read_their_row_kind(tables) -> None:
+    pca = G.plot_pc1_share(tables).axes[0]
+    assert [t.get_text() for t in pca.get_xticklabels()] == ["S", "S'", "D", "D'"]
+    hv = G.plot_hv_norm(tables).axes[0]
+    assert [t.get_text() for t in hv.get_xticklabels()] == ["v_s", "v_d"]
+    qc = _visible_axes(G.plot_quasi_convexity(tables))
+    assert [t.get_text() for t in qc[0].get_xticklabels()] == ["warmup", "stable", "decay"]
+    with pytest.raises(ValueError, match="no rows of kind 'hv'"):
+        G.plot_hv_norm({"trajectory": [r for r in tables["trajectory"] if r["kind"] != "hv"]})
+
+
+def test_sharpness_panels_follow_available_columns(tables) -> None:
+    assert len(_visible_axes(G.plot_sharpness(tables))) == 2
+    only_trace = [{k: v for k, v in r.items() if not k.startswith("lambda_")} for r in tables["sharpness"]]
+    assert [ax.get_title() for ax in _visible_axes(G.plot_sharpness({"sharpness": only_trace}))] == [
+        "Hessian trace (band: ± standard error)"]
+    with pytest.raises(ValueError, match="neither lambda_1"):
+        G.plot_sharpness({"sharpness": [{"run": "r", "step": 1, "trace": None}]})
+
+
+def test_run_label_strips_the_spec_hash() -> None:
+    assert G.run_label("cooldown-sqrt-s0-1a2b3c4d5e") == "cooldown-sqrt-s0"
+    assert G.run_label("plain-run") == "plain-run"
+
+
+def test_missing_column_is_a_value_error_naming_it(tables) -> None:
+    bad = [{k: v for k, v in r.items() if k != "variance"} for r in tables["bias_variance"]]
+    with pytest.raises(ValueError, match="bias_variance.csv' lacks column\\(s\\) variance"):
+        F.plot_bias_variance({"bias_variance": bad})
+
+
+def test_draws_into_a_given_figure(tables) -> None:
+    fig = Figure()
+    out = F.plot_schedules(tables, fig)
+    assert out is fig and len(fig.axes) == 1
+    F.plot_bias_variance(tables, fig)  # the figure is cleared and reused
+    assert len(_visible_axes(fig)) == len({r["space"] for r in tables["bias_variance"]})
