@@ -1,0 +1,274 @@
+"""Bias and variance of the cooldown runs across data orders (Dremov et al., TMLR 2025, Sec. 4 and App. C).
+
+For one cooldown shape i there are N runs s_in (n = 1..N, one data-order seed each) started from the
+same pre-cooldown checkpoint, and N longer reference runs r_n standing in for the ground truth.
+Validation tokens are k = 1..K; s_ink and r_nk are the predicted next-token distributions (over V).
+
+  kl     (eq. 1)  bias     = (1/K) sum_k KL( mean_n r_nk || mean_n s_ink )
+                  variance = (1/K) sum_k (1/N) sum_n || s_ink - mean_n s_ink ||_2^2
+  weight (eq. 3)  bias     = || mean_n theta(r_n) - mean_n theta(s_in) ||_2^2
+                  variance = (1/N) sum_n || theta(s_in) - mean_n theta(s_in) ||_2^2
+  loss   (eq. 4)  bias     = mean_n L(s_in) - mean_n L(r_n)
+                  variance = (1/N) sum_n (L(s_in) - mean_n L(s_in))^2      (population variance)
+  App. C          avg_loss_var_loss:   bias = L(mean_n theta(s_in)), variance = the loss-space variance
+                  avg_loss_var_weight: bias = L(mean_n theta(s_in)), variance = the weight-space variance
+
+theta is the full state dict (every floating tensor, buffers included: identical buffers add nothing);
+L is the mean validation cross-entropy (nats) over the same fixed validation batches as the KL terms.
+KL is computed STREAMING: one validation batch at a time, holding at most N x B x T x V probabilities.
+
+Table `bias_variance` columns: shape, space, bias, variance, n_runs
+    space in {kl, weight, loss, avg_loss_var_loss, avg_loss_var_weight}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from rich.progress import track
+from torch import nn
+
+from wsdlab.analysis.averaging import average_models
+from wsdlab.analysis.registry import register_analysis
+from wsdlab.train import RunDir
+from wsdlab.train.evaluate import eval_index_chunks, to_device
+
+if TYPE_CHECKING:
+    from wsdlab.data import DataBundle
+
+Row = dict[str, Any]
+Batch = Any  # LM: LongTensor (B, T+1); vision: (images, labels)
+StateDict = Mapping[str, torch.Tensor]
+SPACES = ("kl", "weight", "loss", "avg_loss_var_loss", "avg_loss_var_weight")
+
+
+# ---------------------------------------------------------------- predictive distributions
+
+
+def fixed_val_batches(data: DataBundle, num_batches: int, batch_size: int) -> list[Batch]:
+    """The validation batches `wsdlab.train.evaluate` uses (the first items of the val split, in order)."""
+    return [data.val_batch(idx) for idx in eval_index_chunks(data.num_val, num_batches, batch_size)]
+
+
+def split_batch(batch: Batch) -> tuple[Any, torch.Tensor]:
+    """(inputs, targets): LM batch (B, T+1) -> ids[:, :-1], ids[:, 1:]; vision (images, labels) as is."""
+    if isinstance(batch, (tuple, list)):
+        images, labels = batch
+        return images, labels
+    return batch[:, :-1], batch[:, 1:]
+
+
+@torch.no_grad()
+def predictive_log_probs(model: nn.Module, batch: Batch, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(. | context) as float32 (..., V), targets (...)) of `model` on `batch` (B,T,V for LMs, B,C for CNNs)."""
+    inputs, targets = split_batch(to_device(batch, device))
+    logits = model(inputs)
+    return torch.log_softmax(logits.float(), dim=-1), targets
+
+
+def token_nll_sum(log_probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """sum over tokens of -log p(target): cross-entropy numerator (divide by targets.numel())."""
+    return -float(log_probs.gather(-1, targets.unsqueeze(-1)).sum(dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- KL space (eq. 1), streaming
+
+
+def log_mean_probs(log_probs: torch.Tensor) -> torch.Tensor:
+    """log of the mean distribution over dim 0: log((1/N) sum_n p_n) = logsumexp_n(log p_n) - log N."""
+    return torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
+
+
+def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_v p_v (log p_v - log q_v) over the last dim, with 0 log 0 = 0."""
+    p = log_p.exp()
+    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(dim=-1)
+
+
+def kl_bias_variance_sums(ref_log_probs: torch.Tensor, run_log_probs: torch.Tensor,
+                          chunk_tokens: int = 256) -> tuple[float, float, int]:
+    """Eq. 1 summed over the tokens of one batch: (sum_k KL, sum_k variance_k, number of tokens).
+
+    ref_log_probs (N_ref, ..., V) and run_log_probs (N, ..., V) are log-probabilities on the same tokens.
+    Tokens are processed `chunk_tokens` at a time in float64 (bounded extra memory for large vocabularies).
+    """
+    if ref_log_probs.shape[1:] != run_log_probs.shape[1:]:
+        raise ValueError(f"reference log-probs {tuple(ref_log_probs.shape)} and run log-probs "
+                         f"{tuple(run_log_probs.shape)} must cover the same tokens and classes")
+    v = run_log_probs.shape[-1]
+    refs = ref_log_probs.reshape(ref_log_probs.shape[0], -1, v)
+    runs = run_log_probs.reshape(run_log_probs.shape[0], -1, v)
+    kl_sum = var_sum = 0.0
+    for lo in range(0, runs.shape[1], chunk_tokens):
+        log_r = log_mean_probs(refs[:, lo:lo + chunk_tokens].double())
+        run = runs[:, lo:lo + chunk_tokens].double()
+        log_s = log_mean_probs(run)
+        kl_sum += float(kl_divergence(log_r, log_s).sum())  # sum_k KL(mean_n r_nk || mean_n s_ink)
+        # sum_k (1/N) sum_n ||s_ink - mean_n s_ink||^2
+        var_sum += float((run.exp() - log_s.exp()).square().sum(dim=-1).mean(dim=0).sum())
+    return kl_sum, var_sum, runs.shape[1]
+
+
+class KLBiasVariance:
+    """Streaming eq. 1: feed one batch of (reference, run) log-probs at a time; never holds all tokens."""
+
+    def __init__(self) -> None:
+        self.kl_sum = 0.0
+        self.var_sum = 0.0
+        self.tokens = 0
+
+    def update(self, ref_log_probs: torch.Tensor, run_log_probs: torch.Tensor) -> None:
+        kl, var, n = kl_bias_variance_sums(ref_log_probs, run_log_probs)
+        self.kl_sum += kl
+        self.var_sum += var
+        self.tokens += n
+
+    def result(self) -> tuple[float, float]:
+        """(bias, variance) averaged over all tokens seen."""
+        if self.tokens == 0:
+            raise ValueError("KL bias-variance: no tokens were added")
+        return self.kl_sum / self.tokens, self.var_sum / self.tokens
+
+
+# ---------------------------------------------------------------- weight space (eq. 3) and loss space (eq. 4)
+
+
+def weight_bias_variance(ref_states: Sequence[StateDict], run_states: Sequence[StateDict]) -> tuple[float, float]:
+    """Eq. 3: (||mean theta_ref - mean theta_run||^2, (1/N) sum_n ||theta_run_n - mean theta_run||^2).
+
+    Sums over every floating tensor of the state dicts, in float64, one key at a time.
+    """
+    if not ref_states or not run_states:
+        raise ValueError("weight bias-variance: need at least one reference and one run state dict")
+    keys = [k for k, v in run_states[0].items() if v.is_floating_point()]
+    for name, group in (("reference", ref_states), ("run", run_states)):
+        for i, s in enumerate(group):
+            missing = [k for k in keys if k not in s]
+            if missing:
+                raise ValueError(f"weight bias-variance: {name} state dict {i} lacks {missing[:5]}")
+    bias = 0.0
+    var = 0.0
+    for k in keys:
+        runs = torch.stack([s[k].detach().double().cpu() for s in run_states])
+        refs = torch.stack([s[k].detach().double().cpu() for s in ref_states])
+        if runs.shape[1:] != refs.shape[1:]:
+            raise ValueError(f"weight bias-variance: '{k}' is {tuple(refs.shape[1:])} in the references "
+                             f"but {tuple(runs.shape[1:])} in the runs")
+        mean_run = runs.mean(dim=0)
+        bias += float((refs.mean(dim=0) - mean_run).square().sum())
+        var += float((runs - mean_run).square().sum()) / len(run_states)
+    return bias, var
+
+
+def loss_bias_variance(run_losses: Sequence[float], ref_losses: Sequence[float]) -> tuple[float, float]:
+    """Eq. 4: (mean_n L(s_n) - mean_n L(r_n), population variance of the runs' losses)."""
+    if len(run_losses) == 0 or len(ref_losses) == 0:
+        raise ValueError("loss bias-variance: need at least one run loss and one reference loss")
+    runs = np.asarray(run_losses, dtype=float)
+    return float(runs.mean() - np.mean(ref_losses)), float(runs.var())
+
+
+def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[float, float],
+                       loss: tuple[float, float], avg_model_loss: float, n_runs: int) -> list[Row]:
+    """The five `bias_variance` rows of one shape (App. C rows reuse the loss and weight variances)."""
+    pairs = {
+        "kl": kl,
+        "weight": weight,
+        "loss": loss,
+        "avg_loss_var_loss": (avg_model_loss, loss[1]),
+        "avg_loss_var_weight": (avg_model_loss, weight[1]),
+    }
+    return [{"shape": shape, "space": s, "bias": float(b), "variance": float(v), "n_runs": n_runs}
+            for s, (b, v) in pairs.items()]
+
+
+# ---------------------------------------------------------------- the analysis over run directories
+
+
+def _stack_log_probs(models: Sequence[nn.Module], batch: Batch, device: str) -> tuple[torch.Tensor, list[float]]:
+    """(N, ..., V) log-probs of `models` on `batch` and each model's token NLL sum."""
+    outs, nll = [], []
+    for m in models:
+        lp, targets = predictive_log_probs(m, batch, device)
+        outs.append(lp)
+        nll.append(token_nll_sum(lp, targets))
+    return torch.stack(outs), nll
+
+
+def _references_log_mean(models: Sequence[nn.Module], batch: Batch, device: str) -> tuple[torch.Tensor, list[float]]:
+    """log of the references' mean distribution on `batch` (kept as a 1-model stack) and their NLL sums.
+
+    The references are folded in one at a time (log-add-exp), so only one model's (..., V) is held.
+    """
+    acc: torch.Tensor | None = None
+    nll = []
+    for m in models:
+        lp, targets = predictive_log_probs(m, batch, device)
+        nll.append(token_nll_sum(lp, targets))
+        lp = lp.double()
+        acc = lp if acc is None else torch.logaddexp(acc, lp)
+    assert acc is not None
+    return (acc - math.log(len(models))).unsqueeze(0), nll
+
+
+def _mean_loss(model: nn.Module, batches: Sequence[Batch], device: str) -> float:
+    """Mean cross-entropy of `model` over every target of `batches` (equals `wsdlab.train.evaluate`)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        lp, targets = predictive_log_probs(model, batch, device)
+        total += token_nll_sum(lp, targets)
+        count += targets.numel()
+    return total / count
+
+
+@register_analysis("bias_variance")
+def bias_variance_table(
+    shape_runs: Mapping[str, Sequence[RunDir]],
+    references: Sequence[RunDir],
+    data: DataBundle,
+    *,
+    num_batches: int = 8,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = False,
+) -> list[Row]:
+    """Bias and variance of each shape's runs in KL, weight and loss space (+ App. C variants).
+
+    `shape_runs` maps a cooldown shape to its runs (one per data-order seed); `references` are the
+    longer reference runs. Models in memory: the references plus one shape's runs at a time.
+    """
+    if not references:
+        raise ValueError("bias_variance: references is empty")
+    batches = fixed_val_batches(data, num_batches, batch_size)
+    refs = [r.load_model(None, device) for r in references]
+    ref_states = [m.state_dict() for m in refs]
+    rows: list[Row] = []
+    for shape, runs in track(shape_runs.items(), description="bias-variance", disable=not progress, transient=True):
+        if not runs:
+            raise ValueError(f"bias_variance: shape '{shape}' has no runs")
+        models = [r.load_model(None, device) for r in runs]
+        acc = KLBiasVariance()
+        run_nll = np.zeros(len(models))
+        ref_nll = np.zeros(len(refs))
+        tokens = 0
+        for batch in batches:
+            ref_lp, r_nll = _references_log_mean(refs, batch, device)
+            run_lp, s_nll = _stack_log_probs(models, batch, device)
+            acc.update(ref_lp, run_lp)
+            ref_nll += r_nll
+            run_nll += s_nll
+            tokens += run_lp[0].shape[:-1].numel()
+        rows += bias_variance_rows(
+            shape,
+            kl=acc.result(),
+            weight=weight_bias_variance(ref_states, [m.state_dict() for m in models]),
+            loss=loss_bias_variance(list(run_nll / tokens), list(ref_nll / tokens)),
+            avg_model_loss=_mean_loss(average_models(models), batches, device),
+            n_runs=len(runs),
+        )
+    return rows
