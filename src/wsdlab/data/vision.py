@@ -1,0 +1,151 @@
+"""Image datasets as uint8 arrays (N, C, H, W) plus labels; "val" is the official test split.
+
+- Fashion-MNIST: the IDX files of Debian's `dataset-fashion-mnist` package (or `data.path`), parsed
+  with numpy, so torchvision is not needed.
+- CIFAR-10: torchvision's reader (optional extra) over data already in `data.path` or
+  `<cache>/cifar10` (never downloaded here).
+Normalization statistics (per-channel mean/std of the train split) are computed here; the bundle
+applies them per batch, so the full float32 copy of the dataset is never held in memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wsdlab.data.config import DataConfig
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# IDX type codes (http://yann.lecun.com/exdb/mnist/): third byte of the magic number.
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """uint8 images (N, C, H, W) and int64 labels per split, with train-split channel statistics."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    mean: np.ndarray  # (C,) float32, in [0, 1] units
+    std: np.ndarray  # (C,) float32
+    num_classes: int
+    directory: Path
+
+
+def parse_idx(data: bytes) -> np.ndarray:
+    """Decode one IDX array: magic (0, 0, type, ndim), ndim big-endian int32 sizes, then the values."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
+        raise ValueError("not an IDX file (bad magic number)")
+    ndim = data[3]
+    shape = tuple(int(x) for x in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    dtype = np.dtype(IDX_DTYPES[data[2]])
+    offset = 4 + 4 * ndim
+    count = int(np.prod(shape)) if shape else 1
+    if len(data) - offset < count * dtype.itemsize:
+        raise ValueError(f"IDX file truncated: expected {count} values of shape {shape}")
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX array from a (possibly gzipped) file."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        return parse_idx(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) scaled to [0, 1], in float64 chunks."""
+    c = images.shape[1]
+    total = np.zeros(c)
+    total_sq = np.zeros(c)
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 2, 3))
+        total_sq += np.square(x).sum(axis=(0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-8).astype(np.float32)
+
+
+def _idx_path(root: Path, name: str) -> Path:
+    """`root/name`, or its un-gzipped twin; FileNotFoundError saying how to get the data otherwise."""
+    for path in (root / name, root / name.removesuffix(".gz")):
+        if path.is_file():
+            return path
+    names = ", ".join(n for pair in FASHION_MNIST_FILES.values() for n in pair)
+    raise FileNotFoundError(
+        f"Fashion-MNIST file {root / name} not found: `apt-get install dataset-fashion-mnist`, "
+        f"or set data.path to a directory holding {names}"
+    )
+
+
+def load_fashion_mnist(directory: str | Path | None = None) -> ImageSplits:
+    """Fashion-MNIST (train 60k / test 10k, 1x28x28, 10 classes) from its IDX files."""
+    root = Path(directory).expanduser() if directory else FASHION_MNIST_DIR
+    arrays = {}
+    for split, names in FASHION_MNIST_FILES.items():
+        images, labels = (read_idx(_idx_path(root, name)) for name in names)
+        arrays[split] = (images[:, None, :, :], labels.astype(np.int64))
+    return _splits(arrays, 10, root)
+
+
+def cifar10_dir(cfg: DataConfig, cache_root: Path) -> Path:
+    """Where CIFAR-10 is looked for: `data.path`, else `<cache>/cifar10`."""
+    return Path(cfg.path).expanduser() if cfg.path else cache_root / "cifar10"
+
+
+def load_cifar10(directory: Path) -> ImageSplits:
+    """CIFAR-10 (50k / 10k, 3x32x32, 10 classes) through torchvision, from data already on disk."""
+    hint = (f"CIFAR-10 needs torchvision (pip install 'wsdlab[vision]') and its data in {directory}: run "
+            f"`torchvision.datasets.CIFAR10('{directory}', download=True)` once, or set data.path")
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError:
+        raise FileNotFoundError(hint) from None
+    try:
+        sets = {split: CIFAR10(str(directory), train=(split == "train"), download=False) for split in ("train", "val")}
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        raise FileNotFoundError(hint) from None
+    arrays = {
+        split: (np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets, dtype=np.int64))
+        for split, ds in sets.items()
+    }
+    return _splits(arrays, 10, directory)
+
+
+def _splits(arrays: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int, directory: Path) -> ImageSplits:
+    (tr_x, tr_y), (va_x, va_y) = arrays["train"], arrays["val"]
+    for split, (x, y) in arrays.items():
+        if x.ndim != 4 or len(x) != len(y):
+            raise ValueError(f"{directory}: {split} images {x.shape} do not match labels {y.shape}")
+    mean, std = channel_stats(tr_x)
+    return ImageSplits(tr_x, tr_y, va_x, va_y, mean, std, num_classes, directory)
+
+
+def normalize(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 (B, C, H, W) -> float32 (x / 255 - mean) / std per channel."""
+    x = images.astype(np.float32) / 255.0
+    return (x - mean[None, :, None, None]) / std[None, :, None, None]
+
+
+def load_images(cfg: DataConfig, cache_root: Path) -> ImageSplits:
+    """The image dataset `cfg.source` names."""
+    if cfg.source == "fashion_mnist":
+        return load_fashion_mnist(cfg.path)
+    if cfg.source == "cifar10":
+        return load_cifar10(cifar10_dir(cfg, cache_root))
+    raise ValueError(f"data.source: '{cfg.source}' is not an image dataset")

@@ -1,0 +1,50 @@
+"""`wsdlab data prepare` / `wsdlab data show` on a tiny corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from wsdlab.cli import app
+from wsdlab.data import DataConfig, corpus_dir, read_meta
+
+runner = CliRunner()
+
+
+def write_config(tmp_path: Path) -> Path:
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"document {i}: " + "words and more words " * (5 + i)}) + "\n"
+                              for i in range(12)))
+    config = tmp_path / "data.yaml"
+    config.write_text(yaml.safe_dump({"source": "jsonl", "path": str(corpus), "vocab_size": 300, "seq_len": 64}))
+    return config
+
+
+def test_prepare_then_show(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    cache = tmp_path / "cache"
+    args = ["--config", str(config), "--set", "seq_len=16", "--set", "order.seed=2", "--cache-dir", str(cache)]
+    result = runner.invoke(app, ["data", "prepare", *args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    expected = corpus_dir(DataConfig(**yaml.safe_load(config.read_text()) | {"seq_len": 16, "cache_dir": str(cache)}))
+    meta = read_meta(expected)
+    assert str(expected) in result.output.replace("\n", "")
+    assert f"{meta['num_train']} sequences of 17 tokens" in result.output
+    assert meta["seq_len"] == 16
+
+    shown = runner.invoke(app, ["data", "show", *args, "--chars", "80"])
+    assert shown.exit_code == 0, shown.output
+    assert "val sequence 0" in shown.output and "words" in shown.output
+
+
+def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    bad_key = runner.invoke(app, ["data", "prepare", "--config", str(config), "--set", "seq_lenn=8"])
+    assert bad_key.exit_code == 2 and "seq_lenn" in bad_key.output
+    missing = runner.invoke(app, ["data", "prepare", "--set", "source=text", "--set", f"path={tmp_path / 'nope'}"])
+    assert missing.exit_code == 2 and "data.path" in missing.output and "Traceback" not in missing.output
+    no_file = runner.invoke(app, ["data", "prepare", "--config", str(tmp_path / "none.yaml")])
+    assert no_file.exit_code == 2 and "none.yaml" in no_file.output

@@ -1,0 +1,84 @@
+"""Image datasets: IDX parsing, channel statistics, Fashion-MNIST from Debian's files (when installed)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsdlab.data import DataConfig, ImageBundle, load_data
+from wsdlab.data.vision import FASHION_MNIST_DIR, channel_stats, normalize, parse_idx, read_idx
+
+HAS_FMNIST = (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array in IDX: magic 0,0,0x08,ndim; big-endian int32 dims; data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_parse_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    assert np.array_equal(parse_idx(idx_bytes(arr)), arr)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(arr)))
+    assert np.array_equal(read_idx(path), arr)
+    with pytest.raises(ValueError, match="magic"):
+        parse_idx(b"\x01\x02\x08\x01")
+    with pytest.raises(ValueError, match="truncated"):
+        parse_idx(idx_bytes(arr)[:-1])
+
+
+def test_channel_stats_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(37, 3, 5, 4), dtype=np.uint8)
+    mean, std = channel_stats(images, chunk=8)
+    x = images.astype(np.float64) / 255.0
+    assert np.allclose(mean, x.mean(axis=(0, 2, 3)), atol=1e-6)
+    assert np.allclose(std, x.std(axis=(0, 2, 3)), atol=1e-6)
+    z = normalize(images, mean, std)
+    assert z.dtype == np.float32 and np.allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+
+
+def test_fashion_mnist_from_a_directory(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for prefix, n in (("train", 12), ("t10k", 5)):
+        (tmp_path / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(rng.integers(0, 256, size=(n, 28, 28)))))
+        (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(n) % 10))  # un-gzipped too
+    data = load_data(DataConfig(source="fashion_mnist", path=str(tmp_path)), progress=False)
+    assert isinstance(data, ImageBundle)
+    assert (data.num_train, data.num_val, data.num_classes, data.tokens_per_item) == (12, 5, 10, 1)
+    images, labels = data.val_batch(np.array([4, 0]))
+    assert images.shape == (2, 1, 28, 28) and images.dtype == torch.float32
+    assert labels.tolist() == [4, 0] and labels.dtype == torch.int64
+    with pytest.raises(ValueError, match="decode"):
+        data.decode([1])
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_data(DataConfig(source="fashion_mnist", path=str(tmp_path)))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision installed")
+def test_cifar10_without_torchvision_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="torchvision.*cifar"):
+        load_data(DataConfig(source="cifar10", path=str(tmp_path / "cifar")))
+
+
+@pytest.mark.skipif(not HAS_FMNIST, reason="dataset-fashion-mnist not installed")
+def test_debian_fashion_mnist() -> None:
+    data = load_data(DataConfig(source="fashion_mnist"), progress=False)
+    assert (data.num_train, data.num_val, data.num_classes) == (60000, 10000, 10)
+    images, labels = data.train_batch(np.arange(0, 60000, 20))
+    assert images.shape == (3000, 1, 28, 28) and images.dtype == torch.float32
+    assert labels.min() >= 0 and labels.max() <= 9 and len(labels.unique()) == 10
+    assert abs(float(images.mean())) < 0.05 and abs(float(images.std()) - 1.0) < 0.05  # normalized by train stats
+    _, val_labels = data.val_batch(np.arange(10000))
+    assert torch.bincount(val_labels).tolist() == [1000] * 10
