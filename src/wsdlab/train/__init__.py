@@ -1,1 +1,28 @@
-"""wsdlab.train"""
+"""wsdlab.train: the training engine (one loop for every stage), checkpoints, branches, run store."""
+
+from wsdlab.train.branch import branch_spec
+from wsdlab.train.config import BranchConfig, OptimConfig, RunSpec, TrainConfig
+from wsdlab.train.evaluate import evaluate
+from wsdlab.train.loop import train
+from wsdlab.train.metrics import JsonlSink, MetricsSink, TensorBoardSink, WandbSink
+from wsdlab.train.presets import RUN_PRESETS, run_preset
+from wsdlab.train.runstore import RunDir, load_checkpoint, load_checkpoint_model
+
+__all__ = [
+    "RUN_PRESETS",
+    "BranchConfig",
+    "JsonlSink",
+    "MetricsSink",
+    "OptimConfig",
+    "RunDir",
+    "RunSpec",
+    "TensorBoardSink",
+    "TrainConfig",
+    "WandbSink",
+    "branch_spec",
+    "evaluate",
+    "load_checkpoint",
+    "load_checkpoint_model",
+    "run_preset",
+    "train",
+]

@@ -1,0 +1,144 @@
+"""Multi-process training under torchrun: process group, DDP / FSDP2 wrapping, reductions.
+
+Outside torchrun (WORLD_SIZE unset or 1) everything here is a no-op on a single process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: rank among world_size, and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(kind: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is a ValueError."""
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(kind)
+
+
+def init_distributed(device_kind: str) -> DistContext:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_kind)
+    if world <= 1:
+        return DistContext(device=device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first(ctx: DistContext) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. preparing a cached corpus), the others after it."""
+    if not ctx.is_main:
+        barrier(ctx)
+    yield
+    if ctx.is_main:
+        barrier(ctx)
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool) -> nn.Module:
+    """DDP, or FSDP2 (`fully_shard` on each block of the model's ModuleLists, then the root)."""
+    if not ctx.distributed:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for module in model.modules():
+            if isinstance(module, nn.ModuleList):
+                for block in module:
+                    fully_shard(block)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def no_sync(model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    """Skip DDP's gradient all-reduce on all but the last micro batch of a step."""
+    inner = model._orig_mod if hasattr(model, "_orig_mod") else model
+    if not last and isinstance(inner, nn.parallel.DistributedDataParallel):
+        return inner.no_sync()
+    if hasattr(inner, "set_requires_gradient_sync"):  # FSDP2
+        inner.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
+def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Mean of a tensor over ranks (identity on one process)."""
+    if ctx.distributed:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= ctx.world_size
+    return values
+
+
+def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum of a tensor over ranks (identity on one process)."""
+    if ctx.distributed:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def full_state_dict(model: nn.Module, ctx: DistContext, fsdp: bool) -> dict[str, torch.Tensor]:
+    """Unsharded model weights on CPU (gathered under FSDP; every rank must call it)."""
+    if ctx.distributed and fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return unwrap(model).state_dict()

@@ -1,0 +1,263 @@
+"""The one training loop for every stage (stable, cooldown, mid-training, fine-tuning).
+
+`train(spec, out)` starts a fresh run, resumes the latest checkpoint in `out`, or branches from
+`spec.init_from`. Everything is validated before `out` is touched. Per step it appends a row to
+RUN/metrics.jsonl; evaluation, snapshots and checkpoints follow the spec's cadences (see
+docs/ARCHITECTURE.md, "train", for the files and the step convention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wsdlab import data as wsd_data
+from wsdlab.models import batch_loss, build_model, flops_per_token
+from wsdlab.schedules import build_schedule
+from wsdlab.train import distributed as dist_utils
+from wsdlab.train import measures
+from wsdlab.train.batching import global_batch_size, micro_batches, rank_slice
+from wsdlab.train.checkpoint import Checkpoint, list_checkpoints, load_model_weights, open_checkpoint
+from wsdlab.train.config import RunSpec
+from wsdlab.train.distributed import DistContext
+from wsdlab.train.evaluate import evaluate, to_device
+from wsdlab.train.metrics import MetricsSink
+from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors, set_hyperparams
+from wsdlab.train.progress import TrainProgress
+from wsdlab.train.rng import restore_host_rng, restore_torch_rng, seed_everything
+from wsdlab.train.runstore import COMPLETE, RunDir
+from wsdlab.train.runwriter import Cadence, RunWriter, TrainState
+from wsdlab.train.validate import check_resumable, check_spec, data_differs
+
+# Peak dense bf16 FLOP/s per device name (no sparsity), for MFU; the first name contained in the device's wins.
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak bf16 FLOP/s of a known CUDA device, else None (MFU is then not reported)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS if k in name), None)
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """Deterministic torch algorithms inside the block (warn-only for ops without one); restored after."""
+    before, warn_before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_before)
+
+
+@dataclass
+class Setup:
+    """Everything built (and validated) before the run directory is touched."""
+
+    spec: RunSpec
+    out: Path
+    ctx: DistContext
+    data: Any
+    model: nn.Module  # the plain module (owner of the weights; sharded in place under FSDP2)
+    wrapped: nn.Module  # what the forward pass calls: DDP around `model`, or `model` itself
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    fresh: bool
+    global_batch: int
+
+
+def train(spec: RunSpec, out: str | Path, *, sinks: Sequence[MetricsSink] = ()) -> RunDir:
+    """Run `spec` into directory `out` (resume from its latest checkpoint, or branch from spec.init_from)."""
+    out = Path(out)
+    check_spec(spec)
+    if (out / COMPLETE).is_file():
+        check_resumable(spec, out)
+        return RunDir(out)
+    had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    ctx = dist_utils.init_distributed(spec.train.device)
+    owns_group = ctx.distributed and not had_group  # a caller's process group is left alone
+    try:
+        with deterministic(spec.train.deterministic):
+            setup = _prepare(spec, out, ctx)
+            _run(setup, sinks)
+    finally:
+        if owns_group:
+            dist_utils.shutdown(ctx)
+    return RunDir(out)
+
+
+def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
+    """Build data, model and optimizer and restore state, without writing to `out`.
+
+    Order matters for FSDP2: weights are loaded into the plain model, then it is wrapped (sharding
+    replaces the parameters), then the optimizer is built over the final parameters and its state loaded.
+    """
+    check_resumable(spec, out)
+    found = list_checkpoints(out)
+    resume = open_checkpoint(found[max(found)]) if found else None
+    parent = open_checkpoint(spec.init_from) if (resume is None and spec.init_from) else None
+    source = resume or parent
+    with dist_utils.main_first(ctx):
+        data = wsd_data.load_data(spec.data, progress=spec.train.progress and ctx.is_main)
+    if data.vocab_size is not None and data.vocab_size > spec.model.vocab_size:
+        raise ValueError(f"model.vocab_size ({spec.model.vocab_size}) is smaller than the data's vocabulary "
+                         f"({data.vocab_size}); set model.vocab_size >= {data.vocab_size}")
+    batch = global_batch_size(spec.train, data.tokens_per_item)
+    seed_everything(spec.train.seed)
+    model = build_model(spec.model)
+    if source is not None:
+        load_model_weights(model, source.model_tensors(), source.path)
+    model = model.to(ctx.device)
+    wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp)
+    optimizer = build_optimizer(model, spec.optim, ctx.device)
+    if resume is not None:
+        load_optimizer_tensors(optimizer, resume.optimizer_tensors())
+        restore_torch_rng(resume.rng_tensors())
+        restore_host_rng(resume.state["rng"])
+        s = resume.state
+        state = TrainState(step=s["step"], start_step=s["start_step"], data_cursor=s["data_cursor"], tokens=s["tokens"])
+    elif parent is not None:
+        state = _branch_state(parent, optimizer, spec)
+    else:
+        state = TrainState(step=0, start_step=0, data_cursor=0, tokens=0)
+    set_hyperparams(optimizer, spec.optim)
+    if state.step >= spec.train.steps:
+        raise ValueError(f"train.steps ({spec.train.steps}) must exceed the starting step ({state.step})")
+    return Setup(spec=spec, out=out, ctx=ctx, data=data, model=model, wrapped=wrapped, optimizer=optimizer,
+                 state=state, fresh=resume is None, global_batch=batch)
+
+
+def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: RunSpec) -> TrainState:
+    """A branch continues the parent's step with its optimizer moments (unless reset); the data
+    cursor continues unless the branch reads other data (then it starts its own order at 0)."""
+    if not (spec.branch and spec.branch.reset_optimizer):
+        load_optimizer_tensors(optimizer, parent.optimizer_tensors())
+    s = parent.state
+    cursor = 0 if data_differs(parent.spec.data, spec.data) else s["data_cursor"]
+    return TrainState(step=s["step"], start_step=s["step"], data_cursor=cursor, tokens=s["tokens"])
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def _autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU (precision auto/bf16), fp32 on CPU unless bf16 is asked for."""
+    p = spec.train.precision
+    if p == "bf16" or (p == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
+    spec, ctx, st = setup.spec, setup.ctx, setup.state
+    cadence = Cadence(spec)
+    writer = RunWriter(setup.out, spec, ctx, setup.model, setup.optimizer, st, setup.global_batch, sinks)
+    model = setup.model
+    model.train()
+    fwd = setup.wrapped
+    if spec.train.compile:
+        fwd = torch.compile(fwd)
+    schedule = build_schedule(spec.schedule, spec.train.steps)
+    scheduler = bind_schedule(setup.optimizer, schedule, st.step)
+    order = wsd_data.SequenceOrder(spec.data.order, setup.data.num_train)
+    eval_size = spec.train.eval_batch_size or spec.train.micro_batch_size or setup.global_batch
+    fpt = flops_per_token(spec.model) if ctx.device.type == "cuda" else None
+    peak = peak_flops(ctx.device)
+    params = [p for g in setup.optimizer.param_groups for p in g["params"]]
+    reduce = (lambda x: dist_utils.all_reduce_sum(x, ctx)) if (ctx.distributed and spec.train.fsdp) else measures.no_reduce
+    progress = TrainProgress(st.step, spec.train.steps, spec.train.progress and ctx.is_main, label=spec.name)
+
+    def run_eval() -> None:
+        val = evaluate(model, setup.data, spec.train.eval_batches, eval_size, ctx.device, _autocast(spec, ctx.device))
+        writer.row({"split": "val", "step": st.step, "val_loss": val})
+
+    try:
+        writer.open(setup.fresh)
+        if setup.fresh:
+            run_eval()
+            if cadence.snapshot(st.step):
+                writer.snapshot()
+            if st.step == 0:
+                writer.checkpoint()
+        last_time, last_tokens = time.perf_counter(), st.tokens
+        while st.step < spec.train.steps:
+            t = st.step + 1
+            log = t % spec.train.log_every == 0 or t == spec.train.steps
+            seq = order.indices(st.data_cursor, setup.global_batch)
+            row = _train_step(setup, fwd, params, seq, log, reduce)
+            scheduler.step()
+            st.step, st.data_cursor = t, st.data_cursor + setup.global_batch
+            st.tokens += setup.global_batch * setup.data.tokens_per_item
+            st.batch_rows.append(seq)
+            if row is not None:
+                now = time.perf_counter()
+                tps = (st.tokens - last_tokens) / max(now - last_time, 1e-9)
+                last_time, last_tokens = now, st.tokens
+                mfu = fpt * tps / (peak * ctx.world_size) if (fpt is not None and peak is not None) else None
+                writer.row({"step": t, **row, "tokens": st.tokens, "tokens_per_s": tps, "mfu": mfu})
+                progress.update(t, row["loss"], row["lr"], tps)
+            if cadence.evaluate(t):
+                run_eval()
+            if cadence.snapshot(t):
+                writer.snapshot()
+            if cadence.checkpoint(t):
+                writer.checkpoint()
+        writer.complete()
+    finally:
+        progress.close()
+        writer.close()
+
+
+def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: np.ndarray, log: bool,
+                reduce: measures.Reduce) -> dict[str, Any] | None:
+    """One optimizer update, accumulating gradients over micro batches; the train row when `log`.
+
+    Measurements (only on logged steps, so other steps never wait on the device): loss (mean over
+    the global batch), lr of this update, grad_norm before clipping, param_norm after the update,
+    grad_momentum_cos = cos(g_t, m_{t-1}) (None without moments), update_grad_cos = cos(-g_t, x_t - x_{t-1}).
+    """
+    spec, ctx, opt = setup.spec, setup.ctx, setup.optimizer
+    local = rank_slice(seq, ctx.rank, ctx.world_size)
+    chunks = micro_batches(local, spec.train.micro_batch_size)
+    loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
+    for i, idx in enumerate(chunks):
+        batch = to_device(setup.data.train_batch(idx), ctx.device)
+        with dist_utils.no_sync(fwd, last=i == len(chunks) - 1), _autocast(spec, ctx.device):
+            loss = batch_loss(fwd, batch)
+            (loss * (len(idx) / len(local))).backward()
+        loss_sum += loss.detach().double() * (len(idx) / len(local))
+    lr = opt.param_groups[0]["lr"]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    gm_cos = prev = None
+    if log:
+        moments = [opt.state[p].get("exp_avg") for p in params]
+        if all(m is not None for m in moments):
+            gm_cos = measures.cosine(grads, moments, reduce)  # cos(g_t, m_{t-1})
+        prev = measures.copy_of(params)
+    if spec.optim.grad_clip is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.optim.grad_clip, foreach=True)
+    elif log:
+        grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    opt.step()
+    row = None
+    if log:
+        ug = measures.cosine(grads, measures.difference(params, prev), reduce)
+        row = {"loss": float(dist_utils.all_reduce_mean(loss_sum, ctx)), "lr": lr,
+               "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+               "param_norm": measures.global_norm(params, reduce), "grad_momentum_cos": gm_cos,
+               "update_grad_cos": None if ug is None else -ug}  # cos(-g_t, x_t - x_{t-1})
+    opt.zero_grad(set_to_none=True)
+    return row

@@ -1,0 +1,128 @@
+"""Named run specs: the embedded CPU default (`tiny`), a seconds-long test run (`micro`), and the
+papers' stable-phase settings. Each preset is the *stable phase* (schedule kind "wso"): cooldowns
+branch from its checkpoints with `branch_spec` / `wsdlab cooldown`.
+
+Paper settings (from our reading of the papers; numbers we could not pin down are marked "~"):
+- 60M, 210M (Dremov et al., cooldown dynamics; Hägele et al. 2024 codebase): SlimPajama, seq 512,
+  AdamW (0.9, 0.95), wd 0.1, clip 1.0, lr 1e-3, ~batch 256 sequences (131k tokens), ~300 warmup steps.
+- 1B, 8B (WSO / decay-vs-no-decay study): FineWeb-Edu, seq 2048, lr 3e-4, ~1M / ~2M tokens per batch,
+  FSDP; the corpus is re-tokenized with our byte-level BPE (no hub tokenizer offline).
+- pythia-160m (Biderman et al. 2023): the Pile, seq 2048, batch 1024 x 2048, lr 6e-4, wd 0.01,
+  warmup 1% of 143k steps (1430).
+- cnn / cnn-fmnist (universality study): CIFAR-10 / Fashion-MNIST, batch 128, lr 1e-3 (~).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from wsdlab.data.config import DataConfig
+from wsdlab.models import model_config
+from wsdlab.schedules.config import ScheduleConfig
+from wsdlab.train.config import OptimConfig, RunSpec, TrainConfig
+
+
+def _tiny() -> RunSpec:
+    data = DataConfig()
+    return RunSpec(
+        name="tiny",
+        model=model_config("tiny", vocab_size=data.vocab_size, seq_len=data.seq_len),
+        data=data,
+        optim=OptimConfig(lr=3e-3),
+        schedule=ScheduleConfig(kind="wso", warmup_steps=40),
+        train=TrainConfig(steps=400, batch_size=16, checkpoint_every=100, eval_every=50, eval_batches=8,
+                          snapshot_every=20),
+    )
+
+
+def _micro() -> RunSpec:
+    data = DataConfig(tokenizer="char", vocab_size=32, seq_len=16, max_documents=40)
+    return RunSpec(
+        name="micro",
+        model=model_config("micro", vocab_size=data.vocab_size, seq_len=data.seq_len),
+        data=data,
+        optim=OptimConfig(lr=3e-2, weight_decay=0.0),
+        schedule=ScheduleConfig(kind="wso", warmup_steps=4),
+        train=TrainConfig(steps=40, batch_size=8, checkpoint_every=10, eval_every=10, eval_batches=2,
+                          snapshot_every=5, progress=False),
+    )
+
+
+def _lm(name: str, model: str, data: DataConfig, optim: OptimConfig, warmup: int, **train: Any) -> RunSpec:
+    return RunSpec(
+        name=name,
+        model=model_config(model, seq_len=max(data.seq_len, model_config(model).seq_len)),
+        data=data,
+        optim=optim,
+        schedule=ScheduleConfig(kind="wso", warmup_steps=warmup),
+        train=TrainConfig(**train),
+    )
+
+
+def _slimpajama(seq_len: int) -> DataConfig:
+    return DataConfig(source="hf", hf_name="DKYoon/SlimPajama-6B", streaming=True, vocab_size=50304, seq_len=seq_len)
+
+
+def _fineweb(seq_len: int) -> DataConfig:
+    return DataConfig(source="hf", hf_name="HuggingFaceFW/fineweb-edu", hf_config="sample-10BT", streaming=True,
+                      vocab_size=128256, seq_len=seq_len)
+
+
+def _60m() -> RunSpec:
+    return _lm("60M", "60M", _slimpajama(512), OptimConfig(lr=1e-3), 300, steps=20_000, batch_size=256,
+               micro_batch_size=64, eval_every=500, eval_batches=32, checkpoint_every=2000, snapshot_every=500)
+
+
+def _210m() -> RunSpec:
+    return _lm("210M", "210M", _slimpajama(512), OptimConfig(lr=1e-3), 300, steps=40_000, batch_size=256,
+               micro_batch_size=32, eval_every=1000, eval_batches=32, checkpoint_every=4000, snapshot_every=1000)
+
+
+def _1b() -> RunSpec:
+    return _lm("1B", "1B", _fineweb(2048), OptimConfig(lr=3e-4), 2000, steps=50_000, batch_size=512,
+               micro_batch_size=8, eval_every=1000, eval_batches=16, checkpoint_every=5000, fsdp=True)
+
+
+def _8b() -> RunSpec:
+    return _lm("8B", "8B", _fineweb(2048), OptimConfig(lr=3e-4), 2000, steps=50_000, batch_size=1024,
+               micro_batch_size=2, eval_every=1000, eval_batches=16, checkpoint_every=2500, fsdp=True)
+
+
+def _pythia() -> RunSpec:
+    data = DataConfig(source="hf", hf_name="monology/pile-uncopyrighted", streaming=True, vocab_size=50304,
+                      seq_len=2048)
+    return _lm("pythia-160m", "pythia-160m", data, OptimConfig(lr=6e-4, weight_decay=0.01), 1430, steps=143_000,
+               batch_size=1024, micro_batch_size=32, eval_every=1000, eval_batches=16, checkpoint_every=10_000)
+
+
+def _cnn(name: str, source: str) -> RunSpec:
+    return RunSpec(
+        name=name,
+        model=model_config(name),
+        data=DataConfig(source=source),  # type: ignore[arg-type]
+        optim=OptimConfig(lr=1e-3, weight_decay=0.05),
+        schedule=ScheduleConfig(kind="wso", warmup_steps=200),
+        train=TrainConfig(steps=8000, batch_size=128, eval_every=200, eval_batches=20, checkpoint_every=1000,
+                          snapshot_every=100),
+    )
+
+
+RUN_PRESETS: dict[str, Callable[[], RunSpec]] = {
+    "tiny": _tiny,
+    "micro": _micro,
+    "60M": _60m,
+    "210M": _210m,
+    "1B": _1b,
+    "8B": _8b,
+    "pythia-160m": _pythia,
+    "cnn": lambda: _cnn("cnn", "cifar10"),
+    "cnn-fmnist": lambda: _cnn("cnn-fmnist", "fashion_mnist"),
+}
+
+
+def run_preset(name: str) -> RunSpec:
+    """A fresh RunSpec of preset `name`; ValueError listing the presets when unknown."""
+    if name not in RUN_PRESETS:
+        raise ValueError(f"unknown preset '{name}'; known: {', '.join(RUN_PRESETS)}")
+    return RUN_PRESETS[name]()

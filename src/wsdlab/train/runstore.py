@@ -1,0 +1,105 @@
+"""Read access to a run directory (the layout in docs/ARCHITECTURE.md) and to single checkpoints."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from wsdlab.models import build_model
+from wsdlab.train.checkpoint import list_checkpoints, load_model_weights, open_checkpoint
+from wsdlab.train.config import RunSpec
+from wsdlab.train.metrics import read_jsonl
+from wsdlab.train.spec_io import read_spec
+
+SPEC, METRICS, BATCHES, COMPLETE = "spec.yaml", "metrics.jsonl", "batches.npy", "COMPLETE"
+
+
+class RunDir:
+    """One run directory: spec, metrics rows, checkpoints, snapshots, consumed batch indices."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / SPEC).is_file():
+            raise FileNotFoundError(f"not a run directory (no {SPEC}): {self.path}")
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @cached_property
+    def spec(self) -> RunSpec:
+        return read_spec(self.path / SPEC)
+
+    @property
+    def is_complete(self) -> bool:
+        return (self.path / COMPLETE).is_file()
+
+    def _rows(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        return read_jsonl(path) if path.is_file() else []
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Train rows (one per logged step)."""
+        return [r for r in self._rows() if "split" not in r]
+
+    def eval_rows(self) -> list[dict[str, Any]]:
+        """Validation rows: {"split": "val", "step", "val_loss"}."""
+        return [r for r in self._rows() if r.get("split") == "val"]
+
+    def checkpoint_steps(self) -> list[int]:
+        return list(list_checkpoints(self.path))
+
+    def checkpoint(self, step: int) -> Path:
+        found = list_checkpoints(self.path)
+        if step not in found:
+            raise FileNotFoundError(f"no checkpoint at step {step} in {self.path} (have {list(found) or 'none'})")
+        return found[step]
+
+    def latest_checkpoint(self) -> Path | None:
+        found = list_checkpoints(self.path)
+        return found[max(found)] if found else None
+
+    def load_model(self, step: int | None = None, device: torch.device | str = "cpu") -> nn.Module:
+        """The model at checkpoint `step` (None = the latest, the final one of a complete run), eval mode."""
+        path = self.latest_checkpoint() if step is None else self.checkpoint(step)
+        if path is None:
+            raise FileNotFoundError(f"run {self.path} has no checkpoint yet")
+        return load_checkpoint_model(path, device)
+
+    def snapshot_steps(self) -> list[int]:
+        root = self.path / "snapshots"
+        if not root.is_dir():
+            return []
+        return sorted(int(p.stem) for p in root.glob("*.safetensors") if p.stem.isdigit())
+
+    def load_snapshot(self, step: int) -> dict[str, torch.Tensor]:
+        path = self.path / "snapshots" / f"{step}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"no snapshot at step {step} in {self.path} (have {self.snapshot_steps()})")
+        return load_file(path)
+
+    def batch_indices(self) -> np.ndarray:
+        """(steps_run, global_batch) int64 stream positions consumed by this run (not its parent's)."""
+        path = self.path / BATCHES
+        if not path.is_file():
+            return np.zeros((0, 0), dtype=np.int64)
+        return np.load(path, allow_pickle=False)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunSpec, dict[str, Any]]:
+    """(model in eval mode, the run's spec, state.json) of a checkpoint directory; no optimizer."""
+    ckpt = open_checkpoint(path)
+    with torch.device(device):
+        model = build_model(ckpt.spec.model)
+    load_model_weights(model, ckpt.model_tensors(), ckpt.path)
+    return model.eval(), ckpt.spec, ckpt.state
+
+
+def load_checkpoint_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Just the model of a checkpoint (eval mode)."""
+    return load_checkpoint(path, device)[0]

@@ -1,0 +1,156 @@
+"""Writing a run directory during training: metrics rows, batch indices, snapshots, checkpoints, COMPLETE.
+
+Only rank 0 writes; gathering the weights of a sharded model is a collective every rank joins.
+On resume the files are cut back to the checkpoint's step, so a resumed run's files equal an
+uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save
+from torch import nn
+
+from wsdlab.common.io import atomic_write_bytes, atomic_write_text
+from wsdlab.train import distributed as dist_utils
+from wsdlab.train.checkpoint import cpu_tensors, save_checkpoint
+from wsdlab.train.config import RunSpec
+from wsdlab.train.distributed import DistContext
+from wsdlab.train.metrics import JsonlFile, MetricsSink, flat_metrics
+from wsdlab.train.optim import hyperparams, optimizer_tensors
+from wsdlab.train.rng import host_rng_json, torch_rng_tensors
+from wsdlab.train.runstore import BATCHES, COMPLETE, METRICS, SPEC, RunDir
+from wsdlab.train.spec_io import dump_spec
+
+
+@dataclass
+class TrainState:
+    """What the loop advances; saved in state.json with every checkpoint."""
+
+    step: int
+    start_step: int  # the step this run directory began at (0, or the parent's step for a branch)
+    data_cursor: int  # stream positions consumed
+    tokens: int  # tokens seen by the model, the parent's included
+    batch_rows: list[np.ndarray] = field(default_factory=list)  # train sequence indices read per step
+
+    def as_json(self) -> dict[str, int]:
+        return {"step": self.step, "start_step": self.start_step, "data_cursor": self.data_cursor,
+                "tokens": self.tokens}
+
+
+class Cadence:
+    """Which steps evaluate, snapshot and checkpoint (the end of the run always evaluates and checkpoints)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        t = spec.train
+        self.end = t.steps
+        self.eval_every = t.eval_every
+        self.snap_every, self.snap_steps = t.snapshot_every, set(t.snapshot_steps)
+        self.ckpt_every, self.ckpt_steps = t.checkpoint_every, set(t.checkpoint_steps)
+
+    def evaluate(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.end
+
+    def snapshot(self, step: int) -> bool:
+        return step in self.snap_steps or (self.snap_every is not None and step % self.snap_every == 0)
+
+    def checkpoint(self, step: int) -> bool:
+        return step in self.ckpt_steps or step == self.end or (
+            self.ckpt_every is not None and step % self.ckpt_every == 0)
+
+
+class RunWriter:
+    """The files of one run directory, written as training advances."""
+
+    def __init__(self, out: Path, spec: RunSpec, ctx: DistContext, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, state: TrainState, global_batch: int,
+                 sinks: Sequence[MetricsSink] = ()) -> None:
+        self.out, self.spec, self.ctx, self.model, self.optimizer = out, spec, ctx, model, optimizer
+        self.state, self.global_batch, self.sinks = state, global_batch, list(sinks)
+        self.active = ctx.is_main
+        self.metrics = JsonlFile(out / METRICS)
+
+    def open(self, fresh: bool) -> None:
+        """Create the directory (fresh) or cut its files back to the resumed checkpoint's step."""
+        if not self.active:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.out)
+        if fresh:
+            atomic_write_text(self.out / SPEC, dump_spec(self.spec))
+            self.metrics.truncate_after(-1)
+            _remove(self.out / BATCHES)
+        else:
+            self.metrics.truncate_after(self.state.step)
+            rows = RunDir(self.out).batch_indices()
+            self.state.batch_rows = list(rows[: self.state.step - self.state.start_step])
+
+    def row(self, row: dict[str, Any]) -> None:
+        """Append a metrics.jsonl row and send it, flattened, to the sinks."""
+        if not self.active:
+            return
+        self.metrics.write(row)
+        flat = flat_metrics(row)
+        for sink in self.sinks:
+            sink.log(flat, row["step"])
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return dist_utils.full_state_dict(self.model, self.ctx, self.spec.train.fsdp)
+
+    def snapshot(self) -> None:
+        weights = self._weights()
+        if self.active:
+            path = self.out / "snapshots" / f"{self.state.step}.safetensors"
+            atomic_write_bytes(path, save(cpu_tensors(weights)))
+
+    def checkpoint(self) -> None:
+        weights, optim = self._weights(), optimizer_tensors(self.optimizer)
+        if not self.active:
+            return
+        self.metrics.flush()
+        self._write_batches()
+        state = {**self.state.as_json(), "optimizer": hyperparams(self.optimizer), "rng": host_rng_json()}
+        save_checkpoint(self.out / "checkpoints" / str(self.state.step), model_state=weights, optim_state=optim,
+                        rng_state=torch_rng_tensors(), state=state, spec=self.spec)
+
+    def _write_batches(self) -> None:
+        rows = self.state.batch_rows
+        arr = np.stack(rows).astype(np.int64) if rows else np.zeros((0, self.global_batch), dtype=np.int64)
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        atomic_write_bytes(self.out / BATCHES, buf.getvalue())
+
+    def complete(self) -> None:
+        if self.active:
+            atomic_write_text(self.out / COMPLETE, f"{self.state.step}\n")
+
+    def close(self) -> None:
+        self.metrics.close()
+        for sink in self.sinks:
+            sink.close()
+
+
+def remove_leftovers(out: Path) -> None:
+    """Delete temporaries a killed writer left behind (`.tmp-*` directories, `.<name>.*.tmp` files)."""
+    for folder in (out, out / "checkpoints", out / "snapshots"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".tmp-") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                _remove(p)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,136 @@
+"""Checkpoint format: exact round trip, atomic writes, no unpickling, model-mismatch errors, RNG capture."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsdlab.models import batch_loss, build_model, model_config
+from wsdlab.train import checkpoint as ckpt_mod
+from wsdlab.train.checkpoint import (
+    check_same_model,
+    list_checkpoints,
+    load_model_weights,
+    open_checkpoint,
+    save_checkpoint,
+)
+from wsdlab.train.config import OptimConfig, RunSpec, TrainConfig
+from wsdlab.train.optim import build_optimizer, load_optimizer_tensors, optimizer_tensors
+from wsdlab.train.rng import host_rng_json, restore_host_rng, restore_torch_rng, torch_rng_tensors
+from wsdlab.train.runstore import load_checkpoint
+
+
+def _spec(**model: object) -> RunSpec:
+    cfg = model_config("micro", **model)
+    return RunSpec(model=cfg, data={"seq_len": cfg.seq_len, "tokenizer": "char", "vocab_size": 32},
+                   train=TrainConfig(steps=10))
+
+
+def _trained(spec: RunSpec, steps: int = 2) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = build_model(spec.model)
+    opt = build_optimizer(model, OptimConfig(lr=1e-2), torch.device("cpu"))
+    for _ in range(steps):
+        batch = torch.randint(0, spec.model.vocab_size, (4, 9))
+        batch_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def _save(directory: Path, spec: RunSpec, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int = 2) -> Path:
+    return save_checkpoint(directory, model_state=model.state_dict(), optim_state=optimizer_tensors(opt),
+                           rng_state=torch_rng_tensors(), spec=spec,
+                           state={"step": step, "start_step": 0, "data_cursor": 8, "tokens": 64, "rng": host_rng_json()})
+
+
+def test_round_trip_is_exact(tmp_path: Path) -> None:
+    spec = _spec()
+    model, opt = _trained(spec)
+    path = _save(tmp_path / "checkpoints" / "2", spec, model, opt)
+    ckpt = open_checkpoint(path)
+    assert ckpt.step == 2 and ckpt.state["data_cursor"] == 8 and ckpt.spec == spec
+
+    fresh = build_model(spec.model)
+    load_model_weights(fresh, ckpt.model_tensors(), path)
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    opt2 = build_optimizer(fresh, OptimConfig(lr=1e-2), torch.device("cpu"))
+    load_optimizer_tensors(opt2, ckpt.optimizer_tensors())
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(opt.state[p][key], opt2.state[q][key]), key
+    # the next update from the loaded state equals the next update of the original
+    batch = torch.randint(0, spec.model.vocab_size, (4, 9))
+    for m, o in ((model, opt), (fresh, opt2)):
+        batch_loss(m, batch).backward()
+        o.step()
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_rng_capture_restores_every_generator() -> None:
+    torch.manual_seed(1), random.seed(1), np.random.seed(1)
+    tensors, host = torch_rng_tensors(), json.loads(json.dumps(host_rng_json()))
+    first = (torch.rand(3), random.random(), np.random.rand(2))
+    restore_torch_rng(tensors)
+    restore_host_rng(host)
+    again = (torch.rand(3), random.random(), np.random.rand(2))
+    assert torch.equal(first[0], again[0]) and first[1] == again[1] and np.array_equal(first[2], again[2])
+
+
+def test_failed_write_leaves_no_valid_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec()
+    model, opt = _trained(spec, steps=1)
+    _save(tmp_path / "checkpoints" / "1", spec, model, opt, step=1)
+
+    def boom(_spec: RunSpec) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod, "dump_spec", boom)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path / "checkpoints" / "2", spec, model, opt, step=2)
+    assert list(list_checkpoints(tmp_path)) == [1]
+    assert not (tmp_path / "checkpoints" / "2").exists()
+    # a leftover temporary directory (as a SIGKILL would leave) is ignored by readers
+    (tmp_path / "checkpoints" / ".tmp-3-abc").mkdir()
+    (tmp_path / "checkpoints" / ".tmp-3-abc" / "state.json").write_text("{}")
+    assert list(list_checkpoints(tmp_path)) == [1]
+
+
+def test_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec()
+    model, opt = _trained(spec, steps=1)
+    path = _save(tmp_path / "ck", spec, model, opt, step=1)
+
+    def no_pickle(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load must not be used on run files")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    loaded, loaded_spec, state = load_checkpoint(path)
+    assert loaded_spec == spec and state["step"] == 1 and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_model_mismatch_names_the_fields(tmp_path: Path) -> None:
+    a, b = model_config("micro"), model_config("micro", d_model=16, n_layers=2)
+    with pytest.raises(ValueError, match=r"model\.d_model.*model\.n_layers|model\.n_layers.*model\.d_model"):
+        check_same_model(a, b, tmp_path)
+    check_same_model(a, a.model_copy(update={"preset": "other"}), tmp_path)  # preset is informational
+    small = build_model(a)
+    with pytest.raises(ValueError, match="shapes differ|missing"):
+        load_model_weights(small, build_model(b).state_dict(), tmp_path)
+
+
+def test_missing_checkpoint_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        open_checkpoint(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="state.json"):
+        open_checkpoint(tmp_path / "half")

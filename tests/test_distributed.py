@@ -1,0 +1,52 @@
+"""Two gloo processes under torchrun (DDP) match one process on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wsdlab.train import RunDir, RunSpec, run_preset, train
+from wsdlab.train.batching import micro_batches, rank_slice
+from wsdlab.train.spec_io import write_spec
+
+
+def test_rank_slices_partition_the_global_batch() -> None:
+    batch = np.arange(12)
+    parts = [rank_slice(batch, r, 3) for r in range(3)]
+    assert np.array_equal(np.concatenate(parts), batch) and all(len(p) == 4 for p in parts)
+    assert [len(m) for m in micro_batches(parts[0], 3)] == [3, 1]
+    with pytest.raises(ValueError, match="divisible"):
+        rank_slice(np.arange(10), 0, 4)
+
+
+def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
+    data = run_preset("micro").model_dump()
+    data["train"].update(steps=4, checkpoint_every=None, eval_every=2, snapshot_every=None, micro_batch_size=2,
+                         progress=False, device="cpu")
+    spec = RunSpec.model_validate(data)
+    spec_path = tmp_path / "spec.yaml"
+    write_spec(spec, spec_path)
+    single = train(spec, tmp_path / "single")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "wsdlab",
+           "train", "--config", str(spec_path), "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    a = load_file(single.checkpoint(4) / "model.safetensors")
+    b = load_file(tmp_path / "ddp" / "checkpoints" / "4" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    ddp = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(ddp) == len((single.path / "metrics.jsonl").read_text().splitlines())  # rank 0 writes alone
+    losses_single = [r["loss"] for r in single.metrics()]
+    losses_ddp = [r["loss"] for r in RunDir(tmp_path / "ddp").metrics()]
+    assert losses_ddp == pytest.approx(losses_single, rel=1e-4)  # the loss is averaged over both ranks

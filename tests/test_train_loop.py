@@ -1,0 +1,178 @@
+"""The training loop: metrics rows, the LR convention, alignment metrics, resume, accumulation, loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wsdlab.data import SequenceOrder, load_data
+from wsdlab.models import batch_loss, build_model
+from wsdlab.schedules import build_schedule
+from wsdlab.train import MetricsSink, RunSpec, run_preset, train
+from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors
+
+TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "param_norm", "grad_momentum_cos", "update_grad_cos", "tokens",
+              "tokens_per_s", "mfu"}
+
+
+def micro(schedule: dict | None = None, **train: object) -> RunSpec:
+    """The micro preset (char corpus, ~1K-parameter Llama), a short run; keyword args override train fields."""
+    data = run_preset("micro").model_dump()
+    data["train"].update({"steps": 12, "checkpoint_every": 5, "eval_every": 5, "snapshot_every": 4,
+                          "progress": False, **train})
+    data["schedule"].update(schedule or {})
+    return RunSpec.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(run_preset("micro").data, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run12(tmp_path_factory: pytest.TempPathFactory, data):
+    spec = micro(schedule={"kind": "wsd", "warmup_steps": 3, "cooldown_fraction": 0.5})
+    out = tmp_path_factory.mktemp("run12")
+    return spec, train(spec, out)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def test_rows_have_the_keys_and_lr_follows_the_schedule(run12, data) -> None:
+    spec, run = run12
+    rows = run.metrics()
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert all(TRAIN_KEYS <= r.keys() for r in rows)
+    schedule = build_schedule(spec.schedule, spec.train.steps)
+    assert [r["lr"] for r in rows] == [spec.optim.lr * schedule(t) for t in range(1, 13)]
+    assert rows[-1]["lr"] == 0.0 and rows[0]["lr"] == pytest.approx(spec.optim.lr / 3, rel=1e-12)
+    assert [r["tokens"] for r in rows] == [t * 8 * data.tokens_per_item for t in range(1, 13)]
+    assert rows[0]["grad_momentum_cos"] is None
+    assert all(isinstance(r["grad_momentum_cos"], float) for r in rows[1:])
+    assert all(-1 <= r["update_grad_cos"] <= 1 and r["grad_norm"] > 0 and r["mfu"] is None for r in rows[:-1])
+    assert rows[-1]["update_grad_cos"] is None  # lr 0 and no weight decay: no update, no direction
+    assert [r["step"] for r in run.eval_rows()] == [0, 5, 10, 12]
+    assert run.checkpoint_steps() == [0, 5, 10, 12] and run.snapshot_steps() == [0, 4, 8, 12]
+    assert run.is_complete
+    expected = SequenceOrder(spec.data.order, data.num_train).indices(0, 12 * 8).reshape(12, 8)
+    assert np.array_equal(run.batch_indices(), expected)
+
+
+def test_alignment_metrics_match_a_direct_computation(run12, data) -> None:
+    """Step 6 redone by hand from checkpoint 5 and the recorded batch: cos(g_6, m_5), cos(-g_6, x_6 - x_5)."""
+    spec, run = run12
+    ckpt = run.checkpoint(5)
+    model = build_model(spec.model)
+    model.load_state_dict(weights(ckpt))
+    x_prev = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    batch = data.train_batch(run.batch_indices()[5])
+    batch_loss(model, batch).backward()
+    names = [n for n, _ in model.named_parameters()]
+    g = torch.cat([p.grad.reshape(-1).double() for p in model.parameters()])
+    opt = load_file(ckpt / "optimizer.safetensors")
+    m = torch.cat([opt[f"{n}/exp_avg"].reshape(-1).double() for n in names])
+    row = run.metrics()[5]
+    assert row["step"] == 6
+    assert row["grad_momentum_cos"] == pytest.approx((g.dot(m) / (g.norm() * m.norm())).item(), rel=1e-5)
+    assert row["grad_norm"] == pytest.approx(g.norm().item(), rel=1e-5)
+    # the update x_6 - x_5: one AdamW step from the checkpointed state with lr * f(6)
+    optimizer = build_optimizer(model, spec.optim, torch.device("cpu"))
+    load_optimizer_tensors(optimizer, opt)
+    bind_schedule(optimizer, build_schedule(spec.schedule, spec.train.steps), 5)
+    torch.nn.utils.clip_grad_norm_(list(model.parameters()), spec.optim.grad_clip)
+    optimizer.step()
+    x_new = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    u = x_new - x_prev
+    assert row["update_grad_cos"] == pytest.approx((-g.dot(u) / (g.norm() * u.norm())).item(), rel=1e-4)
+    assert row["param_norm"] == pytest.approx(x_new.norm().item(), rel=1e-6)
+
+
+class StopAt(MetricsSink):
+    """Raises KeyboardInterrupt (a Ctrl-C) when the row of `step` is logged."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if step == self.step and "train/loss" in metrics:
+            raise KeyboardInterrupt
+
+
+def _rows_without_timing(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+
+
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(run12, tmp_path: Path) -> None:
+    spec, full = run12
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, tmp_path, sinks=[StopAt(8)])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["0", "5"]  # no .tmp-* left
+    assert not (tmp_path / "COMPLETE").exists()
+    resumed = train(spec, tmp_path)
+    assert resumed.is_complete
+    for step in full.checkpoint_steps():
+        a, b = weights(full.checkpoint(step)), weights(resumed.checkpoint(step))
+        assert all(torch.equal(a[k], b[k]) for k in a), step
+    assert _rows_without_timing(tmp_path) == _rows_without_timing(full.path)
+    assert np.array_equal(resumed.batch_indices(), full.batch_indices())
+
+
+def test_resuming_with_another_spec_names_the_keys(run12) -> None:
+    spec, run = run12
+    other = spec.model_copy(update={"optim": spec.optim.model_copy(update={"lr": 0.5})})
+    with pytest.raises(ValueError, match="optim.lr"):
+        train(other, run.path)
+    assert train(spec, run.path).is_complete  # a complete run with its own spec returns at once
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path: Path, data) -> None:
+    short = {"steps": 3, "checkpoint_every": None, "snapshot_every": None}
+    a = train(micro({"warmup_steps": 1}, **short), tmp_path / "full")
+    b = train(micro({"warmup_steps": 1}, **short, micro_batch_size=3), tmp_path / "accum")
+    wa, wb = weights(a.checkpoint(3)), weights(b.checkpoint(3))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    assert [r["loss"] for r in a.metrics()] == pytest.approx([r["loss"] for r in b.metrics()], rel=1e-5)
+
+
+def test_loss_falls_on_the_micro_preset(tmp_path: Path, data) -> None:
+    spec = run_preset("micro")
+    run = train(spec.model_copy(update={"train": spec.train.model_copy(update={"snapshot_every": None})}), tmp_path)
+    losses = [r["loss"] for r in run.metrics()]
+    vals = [r["val_loss"] for r in run.eval_rows()]
+    assert len(losses) == spec.train.steps
+    assert np.mean(losses[-5:]) < losses[0] - 0.5
+    assert vals[-1] < vals[0] - 0.5
+
+
+def test_model_vocabulary_smaller_than_the_data_is_an_error(tmp_path: Path, data) -> None:
+    spec = micro()
+    spec = spec.model_copy(update={"model": spec.model.model_copy(update={"vocab_size": 8})})
+    with pytest.raises(ValueError, match="model.vocab_size"):
+        train(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.gpu
+def test_a_cuda_run_trains_and_resumes(tmp_path: Path, data) -> None:
+    """On CUDA: bf16 autocast, fused AdamW, MFU on known devices; a resumed run still matches."""
+    spec = micro(device="cuda")
+    full = train(spec, tmp_path / "full")
+    rows = full.metrics()
+    assert np.mean([r["loss"] for r in rows[-3:]]) < rows[0]["loss"]
+    name = torch.cuda.get_device_name()
+    assert (rows[-1]["mfu"] is not None) == any(k in name for k in ("H100", "H200", "A100"))
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, tmp_path / "resumed", sinks=[StopAt(8)])
+    resumed = train(spec, tmp_path / "resumed")
+    a, b = weights(full.checkpoint(12)), weights(resumed.checkpoint(12))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)

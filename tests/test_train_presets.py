@@ -1,0 +1,57 @@
+"""Run presets: every name builds a valid spec whose model fits its data; metrics sinks behave."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from wsdlab.schedules import build_schedule
+from wsdlab.train import RUN_PRESETS, JsonlSink, TensorBoardSink, WandbSink, run_preset
+from wsdlab.train.metrics import flat_metrics
+
+
+@pytest.mark.parametrize("name", list(RUN_PRESETS))
+def test_every_preset_is_a_valid_stable_phase(name: str) -> None:
+    spec = run_preset(name)
+    assert spec.schedule.kind == "wso" and spec.init_from is None
+    assert spec.model.preset == name
+    build_schedule(spec.schedule, spec.train.steps)
+    if not spec.data.is_vision:
+        assert spec.model.vocab_size >= spec.data.vocab_size and spec.model.seq_len >= spec.data.seq_len
+
+
+def test_the_embedded_default_and_the_big_presets() -> None:
+    tiny = run_preset("tiny")
+    assert tiny.data.source == "stdlib" and tiny.train.batch_size == 16 and tiny.train.steps == 400
+    assert tiny.model.preset == "tiny" and tiny.train.checkpoint_every == 100
+    assert run_preset("8B").train.fsdp and run_preset("1B").train.fsdp and not run_preset("210M").train.fsdp
+    assert run_preset("cnn-fmnist").data.source == "fashion_mnist" and run_preset("cnn").data.source == "cifar10"
+    assert run_preset("tiny") is not run_preset("tiny")  # fresh copies
+    with pytest.raises(ValueError, match="unknown preset 'nope'; known: tiny"):
+        run_preset("nope")
+
+
+def test_jsonl_sink_and_flat_keys(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path / "m.jsonl")
+    flat = flat_metrics({"step": 3, "loss": 2.5, "lr": 0.1, "grad_momentum_cos": None})
+    assert flat == {"train/loss": 2.5, "train/lr": 0.1}
+    assert flat_metrics({"split": "val", "step": 3, "val_loss": 1.5}) == {"val/loss": 1.5}
+    sink.log(flat, 3)
+    sink.close()
+    assert json.loads((tmp_path / "m.jsonl").read_text()) == {"step": 3, "train/loss": 2.5, "train/lr": 0.1}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_optional_sinks_say_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"wsdlab\[tensorboard\]"):
+        TensorBoardSink(tmp_path / "tb")
+    assert not (tmp_path / "tb").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
+def test_wandb_sink_says_what_to_install() -> None:
+    with pytest.raises(ValueError, match=r"wsdlab\[wandb\]"):
+        WandbSink("project")
