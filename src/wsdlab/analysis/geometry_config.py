@@ -1,0 +1,79 @@
+"""Options of the geometry analyses (sharpness, landscape, interpolate, trajectory, probes) as configs.
+
+Configs are data: a study spec or the command line fills them, and `geometry_tables` reads them.
+`EvalSetConfig` pins the fixed evaluation set (the WSO paper's Table 23 knobs for the Hessian
+trace: number of batches, sequences per batch, sequence length).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from wsdlab.common.config import StrictModel
+
+
+class EvalSetConfig(StrictModel):
+    """A fixed, seeded set of evaluation batches from one split of a run's data."""
+
+    split: Literal["val", "train"] = "val"
+    batches: int = Field(1, gt=0, description="Number of batches.")
+    batch_size: int = Field(8, gt=0, description="Sequences (or images) per batch.")
+    seq_len: int | None = Field(None, gt=0, description="Cut LM sequences to this many targets; None = the data's.")
+    seed: int = Field(0, description="Which items are drawn (without replacement).")
+
+
+class SharpnessConfig(StrictModel):
+    """Hessian trace and/or top eigenvalues of the loss over an evaluation set."""
+
+    method: Literal["trace", "top-eigen", "exact"] = "trace"
+    estimator: Literal["hutchinson", "hutchpp"] = Field("hutchinson", description="Trace estimator.")
+    samples: int = Field(100, gt=0, description="Hessian-vector products of the trace estimate.")
+    top_k: int = Field(1, gt=0, description="Eigenvalues of method top-eigen.")
+    solver: Literal["lanczos", "power"] = "lanczos"
+    max_iters: int = Field(100, gt=0, description="Most products per eigenvalue solve.")
+    tol: float = Field(1e-4, gt=0.0, description="Relative tolerance of the eigenvalue solvers.")
+    seed: int = 0
+    probe_chunk: int = Field(16, gt=0, description="Products computed in one batched backward.")
+    cache_graph: bool = Field(True, description="Reuse the gradient's graph across products (uses memory).")
+    eval: EvalSetConfig = Field(default_factory=EvalSetConfig)
+
+
+class InterpolateConfig(StrictModel):
+    """1-D loss along theta(a) = (1 - a) theta0 + a theta1."""
+
+    alphas: list[float] = Field(default_factory=lambda: [round(-0.5 + 0.1 * i, 10) for i in range(21)])
+    chunk_size: int = Field(8, gt=0, description="Grid points per vmapped forward.")
+    eval: EvalSetConfig = Field(default_factory=lambda: EvalSetConfig(batches=2, batch_size=16))
+
+
+class LandscapeConfig(StrictModel):
+    """2-D loss around cooldown points: e1 = pre-cooldown -> final, e2 = `offset` optimizer steps on."""
+
+    offset: int = Field(10, gt=0, description="e2 = weights `offset` steps after the point minus the point.")
+    a_values: list[float] = Field(default_factory=lambda: [round(-0.5 + 0.125 * i, 10) for i in range(13)])
+    b_values: list[float] = Field(default_factory=lambda: [round(-2.0 + 0.5 * i, 10) for i in range(9)])
+    orthogonal: bool = Field(False, description="Make e2 orthogonal to e1.")
+    chunk_size: int = Field(8, gt=0)
+    eval: EvalSetConfig = Field(default_factory=lambda: EvalSetConfig(batches=2, batch_size=16))
+
+
+class TrajectoryConfig(StrictModel):
+    """PCA of iterate sets, ||H v|| at the decay start, quasi-convexity and norms along the path."""
+
+    fraction: float = Field(0.2, gt=0.0, le=1.0, description="S' / D': last / first fraction of stable / decay.")
+    every: int = Field(1, gt=0, description="Use every k-th available iterate for the path rows.")
+    hessian: bool = Field(True, description="Compute ||H v_s|| and ||H v_d|| at the decay start.")
+    probe_chunk: int = Field(16, gt=0)
+    eval: EvalSetConfig = Field(default_factory=lambda: EvalSetConfig(split="train", batches=2, batch_size=16))
+
+
+class ProbeConfig(StrictModel):
+    """Linear probes per layer, initialised from the LM head."""
+
+    steps: int = Field(50, ge=0, description="AdamW steps per probe.")
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    train: EvalSetConfig = Field(default_factory=lambda: EvalSetConfig(split="train", batches=4, batch_size=16))
+    eval: EvalSetConfig = Field(default_factory=lambda: EvalSetConfig(batches=2, batch_size=16))
