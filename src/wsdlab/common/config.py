@@ -21,9 +21,12 @@ def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One line per problem, each naming the dotted field path, e.g. `schedule.cooldown_fraction: ...`."""
     lines = []
     for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
         loc = ".".join(str(p) for p in e["loc"] if p != "__root__")
-        loc = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
-        lines.append(f"{loc}: {e['msg']}")
+        if loc or prefix:
+            lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix.rstrip('.')}: {msg}")
+        else:
+            lines.append(msg)  # a whole-model check: its message names the fields itself
     return "\n".join(lines)
 
 
