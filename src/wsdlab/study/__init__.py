@@ -1,1 +1,30 @@
-"""wsdlab.study"""
+"""Studies: a YAML spec expanded into runs (a base and its cooldown branches), trained by an executor
+(in-process, local worker processes, Slurm), then analysis tables and a report. See `wsdlab study run`.
+
+spec.py: the StudySpec models and YAML loading; plan.py: spec -> planned runs; resolve.py: planned
+runs -> RunSpecs, hashes and folders; executors.py / worker.py: who trains a run; runner.py: the
+loop (skip complete, resume partial, dependency order); analyses.py: runs -> tables; progress.py: display.
+"""
+
+from wsdlab.study.plan import Plan, PlannedRun, expand_plan
+from wsdlab.study.resolve import ResolvedRun, Resolver
+from wsdlab.study.runner import StudyError, load_study_dir, plan_status, redo_report, run_study
+from wsdlab.study.spec import BUILTIN_STUDIES, StudySpec, builtin_study_path, load_study, parse_study
+
+__all__ = [
+    "BUILTIN_STUDIES",
+    "Plan",
+    "PlannedRun",
+    "ResolvedRun",
+    "Resolver",
+    "StudyError",
+    "StudySpec",
+    "builtin_study_path",
+    "expand_plan",
+    "load_study",
+    "load_study_dir",
+    "parse_study",
+    "plan_status",
+    "redo_report",
+    "run_study",
+]

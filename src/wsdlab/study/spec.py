@@ -1,0 +1,310 @@
+"""The study spec: one YAML file describing a whole cooldown study, validated by pydantic.
+
+A study is a base (warmup + stable phase) run and, branched from its final checkpoint, a grid of
+cooldowns (shapes x data-order seeds x override variants), longer reference cooldowns, disjoint-
+portion cooldowns plus one longer run for weight averaging, and hyper-parameter panels; then the
+analyses to compute and the report to write. Errors name the dotted field (`cooldown.shapes.1`).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from wsdlab.common.config import StrictModel, describe_validation_error
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ShapeChoice(StrictModel):
+    """A cooldown shape: a name from wsdlab.schedules (with its parameter), or `expr` with an expression.
+
+    In YAML a bare name is accepted: `- linear` means `- {shape: linear}`.
+    """
+
+    shape: str
+    param: float | None = Field(None, description="Shape parameter (p of lowered_linear).")
+    expr: str | None = Field(None, description="Expression of x, for shape 'expr'.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"shape": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _check_known(self) -> "ShapeChoice":
+        from wsdlab.schedules import get_shape  # leaf module; imported lazily to keep spec loading light
+
+        get_shape(self.shape, self.param, self.expr)  # raises ValueError naming the shape
+        return self
+
+    @property
+    def label(self) -> str:
+        """Readable and unique within a study: `linear`, `lowered_linear-0.7`, `expr-1-x**2`."""
+        if self.expr is not None:
+            return f"{self.shape}-{self.expr}"
+        return self.shape if self.param is None else f"{self.shape}-{self.param:g}"
+
+
+class BaseRun(StrictModel):
+    """The stable-phase run every branch starts from: warmup then constant LR up to `train.steps`.
+
+    Built as: the model preset's config, then `spec` (nested RunSpec fields) merged over it, then
+    `overrides` (dotted keys). Its schedule kind defaults to (and must be) 'wso'.
+    """
+
+    preset: str | None = Field(None, description="Model preset (wsdlab.models.PRESETS), e.g. tiny, 60M, 210M.")
+    spec: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields, nested as in a run's spec.yaml.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys applied last, e.g. train.steps: 400.")
+
+
+class Variant(StrictModel):
+    """One point of the grid's override axis: a name and the dotted overrides it applies to a branch."""
+
+    name: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"'{v}' must be letters, digits, '.', '_' or '-'")
+        return v
+
+
+class CooldownGrid(StrictModel):
+    """Cooldown branches from the base's final checkpoint: shapes x seeds x variants, each `steps` long."""
+
+    steps: int = Field(gt=0, description="N: length of every cooldown branch in optimizer steps.")
+    data: Literal["fresh", "continue"] = Field(
+        "fresh",
+        description="fresh: the base reads the first half of the train split; every cooldown reads the same "
+        "cooldown-sized portion of the second half (seeds change only the order; references repeat it; "
+        "averaging portions are its neighbours). continue: branches keep the base's data (portions of the whole split).",
+    )
+    shapes: list[ShapeChoice] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1, description="Data-order seeds (data.order.seed of each branch).")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="Final LR factor; None keeps the base's.")
+    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")])
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for every branch of the study.")
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> "CooldownGrid":
+        _require_unique([s.label for s in self.shapes], "shapes")
+        _require_unique(self.seeds, "seeds")
+        _require_unique([v.name for v in self.variants], "variants")
+        return self
+
+
+class ReferenceRuns(StrictModel):
+    """Longer cooldowns (one per seed) approximating the ideal model of the bias-variance analysis.
+
+    Each reads the same data order (seed and portion) as that seed's cooldowns for `steps` steps:
+    the stream re-permutes its portion whenever it is exhausted, so a small portion is repeated.
+    """
+
+    enabled: bool = True
+    shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"))
+    steps: int | None = Field(None, gt=0, description="Length; None = multiplier x cooldown.steps.")
+    multiplier: float = Field(4.0, gt=1.0)
+    seeds: list[int] | None = Field(None, description="None = the cooldown seeds.")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Averaging(StrictModel):
+    """Cooldowns on `num_portions` disjoint data portions (weights averaged) vs one run over all of them."""
+
+    enabled: bool = True
+    num_portions: int = Field(4, ge=2)
+    shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"))
+    seed: int = 0
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class HyperParams(StrictModel):
+    """Panels of AdamW changes applied at the branch point (one cooldown shape, a few seeds)."""
+
+    enabled: bool = True
+    shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"))
+    seeds: list[int] | None = Field(None, description="None = the first cooldown seed only.")
+    beta_powers: list[float] = Field(default_factory=list, description="betas -> betas**p (both).")
+    beta2_powers: list[float] = Field(default_factory=list, description="beta2 -> beta2**p only.")
+    batch_scales: list[float] = Field(default_factory=list, description="Batch x k at the same token count (steps / k).")
+    match_half_life: list[bool] = Field(default_factory=lambda: [False, True], description="Batch panel: with / without half-life-matched betas.")
+    weight_decay_off: bool = False
+    reset_optimizer: bool = False
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("beta_powers", "beta2_powers", "batch_scales")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if x <= 0]
+        if bad:
+            raise ValueError(f"values must be > 0, got {bad}")
+        return v
+
+
+class AnalysisStep(StrictModel):
+    """One analysis table: whether to compute it and options passed to its function."""
+
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _off() -> AnalysisStep:
+    return AnalysisStep(enabled=False)
+
+
+GEOMETRY = ("sharpness", "landscape", "interpolate", "trajectory", "probes")
+# options of a geometry step that the study glue reads itself (the rest go to the step's config class)
+GEOMETRY_STUDY_OPTIONS = {"sharpness": ("num_steps",), "landscape": ("points",), "interpolate": (),
+                          "trajectory": (), "probes": ("num_steps",)}
+
+
+def geometry_config_class(step: str) -> type:
+    """The wsdlab.analysis config model of a geometry step's options."""
+    from wsdlab.analysis import geometry_config as g
+
+    return {"sharpness": g.SharpnessConfig, "landscape": g.LandscapeConfig, "interpolate": g.InterpolateConfig,
+            "trajectory": g.TrajectoryConfig, "probes": g.ProbeConfig}[step]
+
+
+class AnalysesConfig(StrictModel):
+    """Tables under STUDY/tables/. Cooldown-study analyses default on, geometry ones off (costly).
+
+    Geometry analyses run on the first seed's cooldown of each shape (which then keep weight
+    snapshots every `snapshot_every` steps) and on the base run; their `options` are the fields of
+    wsdlab.analysis.geometry_config (SharpnessConfig, LandscapeConfig, ...), plus `num_steps`
+    (sharpness, probes: how many of the available steps to measure) and `points` (landscape: how
+    many cooldown points get a 2-D landscape).
+    """
+
+    eval_batches: int = Field(8, gt=0, description="Validation batches each model is evaluated on.")
+    eval_batch_size: int | None = Field(None, gt=0, description="None = the base's train batch size.")
+    snapshot_every: int | None = Field(None, gt=0, description="Snapshot cadence of the geometry runs; None = cooldown.steps // 20.")
+    perplexity: AnalysisStep = Field(default_factory=AnalysisStep)
+    bias_variance: AnalysisStep = Field(default_factory=AnalysisStep)
+    averaging: AnalysisStep = Field(default_factory=AnalysisStep)
+    recency: AnalysisStep = Field(default_factory=AnalysisStep)
+    hyperparams: AnalysisStep = Field(default_factory=AnalysisStep)
+    alignment: AnalysisStep = Field(default_factory=AnalysisStep)
+    sharpness: AnalysisStep = Field(default_factory=_off)
+    landscape: AnalysisStep = Field(default_factory=_off)
+    interpolate: AnalysisStep = Field(default_factory=_off)
+    trajectory: AnalysisStep = Field(default_factory=_off)
+    probes: AnalysisStep = Field(default_factory=_off)
+
+    def enabled(self) -> list[str]:
+        """Names of the enabled tables, in field order."""
+        return [n for n, v in self if isinstance(v, AnalysisStep) and v.enabled]
+
+    def geometry_enabled(self) -> list[str]:
+        return [n for n in GEOMETRY if getattr(self, n).enabled]
+
+    @model_validator(mode="after")
+    def _check_geometry_options(self) -> "AnalysesConfig":
+        for step in GEOMETRY:
+            options = {k: v for k, v in getattr(self, step).options.items() if k not in GEOMETRY_STUDY_OPTIONS[step]}
+            try:
+                geometry_config_class(step).model_validate(options)
+            except ValidationError as err:
+                detail = describe_validation_error(err, f"analyses.{step}.options.")
+                raise ValueError(f"invalid options of {step}: {detail}") from None
+            for key in GEOMETRY_STUDY_OPTIONS[step]:
+                value = getattr(self, step).options.get(key)
+                if value is not None and (not isinstance(value, int) or value < 1):
+                    raise ValueError(f"analyses.{step}.options.{key}: must be a positive integer, got {value!r}")
+        return self
+
+
+class ReportConfig(StrictModel):
+    enabled: bool = True
+    title: str | None = None
+
+
+class SlurmConfig(StrictModel):
+    """submitit parameters for `--executor slurm` (one job per run)."""
+
+    partition: str | None = None
+    gpus_per_node: int = Field(1, ge=0)
+    cpus_per_task: int = Field(8, gt=0)
+    mem_gb: int | None = Field(None, gt=0)
+    timeout_min: int = Field(240, gt=0)
+    additional: dict[str, Any] = Field(default_factory=dict, description="Extra submitit slurm_* parameters.")
+
+
+class StudySpec(StrictModel):
+    """A whole study; `wsdlab study run SPEC.yaml` runs it."""
+
+    name: str = Field(description="Study name: the default output folder is wsdlab-out/<name>.")
+    description: str = ""
+    base: BaseRun
+    cooldown: CooldownGrid
+    reference: ReferenceRuns = Field(default_factory=lambda: ReferenceRuns(enabled=False))
+    averaging: Averaging = Field(default_factory=lambda: Averaging(enabled=False))
+    hyperparams: HyperParams = Field(default_factory=lambda: HyperParams(enabled=False))
+    analyses: AnalysesConfig = Field(default_factory=AnalysesConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    workers: int | None = Field(
+        None, ge=1, description="Default of --workers (runs trained at once); None = one per GPU, else one per CPU core (at most 4).")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"'{v}' must start with a letter or digit and hold only letters, digits, '.', '_' or '-'")
+        return v
+
+
+def _require_unique(values: list[Any], field: str) -> None:
+    seen: set[Any] = set()
+    dups = []
+    for v in values:
+        if v in seen:
+            dups.append(v)
+        seen.add(v)
+    if dups:
+        raise ValueError(f"{field}: duplicate entries {dups}")
+
+
+BUILTIN_STUDIES = ("default", "quick", "paper-60M", "paper-210M")
+
+
+def builtin_study_path(name: str) -> Path:
+    """Path of a study YAML shipped inside the package (wsdlab/studies/<name>.yaml)."""
+    if name not in BUILTIN_STUDIES:
+        raise ValueError(f"unknown built-in study '{name}'; known: {', '.join(BUILTIN_STUDIES)}")
+    return Path(str(resources.files("wsdlab").joinpath("studies", f"{name}.yaml")))
+
+
+def parse_study(data: dict[str, Any], source: str = "study") -> StudySpec:
+    """Validate a study mapping; errors list every bad field by its dotted path."""
+    if not isinstance(data, dict):
+        raise ValueError(f"invalid study {source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise ValueError(f"invalid study {source}:\n{describe_validation_error(err)}") from None
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"study file {path} is not valid YAML: {err}") from None
+    return parse_study(data, str(path))
+
+
+def dump_study(spec: StudySpec) -> str:
+    """The validated spec as YAML (stored as STUDY/study.yaml)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

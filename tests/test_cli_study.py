@@ -1,0 +1,138 @@
+"""`wsdlab study run --quick` end to end (real training, tiny), then status, re-run (nothing redone) and report."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from wsdlab.cli import app
+
+runner = CliRunner()
+
+TABLES = {
+    "runs": ["key", "role", "state"],
+    "schedules": ["shape", "step", "lr_factor"],
+    "val_curves": ["shape", "seed", "step", "val_loss"],
+    "bias_variance": ["shape", "space", "bias", "variance", "n_runs"],
+    "perplexity": ["shape", "ppl_mean", "ppl_avg_model", "n_runs"],
+    "perplexity_vs_bias": ["space", "spearman"],
+    "averaging": ["shape", "val_loss_average_model", "val_loss_longer_run"],
+    "recency_curves": ["shape", "seed", "batch_position", "loss_diff"],
+    "recency": ["shape", "seed", "shift", "deviation"],
+    "hyperparams": ["panel", "value", "seed", "val_loss", "ppl"],
+    "alignment": ["shape", "step", "metric", "mean"],
+    # geometry, on the first seed's cooldown of each shape (and the base for sharpness)
+    "sharpness": ["shape", "run", "step", "trace"],
+    "interpolate": ["shape", "run", "to_run", "alpha", "loss"],
+    "landscape": ["shape", "run", "point", "a", "b", "loss"],
+    "trajectory": ["shape", "run", "kind"],
+    "probes": ["shape", "run", "step", "layer", "perplexity"],
+}
+
+
+def header(path: Path) -> list[str]:
+    with path.open() as f:
+        return next(csv.reader(f))
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def mtimes(root: Path) -> dict[Path, int]:
+    return {p: os.stat(p).st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("quick") / "study"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the quick study's models are too small to gain from threads (and a busy CI box loses)
+    try:
+        result = runner.invoke(app, ["study", "run", "--quick", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.slow
+def test_quick_study_writes_tables_and_report(quick_study: Path) -> None:
+    tables = quick_study / "tables"
+    for name, columns in TABLES.items():
+        path = tables / f"{name}.csv"
+        assert path.is_file(), f"missing {name}.csv"
+        assert set(columns) <= set(header(path)), (name, header(path))
+    assert header(tables / "bias_variance.csv") == ["shape", "space", "bias", "variance", "n_runs"]
+    bv = rows(tables / "bias_variance.csv")
+    assert {r["shape"] for r in bv} == {"linear", "sqrt", "lowered_linear-0.7"}
+    assert {r["space"] for r in bv} >= {"kl", "weight", "loss"}
+    assert all(r["n_runs"] == "2" for r in bv)
+    index = rows(tables / "runs.csv")
+    assert index and all(r["state"] == "complete" for r in index)
+    assert {r["panel"] for r in rows(tables / "hyperparams.csv")} == {"beta2_p", "batch_x", "batch_x_half_life",
+                                                                     "weight_decay_off", "reset_optimizer"}
+    assert {r["shape"] for r in rows(tables / "sharpness.csv")} == {"stable", "linear", "sqrt", "lowered_linear-0.7"}
+    assert {r["kind"] for r in rows(tables / "trajectory.csv")} >= {"pca", "path"}
+    report = quick_study / "report.html"
+    assert report.is_file() and "<html" in report.read_text()[:500].lower()
+    assert any((quick_study / "figures").glob("*.png"))
+    runs = [p for p in (quick_study / "runs").iterdir() if p.is_dir()]
+    assert all((p / "COMPLETE").is_file() for p in runs)
+    assert len(runs) == len({r["dir"] for r in index})
+
+
+@pytest.mark.slow
+def test_status_rerun_and_report(quick_study: Path) -> None:
+    result = runner.invoke(app, ["study", "status", str(quick_study)])
+    assert result.exit_code == 0, result.output
+    assert "complete" in result.output and "0 left" in result.output
+
+    before = mtimes(quick_study / "runs")
+    tables_before = mtimes(quick_study / "tables")
+    result = runner.invoke(app, ["study", "run", "--quick", "--out", str(quick_study)])
+    assert result.exit_code == 0, result.output
+    n = len(rows(quick_study / "tables" / "runs.csv"))
+    assert f"{n} done ({n} already complete)" in result.output
+    assert mtimes(quick_study / "runs") == before  # no run retrained
+    csvs = {p: t for p, t in tables_before.items() if p.suffix == ".csv" and p.name != "runs.csv"}
+    assert {p: os.stat(p).st_mtime_ns for p in csvs} == csvs  # no analysis recomputed
+
+    bv = quick_study / "tables" / "bias_variance.csv"
+    old = os.stat(bv).st_mtime_ns
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = runner.invoke(app, ["study", "report", str(quick_study)])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert os.stat(bv).st_mtime_ns != old and mtimes(quick_study / "runs") == before
+
+
+def test_cli_errors(tmp_path: Path) -> None:
+    cases = [
+        (["study", "run", str(tmp_path / "nope.yaml")], "study file not found"),
+        (["study", "run", str(tmp_path / "x.yaml"), "--quick"], "either a study file or --quick"),
+        (["study", "run", "--quick", "--executor", "cloud", "--out", str(tmp_path / "s")], "--executor"),
+        (["study", "status", str(tmp_path)], "not a study folder"),
+        (["study", "report", str(tmp_path)], "not a study folder"),
+    ]
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        cases.append((["study", "run", "--quick", "--tensorboard", "--out", str(tmp_path / "t")], "tensorboard is not installed"))
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\nbase: {preset: tiny}\ncooldown: {steps: 0, shapes: [linear], seeds: [0]}\n")
+    result = runner.invoke(app, ["study", "run", str(bad)])
+    assert result.exit_code == 2 and "cooldown.steps" in result.output

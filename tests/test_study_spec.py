@@ -1,0 +1,101 @@
+"""Study spec: the shipped YAML files validate, are shipped twice identically, and errors name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsdlab.study.spec import BUILTIN_STUDIES, ShapeChoice, builtin_study_path, load_study, parse_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def minimal() -> dict:
+    return {
+        "name": "t",
+        "base": {"preset": "tiny", "overrides": {"train.steps": 20}},
+        "cooldown": {"steps": 5, "shapes": ["linear", {"shape": "lowered_linear", "param": 0.7}], "seeds": [0, 1]},
+    }
+
+
+def error_of(data: dict) -> str:
+    with pytest.raises(ValueError) as info:
+        parse_study(data)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", BUILTIN_STUDIES)
+def test_builtin_studies_validate_and_repo_copies_are_identical(name: str) -> None:
+    packaged = builtin_study_path(name)
+    assert packaged.is_file()
+    assert load_study(packaged).name == name
+    assert (REPO / "studies" / f"{name}.yaml").read_bytes() == packaged.read_bytes()
+
+
+def test_no_stray_study_files() -> None:
+    shipped = {p.name for p in builtin_study_path("default").parent.glob("*.yaml")}
+    assert shipped == {f"{n}.yaml" for n in BUILTIN_STUDIES}
+    assert {p.name for p in (REPO / "studies").glob("*.yaml")} == shipped
+
+
+def test_minimal_spec_defaults() -> None:
+    spec = parse_study(minimal())
+    assert [s.label for s in spec.cooldown.shapes] == ["linear", "lowered_linear-0.7"]
+    assert not spec.reference.enabled and not spec.averaging.enabled and not spec.hyperparams.enabled
+    assert spec.analyses.enabled()[:2] == ["perplexity", "bias_variance"]
+    assert "sharpness" not in spec.analyses.enabled()
+    assert spec.cooldown.data == "fresh"
+
+
+def test_shape_labels() -> None:
+    assert ShapeChoice(shape="sqrt").label == "sqrt"
+    assert ShapeChoice(shape="lowered_linear", param=0.1).label == "lowered_linear-0.1"
+    assert ShapeChoice(shape="expr", expr="1 - x**2").label == "expr-1 - x**2"
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d["cooldown"].update(steps=0), "cooldown.steps"),
+        (lambda d: d["cooldown"].update(shapes=["linear", "zigzag"]), "cooldown.shapes.1"),
+        (lambda d: d["cooldown"].update(seeds=[0, 0]), "cooldown"),
+        (lambda d: d["cooldown"].update(bogus=1), "cooldown.bogus"),
+        (lambda d: d.update(name="has space"), "name"),
+        (lambda d: d.update(reference={"multiplier": 0.5}), "reference.multiplier"),
+        (lambda d: d.update(averaging={"num_portions": 1}), "averaging.num_portions"),
+        (lambda d: d.update(hyperparams={"beta_powers": [2, -1]}), "hyperparams.beta_powers"),
+        (lambda d: d.update(analyses={"sharpnes": {}}), "analyses.sharpnes"),
+        (lambda d: d["cooldown"].update(variants=[{"name": "a/b"}]), "cooldown.variants.0.name"),
+        (lambda d: d.pop("base"), "base"),
+    ],
+)
+def test_errors_name_the_field(edit, field: str) -> None:
+    data = minimal()
+    edit(data)
+    message = error_of(data)
+    assert f"\n{field}:" in message, message
+
+
+def test_duplicate_shapes_are_rejected() -> None:
+    data = minimal()
+    data["cooldown"]["shapes"] = ["linear", {"shape": "linear"}]
+    assert "duplicate" in error_of(data)
+
+
+def test_load_study_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_study(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ValueError, match="bad.yaml"):
+        load_study(bad)
+    wrong = tmp_path / "wrong.yaml"
+    data = minimal()
+    data["cooldown"]["steps"] = -3
+    wrong.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=r"wrong.yaml:\ncooldown.steps"):
+        load_study(wrong)
+    with pytest.raises(ValueError, match="unknown built-in study"):
+        builtin_study_path("nope")
