@@ -150,6 +150,36 @@ def test_mean_and_stderr_hand_values():
     assert math.isnan(mean_and_stderr([2.0])[1])
 
 
+def test_hutchinson_stops_at_target_stderr(micro):
+    model, batches, _, exact, _ = micro
+    op = HessianOperator(model, batch_loss, batches, probe_chunk=1)  # stops after any probe
+    fixed = hutchinson_trace(op, 120, seed=3)
+    target = 1.3 * fixed.stderr  # reached after roughly 120 / 1.3^2 ~ 70 probes
+    # min_samples guards against stopping on a chance-small SE of a few probes (seen with 10 here)
+    early = hutchinson_trace(op, 120, seed=3, target_stderr=target, min_samples=30)
+    assert 30 <= early.products < 120 and early.products == len(early.samples)
+    assert early.stderr <= target
+    assert early.samples == fixed.samples[: early.products]  # the same probe stream, cut short
+    # stopping one probe earlier would have missed the target (it stops at the first chance)
+    assert mean_and_stderr(early.samples[:-1])[1] > target or early.products == 30
+    assert abs(early.trace - exact.trace) <= 4 * early.stderr
+    # unreachable target: all samples are used
+    assert hutchinson_trace(op, 15, seed=3, target_stderr=1e-12).products == 15
+    with pytest.raises(ValueError, match="target_stderr"):
+        hutchinson_trace(op, 15, target_stderr=0.0)
+
+
+def test_chunked_trace_matches_exact_quadratic_forms(mlp):
+    model, batches = mlp
+    op = HessianOperator(model, mlp_loss, batches, probe_chunk=4)
+    h = exact_hessian(op)
+    est = hutchinson_trace(op, 10, seed=2)  # 4 + 4 + 2 probes, batched backward per chunk
+    gen = torch.Generator().manual_seed(2)
+    z = torch.cat([torch.randint(0, 2, (c, op.dim), generator=gen, dtype=torch.int8) for c in (4, 4, 2)]).double() * 2 - 1
+    want = (z * (z @ h)).sum(dim=1).tolist()  # h symmetric: row j of z @ h is H z_j
+    assert est.samples == pytest.approx(want, rel=1e-10, abs=1e-12)
+
+
 def test_hutchpp_has_lower_variance_than_hutchinson_at_equal_products():
     # least squares with a decaying spectrum in a random basis: H = A^T A / n has a few large eigenvalues
     torch.manual_seed(0)

@@ -8,13 +8,16 @@ rebuilds it per batch per product when there are several batches). Forward-over-
 (`torch.func.jvp` of `grad`) also works through the math kernel but was slower on CPU, so it is not
 used. Several products are computed in one call with `is_grads_batched=True` (vmap over the second
 backward; `probe_chunk` rows at a time), which helps where kernels are launch-bound (GPUs, small
-models) and is neutral on a compute-bound CPU. The loss is the batch-size-weighted mean over a
+models); on a compute-bound CPU at one thread it was 7-18% *slower* than one product at a time
+(benchmarks/README.md; pass `probe_chunk=1` there), while tiny models (tests, `exact_hessian`)
+gain from it, so the default stays 16. The loss is the batch-size-weighted mean over a
 fixed list of batches, the model is put in eval mode (no dropout), and all random probes come from
 a `torch.Generator` seeded by the caller (drawn on CPU), so every estimate is deterministic given
 its seed.
 
 Estimators (all work on an `HvpOperator`, a symmetric n x n matrix known only through products):
-- `hutchinson_trace`: tr H ~ mean_j z_j^T H z_j with Rademacher z_j, with its standard error.
+- `hutchinson_trace`: tr H ~ mean_j z_j^T H z_j with Rademacher z_j, with its standard error;
+  optionally stops as soon as the standard error reaches a target (`target_stderr`).
 - `hutchpp_trace`: Hutch++ (Meyer et al. 2021): lower variance at the same number of products when
   a few large eigenvalues carry most of ||H||_F (not at every point of a network: see benchmarks).
 - `lanczos_eigenvalues`: top-k eigenvalues by Lanczos with full reorthogonalisation.
@@ -99,7 +102,8 @@ class HessianOperator:
     `params`: the coordinates (default: every parameter requiring grad, tied weights once).
     `cache_graph`: keep the graph of the gradient of all batches and reuse it for every product
     (fast; memory grows with the batches). False recomputes the gradient per batch per product.
-    `probe_chunk`: most products computed in one batched backward by `matmat`.
+    `probe_chunk`: most products computed in one batched backward by `matmat` (1 was fastest for a
+    525k-parameter model on one CPU thread; tiny models and GPUs gain from larger chunks).
     The model is switched to eval mode (and left there). With `cache_graph` the operator belongs to
     the weights it was built at: build a new one after changing them.
     """
@@ -107,13 +111,13 @@ class HessianOperator:
     def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *,
                  params: Sequence[nn.Parameter] | None = None, cache_graph: bool = True,
                  probe_chunk: int = 16) -> None:
+        self.params = list(params) if params is not None else trainable_parameters(model)
         if probe_chunk < 1:
             raise ValueError(f"probe_chunk must be >= 1, got {probe_chunk}")
         self.model = model.eval()
         self.loss_fn = loss_fn
         self.batches = list(batches)
         self.weights = batch_weights(self.batches)
-        self.params = list(params) if params is not None else trainable_parameters(model)
         self.dim = sum(p.numel() for p in self.params)
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
@@ -225,14 +229,21 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / m)
 
 
-def hutchinson_trace(op: HvpOperator, samples: int, seed: int = 0) -> TraceEstimate:
+def hutchinson_trace(op: HvpOperator, samples: int, seed: int = 0, *, target_stderr: float | None = None,
+                     min_samples: int = 10) -> TraceEstimate:
     """Hutchinson's estimator with Rademacher probes, drawn and multiplied a chunk at a time.
 
     Probes are streamed in chunks of the operator's `probe_chunk` (16 when it has none), so memory
-    stays at a chunk of vectors whatever the number of samples.
+    stays at a chunk of vectors whatever the number of samples. With `target_stderr`, `samples` is
+    the most probes used: it stops after the first chunk at which at least `min_samples` probes
+    have been used and the standard error is <= `target_stderr` (a fixed accuracy instead of a
+    fixed cost). The SE of a few probes is itself noisy and stopping favours a chance-small one, so
+    keep `min_samples` at 10-30 or more.
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    if target_stderr is not None and not target_stderr > 0:
+        raise ValueError(f"target_stderr must be > 0, got {target_stderr}")
     gen = _generator(seed)
     chunk = int(getattr(op, "probe_chunk", 16))
     quad: list[float] = []
@@ -240,8 +251,11 @@ def hutchinson_trace(op: HvpOperator, samples: int, seed: int = 0) -> TraceEstim
         z = rademacher(min(chunk, samples - start), op.dim, gen, op.dtype, op.device)
         # Hutchinson (1990): tr(H) = E[z^T H z] for E[z z^T] = I
         quad += (z * op.matmat(z)).sum(dim=1, dtype=torch.float64).tolist()
+        if target_stderr is not None and len(quad) >= max(min_samples, 2) \
+                and mean_and_stderr(quad)[1] <= target_stderr:
+            break
     mean, se = mean_and_stderr(quad)
-    return TraceEstimate(mean, se, samples, quad)
+    return TraceEstimate(mean, se, len(quad), quad)
 
 
 def hutchpp_trace(op: HvpOperator, products: int, seed: int = 0) -> TraceEstimate:
