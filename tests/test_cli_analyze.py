@@ -223,8 +223,10 @@ def test_landscape_after_weights_and_trajectory_parent(run_dir: Path, tmp_path: 
         for k in a:
             if isinstance(a[k], float) and math.isnan(a[k]):
                 assert math.isnan(b[k])
-            else:
+            elif isinstance(a[k], (int, float)) and not isinstance(a[k], bool):
                 assert a[k] == pytest.approx(b[k], rel=1e-9), k
+            else:
+                assert a[k] == b[k], k
 
 
 def test_real_micro_run_with_its_own_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
