@@ -10,11 +10,12 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from wsdlab.common.config import describe_validation_error
+from wsdlab.common.errors import WsdlabError
 
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-class UserError(Exception):
+class UserError(WsdlabError):
     """Bad input from the user: printed as `error: ...`, exit code 2."""
 
 
@@ -26,7 +27,7 @@ def user_errors() -> Iterator[None]:
     except ValidationError as e:
         err_console.print(f"[bold red]error:[/] invalid config\n{describe_validation_error(e)}", highlight=False)
         raise typer.Exit(2) from None
-    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+    except (WsdlabError, ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
         raise typer.Exit(2) from None

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from rich.console import Console
 
 from wsdlab.analysis.tables import write_table
+from wsdlab.common.errors import WsdlabError
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.executors import Executor, Job, SequentialExecutor
 from wsdlab.study.plan import Plan, base_run_spec, expand_plan
@@ -33,7 +34,7 @@ PLAN_FILE = "plan.json"
 LOCK_FILE = ".lock"
 
 
-class StudyError(RuntimeError):
+class StudyError(WsdlabError, RuntimeError):
     """Some runs failed; the message names them (the finished ones are kept)."""
 
 
