@@ -1,0 +1,282 @@
+"""Stages: a study as a small graph of named groups of runs (DESIGN.md, "Studies are graphs of stages").
+
+A stage is a run template (preset + nested spec + dotted overrides) with an optional grid over dotted
+keys. A root stage trains from scratch; a stage with `from: <parent>` branches each of its runs from a
+checkpoint of the matching parent run(s), chosen by a selector (`at:`), with branch settings
+(`branch:`, the fields of `wsdlab.train.BranchConfig`). A grid key is a dotted path into one of three
+places, told apart by its first segment:
+
+    branch.<field>   a BranchConfig field of a branch stage      (branch.shape: [linear, cosine])
+    at.<field>       the checkpoint selector of a branch stage   (at.step: [900, 800])
+    anything else    a RunSpec field                             (train.seed: [0, 1, 2])
+
+`grid` axes multiply (cartesian product, in the order written); `zip` axes move together (equal
+lengths) and multiply with the grid as one axis. Each grid point of a child stage branches from the
+parent runs it `match`es: `same` (default) = every parent run whose labels agree with the point on the
+label names they share (so a child with a `train.seed` axis branches seed s from the parent of seed s,
+and a child without one branches from every parent run); `all` = every parent run, whatever its labels.
+
+This module is pure: it validates stage specs and expands them into `StageRun`s (stage, key, labels,
+the dotted values of its grid point, parent key). Turning them into RunSpecs is `study.plan`'s job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from wsdlab.common.config import StrictModel
+from wsdlab.common.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+GridValue = Any
+
+
+class Selector(StrictModel):
+    """Which checkpoint of a parent run a branch starts at; exactly one field is set.
+
+    In YAML: `at: final`, `at: {step: 400}`, `at: {fraction_of_stable: 0.8}`, `at: {steps_before_end: 50}`.
+    """
+
+    final: bool = False
+    step: int | None = Field(None, ge=0, description="An absolute step of the parent run.")
+    fraction_of_stable: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="f of the parent's stable phase [warmup, T_c]: step warmup + round(f * (T_c - warmup)).")
+    steps_before_end: int | None = Field(None, ge=0, description="The parent's last step minus N.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_scalar(cls, data: Any) -> Any:
+        if data == "final":
+            return {"final": True}
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"step": data}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Selector":
+        chosen = [n for n in ("step", "fraction_of_stable", "steps_before_end") if getattr(self, n) is not None]
+        if self.final:
+            chosen.append("final")
+        if len(chosen) != 1:
+            raise ValueError(f"a checkpoint selector needs exactly one of final, step, fraction_of_stable, "
+                             f"steps_before_end; got {chosen or 'none'}")
+        return self
+
+    def describe(self) -> str:
+        if self.final:
+            return "final"
+        name = next(n for n in ("step", "fraction_of_stable", "steps_before_end") if getattr(self, n) is not None)
+        return f"{name}={getattr(self, name):g}"
+
+
+def stable_end(schedule: Any, total_steps: int) -> int:
+    """T_c, the last step of the stable phase: T - cooldown for wsd (before any mid-training), T for wso.
+
+    cosine and linear decay right after warmup: they have no stable phase to take a fraction of.
+    """
+    from wsdlab.schedules.build import cooldown_steps, pretrain_steps
+
+    if schedule.kind not in ("wsd", "wso"):
+        raise ConfigError(f"fraction_of_stable: a '{schedule.kind}' schedule has no stable phase (use step or final)")
+    return pretrain_steps(schedule, total_steps) - cooldown_steps(schedule, total_steps)
+
+
+def selector_step(selector: Selector, spec: Any) -> int:
+    """The absolute step of the parent run (a RunSpec) that `selector` picks; ConfigError if out of range."""
+    total = spec.train.steps
+    start = spec.branch.parent_step if getattr(spec, "branch", None) is not None else 0
+    start = start or 0
+    if selector.final:
+        step = total
+    elif selector.step is not None:
+        step = selector.step
+    elif selector.steps_before_end is not None:
+        step = total - selector.steps_before_end
+    else:
+        assert selector.fraction_of_stable is not None
+        warmup, t_c = spec.schedule.warmup_steps, stable_end(spec.schedule, total)
+        step = warmup + round(selector.fraction_of_stable * (t_c - warmup))
+    if not start <= step <= total:
+        raise ConfigError(f"checkpoint selector {selector.describe()} picks step {step}, outside the parent run "
+                          f"'{spec.name}' (steps {start}..{total})")
+    return step
+
+
+class Stage(StrictModel):
+    """One named group of runs: a template, an optional grid, and (for a branch stage) where it starts."""
+
+    job: str = Field("train", description="What each run of the stage does (a registered job kind).")
+    from_: str | None = Field(None, alias="from", description="Parent stage: each run branches from its runs.")
+    at: Selector = Field(default_factory=lambda: Selector(final=True), description="Checkpoint of the parent run.")
+    match: Literal["same", "all"] = Field(
+        "same", description="same: parent runs whose labels agree on shared names; all: every parent run.")
+    preset: str | None = Field(None, description="Model preset of a root stage (wsdlab.models.PRESETS).")
+    spec: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields, nested (root stages).")
+    branch: dict[str, Any] = Field(default_factory=dict, description="BranchConfig fields (branch stages).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted RunSpec keys applied last.")
+    grid: dict[str, list[GridValue]] = Field(default_factory=dict, description="Axes multiplied together.")
+    zip: dict[str, list[GridValue]] = Field(default_factory=dict, description="Axes that move together.")
+    labels: dict[str, Any] = Field(default_factory=dict, description="Constant labels of every run.")
+    keep: list[Selector] = Field(default_factory=list, description="Extra checkpoints each run keeps (analyses).")
+    key: str | None = Field(None, description="Run key template over labels, e.g. 'cd-{shape}-s{seed}'.")
+
+    model_config = {**StrictModel.model_config, "populate_by_name": True}
+
+    @field_validator("grid", "zip")
+    @classmethod
+    def _check_axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, values in axes.items():
+            if not values:
+                raise ValueError(f"axis '{name}' has no values")
+            if len({_canon(v) for v in values}) != len(values):
+                raise ValueError(f"axis '{name}' repeats a value: {values}")
+        return axes
+
+    @model_validator(mode="after")
+    def _check(self) -> "Stage":
+        lengths = {len(v) for v in self.zip.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zip axes must have equal lengths, got {[len(v) for v in self.zip.values()]}")
+        both = set(self.grid) & set(self.zip)
+        if both:
+            raise ValueError(f"axes {sorted(both)} are in both grid and zip")
+        root_only = [k for k in self.axes() if k.split(".")[0] in ("branch", "at")]
+        if self.from_ is None:
+            if self.branch:
+                raise ValueError("branch: only a stage with `from:` branches")
+            if root_only:
+                raise ValueError(f"axes {root_only} need a stage with `from:`")
+        elif self.preset is not None or self.spec:
+            raise ValueError("preset/spec: a branch stage takes its model and data from its parent "
+                             "(change them with overrides or branch)")
+        return self
+
+    def axes(self) -> list[str]:
+        return [*self.grid, *self.zip]
+
+    def points(self) -> list[dict[str, Any]]:
+        """The grid points in order: dotted key -> value (the zip moves as one axis, after the grid)."""
+        grid_axes = [[(k, v) for v in vs] for k, vs in self.grid.items()]
+        zipped = [list(zip(self.zip, col)) for col in zip(*self.zip.values())] if self.zip else [[]]
+        return [dict([*combo, *z]) for combo in itertools.product(*grid_axes) for z in zipped]
+
+
+def label_name(dotted: str) -> str:
+    """The label an axis gives its runs: the last segment of its key (`train.seed` -> `seed`)."""
+    return dotted.rsplit(".", 1)[-1]
+
+
+def _canon(value: Any) -> str:
+    return repr(value) if not isinstance(value, (dict, list)) else repr(sorted(value.items()) if isinstance(value, dict) else value)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):  # e.g. a shape {shape: lowered_linear, param: 0.7}
+        return "-".join(_fmt(v) for v in value.values() if v is not None)
+    return str(value)
+
+
+def slug(text: str) -> str:
+    return _SAFE.sub("_", text).strip("_") or "x"
+
+
+def check_stage_graph(stages: Mapping[str, Stage]) -> list[str]:
+    """Stage names in dependency order (parents first); ConfigError on unknown parents, cycles, bad names."""
+    for name, stage in stages.items():
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"stages.{name}: a stage name holds only letters, digits, '.', '_' or '-'")
+        if stage.from_ is not None and stage.from_ not in stages:
+            raise ConfigError(f"stages.{name}.from: no stage '{stage.from_}' (stages: {', '.join(stages)})")
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ConfigError(f"stages: a cycle {' -> '.join((*path, name))}")
+        visiting.add(name)
+        parent = stages[name].from_
+        if parent is not None:
+            visit(parent, (*path, name))
+        visiting.discard(name)
+        order.append(name)
+
+    for name in stages:
+        visit(name, ())
+    return order
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One run of a stage before it has a RunSpec: its key, labels, grid values and parent run."""
+
+    stage: str
+    key: str
+    labels: Mapping[str, Any]
+    values: Mapping[str, Any]  # dotted key -> value of its grid point
+    parent: str | None = None
+    own_labels: tuple[str, ...] = field(default=())  # label names set by this stage (not inherited)
+
+
+def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
+    """Every run of every stage, parents before children; ConfigError if two runs share a key."""
+    runs: list[StageRun] = []
+    by_stage: dict[str, list[StageRun]] = {}
+    for name in check_stage_graph(stages):
+        stage = stages[name]
+        parents: Sequence[StageRun | None] = by_stage[stage.from_] if stage.from_ is not None else [None]
+        mine: list[StageRun] = []
+        for point in stage.points():
+            own = {**stage.labels, **{label_name(k): v for k, v in point.items()}}
+            for parent in parents:
+                inherited = dict(parent.labels) if parent is not None else {}
+                if parent is not None and stage.match == "same":
+                    shared = set(own) & set(inherited)
+                    if any(_canon(own[n]) != _canon(inherited[n]) for n in shared):
+                        continue
+                labels = {**inherited, **own}
+                mine.append(StageRun(name, _run_key(name, stage, labels, own, parent), labels, point,
+                                     parent.key if parent is not None else None, tuple(own)))
+        if not mine:
+            raise ConfigError(f"stages.{name}: no run matches a run of stage '{stage.from_}' "
+                              f"(match: same needs shared labels to agree)")
+        by_stage[name] = mine
+        runs += mine
+    keys = [r.key for r in runs]
+    dups = sorted({k for k in keys if keys.count(k) > 1})
+    if dups:
+        raise ConfigError(f"stages: several runs would be named {dups}; give the stage a `key:` template "
+                          "that tells them apart")
+    return runs
+
+
+def _run_key(name: str, stage: Stage, labels: Mapping[str, Any], own: Mapping[str, Any], parent: StageRun | None) -> str:
+    """`key` template formatted with the labels, else `<stage>[-<parent suffix>]-<value>-<value>...`."""
+    if stage.key is not None:
+        try:
+            return slug(stage.key.format(**{k: _fmt(v) for k, v in labels.items()}))
+        except (KeyError, IndexError, ValueError) as err:
+            raise ConfigError(f"stages.{name}.key: '{stage.key}' names an unknown label {err} "
+                              f"(labels: {', '.join(labels)})") from None
+    parts = [name]
+    if parent is not None:  # the parent's own values, those the child overrides marked by the parent stage
+        parts += [_part(n, parent.labels[n]) if n not in own else f"{parent.stage}_{_part(n, parent.labels[n])}"
+                  for n in parent.own_labels if n not in own or _canon(own[n]) != _canon(parent.labels[n])]
+    parts += [_part(n, v) for n, v in own.items() if n not in stage.labels]
+    return slug("-".join(parts))
+
+
+def _part(name: str, value: Any) -> str:
+    """A key segment: numbers keep their label name (`seed0`), names stand alone (`cosine`)."""
+    return f"{name}{_fmt(value)}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _fmt(value)
