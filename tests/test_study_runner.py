@@ -155,7 +155,7 @@ def test_process_executor_reports_a_failing_worker(tmp_path: Path) -> None:
     while not results:
         results = ex.wait(timeout=30)
     ex.close()
-    assert not results[0].ok and "missing" in results[0].error
+    assert results[0].error is not None and "missing" in results[0].error
     assert (tmp_path / "logs" / "base-x.log").is_file() and (tmp_path / "jobs" / "base-x.yaml").is_file()
 
 
@@ -188,3 +188,29 @@ def test_bad_branch_overrides_fail_before_any_training(tmp_path: Path) -> None:
     assert fake.calls == []
     run_study(spec, tmp_path / "ok", executor=SequentialExecutor(fake), analyses=False)
     assert fake.calls
+
+
+def test_process_executor_keeps_one_worker_alive_across_runs(tmp_path: Path) -> None:
+    """Two runs on one slot train in the same long-lived worker process (start-up paid once), each
+    with its own log; the worker goes away on close()."""
+    spec = expand_plan(study()).runs[0].spec
+    tiny = spec.model_copy(update={"train": spec.train.model_copy(update={"steps": 2, "eval_every": 2})})
+    ex = ProcessExecutor(tmp_path, workers=1, num_gpus=0)
+    pids = []
+    try:
+        for name in ("a", "b"):
+            ex.submit(Job(name, tiny.model_copy(update={"name": name}), tmp_path / "runs" / name))
+            assert ex.free_slots() == 0
+            pids.append(ex._workers[0].proc.pid)
+            results = []
+            while not results:
+                results = ex.wait(timeout=60)
+            assert results[0].error is None, results[0].error
+            assert ex.free_slots() == 1
+    finally:
+        proc = ex._workers[0].proc
+        ex.close()
+    assert pids[0] == pids[1] and proc.poll() is not None
+    for name in ("a", "b"):
+        assert (tmp_path / "runs" / name / "COMPLETE").is_file()
+        assert (tmp_path / "logs" / f"{name}.log").is_file()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
-import traceback
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import yaml
 
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.spec import SlurmConfig
-from wsdlab.study.worker import RunFn, SinkOptions, format_cpus, run_job
+from wsdlab.study.worker import RunFn, SinkOptions, format_cpus, run_job, short_traceback
 from wsdlab.train.config import RunSpec
 
 EXECUTORS = ("local", "processes", "slurm")
@@ -39,16 +40,13 @@ class Job:
     key: str
     spec: RunSpec
     path: Path
+    kind: str = "train"  # a registered wsdlab.study.jobs kind
 
 
 @dataclass(frozen=True)
 class JobResult:
     job: Job
     error: str | None = None  # None: the job returned normally
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 class Executor(ABC):
@@ -64,9 +62,6 @@ class Executor(ABC):
     def wait(self, timeout: float) -> list[JobResult]:
         """Jobs that ended since the last call (blocks up to `timeout` s when none has)."""
 
-    @abstractmethod
-    def running(self) -> list[Job]: ...
-
     def close(self) -> None:
         """Stop jobs still running (on interrupt or error)."""
 
@@ -78,7 +73,6 @@ class SequentialExecutor(Executor):
         self.run_fn = run_fn
         self.sinks = sinks
         self._queue: deque[Job] = deque()
-        self._current: Job | None = None
 
     def free_slots(self) -> int:
         return 0 if self._queue else 1
@@ -86,28 +80,16 @@ class SequentialExecutor(Executor):
     def submit(self, job: Job) -> None:
         self._queue.append(job)
 
-    def running(self) -> list[Job]:
-        return [self._current] if self._current else list(self._queue)
-
     def wait(self, timeout: float) -> list[JobResult]:
         if not self._queue:
             time.sleep(min(timeout, 0.05))
             return []
-        job = self._current = self._queue.popleft()
+        job = self._queue.popleft()
         try:
-            run_job(job.spec.model_dump(mode="json"), job.path, job.key, self.sinks, self.run_fn)
+            run_job(job.spec.model_dump(mode="json"), job.path, job.key, self.sinks, self.run_fn, job.kind)
             return [JobResult(job)]
         except Exception as err:  # noqa: BLE001 - a failed run must not stop its independent siblings
-            return [JobResult(job, _short_traceback(err))]
-        finally:
-            self._current = None
-
-
-def _short_traceback(err: BaseException) -> str:
-    """The error on the first line, then the innermost frames of its traceback."""
-    head = "".join(traceback.format_exception_only(type(err), err)).strip()
-    frames = "".join(traceback.format_tb(err.__traceback__)[-3:]).rstrip()
-    return f"{head}\n{frames}"
+            return [JobResult(job, short_traceback(err))]
 
 
 # --------------------------------------------------------------------------------------- processes
@@ -158,10 +140,38 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
-class ProcessExecutor(Executor):
-    """Up to `workers` `python -m wsdlab study worker ...` subprocesses, each pinned to a slot.
+class _Worker:
+    """One long-lived `python -m wsdlab.study.worker` process bound to a slot, and the job it runs."""
 
-    Job specs go to STUDY/jobs/<run folder>.yaml and output to STUDY/logs/<run folder>.log.
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        with open(log, "ab") as err:
+            preexec = _die_with_parent if sys.platform.startswith("linux") else None
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+                                         preexec_fn=preexec, text=True, bufsize=1)
+        self.job: Job | None = None
+        self.job_log: Path | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, request: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)  # train() stops cleanly; checkpoints are atomic anyway
+
+
+class ProcessExecutor(Executor):
+    """Up to `workers` long-lived worker processes (`python -m wsdlab.study.worker`), each pinned to a slot.
+
+    A worker trains one run after another without restarting, so interpreter and torch start-up and
+    the data loading are paid once per worker, not once per run. Job specs go to
+    STUDY/jobs/<run folder>.yaml and a run's output to STUDY/logs/<run folder>.log.
     """
 
     def __init__(self, study_dir: Path, workers: int, sinks: SinkOptions = SinkOptions(),
@@ -172,68 +182,83 @@ class ProcessExecutor(Executor):
         self.slots = plan_slots(workers, num_gpus=num_gpus)
         self.sinks = sinks
         self.python = python
-        self._procs: dict[int, tuple[Job, subprocess.Popen[bytes], Any]] = {}  # slot index -> job
+        self._workers: dict[int, _Worker] = {}
 
     def free_slots(self) -> int:
-        return len(self.slots) - len(self._procs)
+        return len(self.slots) - sum(w.job is not None for w in self._workers.values())
 
-    def running(self) -> list[Job]:
-        return [job for job, _, _ in self._procs.values()]
+    def _worker(self, index: int) -> _Worker:
+        worker = self._workers.get(index)
+        if worker is not None and worker.alive():
+            return worker
+        slot = self.slots[index]
+        cmd = [self.python, "-m", "wsdlab.study.worker", "--study", str(self.study_dir),
+               "--threads", str(slot.threads), "--cpus", format_cpus(slot.cpus)]
+        if self.sinks.tensorboard:
+            cmd.append("--tensorboard")
+        if self.sinks.wandb_project:
+            cmd += ["--wandb", self.sinks.wandb_project]
+        env = {**os.environ, "OMP_NUM_THREADS": str(slot.threads), "MKL_NUM_THREADS": str(slot.threads)}
+        if slot.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
+        worker = self._workers[index] = _Worker(cmd, env, self.study_dir / "logs" / f"worker-{index}.log")
+        return worker
 
     def submit(self, job: Job) -> None:
-        index = next(i for i in range(len(self.slots)) if i not in self._procs)
-        slot = self.slots[index]
+        index = next(i for i in range(len(self.slots)) if self._workers.get(i) is None or self._workers[i].job is None)
+        worker = self._worker(index)
         job_file = self.study_dir / "jobs" / f"{job.path.name}.yaml"
         atomic_write_text(job_file, yaml.safe_dump(job.spec.model_dump(mode="json"), sort_keys=False))
         log_path = self.log_path(job)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab")  # noqa: SIM115 - closed when the process ends
-        cmd = [self.python, "-m", "wsdlab", "study", "worker", str(job_file), str(job.path), "--name", job.key,
-               "--threads", str(slot.threads), "--cpus", format_cpus(slot.cpus), *self.sinks.to_args()]
-        env = {**os.environ, "OMP_NUM_THREADS": str(slot.threads), "MKL_NUM_THREADS": str(slot.threads)}
-        if slot.gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                preexec_fn=preexec)
-        self._procs[index] = (job, proc, log)
+        worker.job, worker.job_log = job, log_path
+        worker.send({"spec": str(job_file), "out": str(job.path), "name": job.key, "kind": job.kind,
+                     "log": str(log_path)})
 
     def log_path(self, job: Job) -> Path:
         return self.study_dir / "logs" / f"{job.path.name}.log"
 
     def wait(self, timeout: float) -> list[JobResult]:
-        deadline = time.monotonic() + timeout
-        while True:
-            ended = [i for i, (_, proc, _) in self._procs.items() if proc.poll() is not None]
-            if ended or not self._procs or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
+        busy = {w.proc.stdout: w for w in self._workers.values() if w.job is not None}
+        if not busy:
+            time.sleep(min(timeout, 0.05))
+            return []
+        ready, _, _ = select.select(list(busy), [], [], timeout)
         results = []
-        for i in ended:
-            job, proc, log = self._procs.pop(i)
-            log.close()
-            error = None
-            if proc.returncode != 0:
+        for stream in ready:
+            worker = busy[stream]
+            line = stream.readline()
+            job, worker.job = worker.job, None
+            assert job is not None
+            if line:
+                error = json.loads(line).get("error")
+            else:  # the worker died in the middle of the job
+                worker.proc.wait()
                 tail = _tail(self.log_path(job))
-                last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
-                error = (f"worker exited with code {proc.returncode}: {last.strip()} (log: {self.log_path(job)})\n"
-                         f"last lines of the log:\n{tail}")
+                last = next((x for x in reversed(tail.splitlines()) if x.strip()), "")
+                error = (f"worker exited with code {worker.proc.returncode}: {last.strip()} "
+                         f"(log: {self.log_path(job)})\nlast lines of the log:\n{tail}")
+            if error is not None and "(log: " not in error:
+                error = f"{error}\n(log: {self.log_path(job)})"
             results.append(JobResult(job, error))
         return results
 
     def close(self) -> None:
-        for _, proc, _ in self._procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)  # train() stops cleanly; checkpoints are atomic anyway
+        for worker in self._workers.values():
+            worker.stop()
+            if worker.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    worker.proc.stdin.close()
         deadline = time.monotonic() + 10
-        for _, proc, log in self._procs.values():
+        for worker in self._workers.values():
             try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
+                worker.proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-        self._procs.clear()
+                worker.proc.kill()
+                worker.proc.wait()
+            if worker.proc.stdout is not None:
+                worker.proc.stdout.close()
+        self._workers.clear()
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -289,12 +314,9 @@ class SlurmExecutor(Executor):
     def free_slots(self) -> int:
         return self.max_jobs - len(self._jobs)
 
-    def running(self) -> list[Job]:
-        return [job for job, _ in self._jobs]
-
     def submit(self, job: Job) -> None:
         handle = self.executor.submit(run_job, job.spec.model_dump(mode="json"), str(job.path), job.key, self.sinks,
-                                      self.run_fn)
+                                      self.run_fn, job.kind)
         self._jobs.append((job, handle))
 
     def wait(self, timeout: float) -> list[JobResult]:

@@ -1,13 +1,20 @@
-"""What one executor slot does: train one run (in this process, a subprocess, or a Slurm job).
+"""What one executor slot does: run jobs of a study (in this process, a long-lived worker process, or a
+Slurm job) through the library, never through the command line.
 
-`python -m wsdlab study worker JOB.yaml OUT --threads 2 --cpus 0,1` (the process executor's command)
-pins itself to its CPUs / GPU, then calls `wsdlab.train.train(spec, OUT, sinks=...)`, which resumes
-from the latest checkpoint in OUT.
+`python -m wsdlab.study.worker --study DIR --threads 2 --cpus 0,1` is a long-lived worker: it pins
+itself to its CPUs once, then reads one job per line (JSON: spec file, run folder, name, kind, log
+file) from stdin, runs it with stdout/stderr sent to the job's log, and answers one JSON line
+(`{"error": null}` or the error text) on its result channel. Staying alive across runs saves the
+interpreter and torch start-up and keeps the data loaded (`wsdlab.data.load_data` memoizes in process).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +22,7 @@ from typing import Any
 
 from wsdlab.train.config import RunSpec
 
-RunFn = Callable[..., Any]  # train(spec, out, *, sinks=...)
+RunFn = Callable[..., Any]  # train(spec, out, *, sinks=...): a stand-in for tests
 
 
 @dataclass(frozen=True)
@@ -24,10 +31,6 @@ class SinkOptions:
 
     tensorboard: bool = False
     wandb_project: str | None = None
-
-    def to_args(self) -> list[str]:
-        args = ["--tensorboard"] if self.tensorboard else []
-        return args + (["--wandb", self.wandb_project] if self.wandb_project else [])
 
 
 def make_sinks(options: SinkOptions, out: Path, name: str, spec: RunSpec) -> list[Any]:
@@ -65,15 +68,18 @@ def pin_threads(threads: int | None, cpus: Sequence[int] | None) -> None:
 
 
 def run_job(spec_data: dict[str, Any], out: str | Path, name: str, options: SinkOptions = SinkOptions(),
-            run_fn: RunFn | None = None) -> str:
-    """Train one run to completion (resuming if it has checkpoints); returns the run folder."""
+            run_fn: RunFn | None = None, kind: str = "train") -> str:
+    """Run one job to completion (resuming what its folder holds); returns the run folder."""
+    from wsdlab.study.jobs import get_job
+
     spec = RunSpec.model_validate(spec_data)
-    if run_fn is None:
-        from wsdlab.train import train as run_fn
     out = Path(out)
     sinks = make_sinks(options, out, name, spec)
     try:
-        run_fn(spec, out, sinks=sinks)
+        if run_fn is not None:
+            run_fn(spec, out, sinks=sinks)
+        else:
+            get_job(kind).run(spec, out, sinks)
     finally:
         for sink in sinks:
             sink.close()
@@ -93,3 +99,59 @@ def parse_cpus(text: str | None) -> list[int] | None:
 
 def format_cpus(cpus: Sequence[int]) -> str:
     return ",".join(str(c) for c in cpus)
+
+
+def short_traceback(err: BaseException) -> str:
+    """The error on the first line, then the innermost frames of its traceback."""
+    head = "".join(traceback.format_exception_only(type(err), err)).strip()
+    frames = "".join(traceback.format_tb(err.__traceback__)[-3:]).rstrip()
+    return f"{head}\n{frames}"
+
+
+def _serve(requests: Any, results: Any, options: SinkOptions) -> None:
+    """Run each job request line; stdout/stderr go to the job's log while it runs."""
+    for line in requests:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        error = None
+        try:
+            import yaml
+
+            spec_data = yaml.safe_load(Path(request["spec"]).read_text())
+            run_job(spec_data, request["out"], request["name"], options, kind=request.get("kind", "train"))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: BLE001 - report every failure of a job, keep serving
+            error = short_traceback(err)
+            print(error, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        results.write(json.dumps({"error": error}) + "\n")
+        results.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m wsdlab.study.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--study", required=True, help="Study folder (names the worker in process lists).")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cpus", default=None)
+    parser.add_argument("--tensorboard", action="store_true")
+    parser.add_argument("--wandb", default=None)
+    args = parser.parse_args(argv)
+    pin_threads(args.threads, parse_cpus(args.cpus))
+    results = os.fdopen(os.dup(1), "w")  # the result channel: this process's stdout as started
+    try:
+        _serve(sys.stdin, results, SinkOptions(args.tensorboard, args.wandb))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
