@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from _common import format_times, timed
 
 from wsdlab.analysis.evalset import math_attention
 from wsdlab.analysis.hessian import HessianOperator, hutchinson_trace, hutchpp_trace, lanczos_eigenvalues
@@ -169,30 +170,6 @@ def peer_name() -> str:
     return "pyhessian"
 
 
-def timed(fn: Callable[[], Any], repeats: int, device: str) -> tuple[float, Any, float]:
-    """Best wall time and best process CPU time of `repeats` calls, and the last result.
-
-    CPU time (all threads of this process) is printed beside wall time because on a shared machine
-    other processes stretch wall time unevenly; on CUDA the wall time is what counts.
-    """
-    best, best_cpu, out = math.inf, math.inf, None
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best, out, best_cpu
-
-
-def _times(t_peer: float, t_ours: float, c_peer: float, c_ours: float) -> str:
-    return (f"wall: peer {t_peer:7.2f}s ours {t_ours:7.2f}s speed-up x{t_peer / t_ours:5.2f} | "
-            f"cpu: peer {c_peer:7.2f}s ours {c_ours:7.2f}s speed-up x{c_peer / c_ours:5.2f}")
-
-
 def _se(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
@@ -238,7 +215,7 @@ def equal_accuracy_trace(model: nn.Module, batches: Sequence[torch.Tensor], args
         t, est, c = timed(fn, args.repeats, args.device)
         norm_wall = (target ** 2 * t_peer) / (est.stderr ** 2 * t)
         norm_cpu = (target ** 2 * c_peer) / (est.stderr ** 2 * c)
-        print(f"  {name}: {est.products} products, {est.trace:.4g} +- {est.stderr:.2g} | {_times(t_peer, t, c_peer, c)}"
+        print(f"  {name}: {est.products} products, {est.trace:.4g} +- {est.stderr:.2g} | {format_times(t_peer, t, c_peer, c)}"
               f"\n    SE^2 x time (equal-accuracy) speed-up: wall x{norm_wall:.2f}, cpu x{norm_cpu:.2f}")
 
 
@@ -307,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peer_se = float(np.std(peer_vals, ddof=1) / math.sqrt(len(peer_vals)))
         z = abs(peer_mean - ours.trace) / math.hypot(peer_se, ours.stderr)
         print(f"peer: {peer_name()}")
-        print(f"trace ({args.samples} probes)  {_times(t_peer, t_ours, c_peer, c_ours)}"
+        print(f"trace ({args.samples} probes)  {format_times(t_peer, t_ours, c_peer, c_ours)}"
               f"\n  estimates: peer {peer_mean:.4g} +- {peer_se:.2g}, ours {ours.trace:.4g} +- {ours.stderr:.2g} ({z:.1f} SE apart)")
         op = HessianOperator(model, batch_loss, batches, probe_chunk=args.probe_chunk)
         plus = hutchpp_trace(op, args.samples, seed=args.seed)
@@ -332,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         t_ours, our_eig, c_ours = timed(our_eigen, args.repeats, args.device)
         peer_err = max(abs(a - b) / abs(b) for a, b in zip(sorted(peer_eig, reverse=True), reference))
         our_err = max(abs(a - b) / abs(b) for a, b in zip(our_eig.eigenvalues, reference))
-        print(f"top-{args.top_k} eigen        {_times(t_peer, t_ours, c_peer, c_ours)}"
+        print(f"top-{args.top_k} eigen        {format_times(t_peer, t_ours, c_peer, c_ours)}"
               f"\n  rel. error peer {peer_err:.1e} ({', '.join(f'{x:.5g}' for x in peer_eig)}; {COUNTER.count} products),"
               f" ours {our_err:.1e}"
               f" ({our_eig.products} products)"
@@ -341,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         t_tight, tight_eig, c_tight = timed(lambda: peer_eigen(tol=max(our_err, 1e-7) / 10, max_iter=400),
                                             args.repeats, args.device)
         tight_err = max(abs(a - b) / abs(b) for a, b in zip(sorted(tight_eig, reverse=True), reference))
-        print(f"top-{args.top_k} eigen, peer at tol {max(our_err, 1e-7) / 10:.0e}  {_times(t_tight, t_ours, c_tight, c_ours)}"
+        print(f"top-{args.top_k} eigen, peer at tol {max(our_err, 1e-7) / 10:.0e}  {format_times(t_tight, t_ours, c_tight, c_ours)}"
               f"\n  rel. error peer {tight_err:.1e} ({COUNTER.count} products), ours {our_err:.1e}")
 
 

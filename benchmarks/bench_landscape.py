@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
-import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from _common import format_times, timed
 
 from wsdlab.analysis.landscape import combination_losses
 from wsdlab.analysis.weights import model_weights
@@ -110,30 +109,6 @@ def plane_coefficients(steps: int) -> tuple[torch.Tensor, list[tuple[int, int]]]
     return torch.tensor(rows, dtype=torch.float64), cells
 
 
-def timed(fn: Callable[[], Any], repeats: int, device: str) -> tuple[float, Any, float]:
-    """Best wall time and best process CPU time of `repeats` calls, and the last result.
-
-    CPU time (all threads of this process) is printed beside wall time because on a shared machine
-    other processes stretch wall time unevenly; on CUDA the wall time is what counts.
-    """
-    best, best_cpu, out = math.inf, math.inf, None
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best, out, best_cpu
-
-
-def _times(t_peer: float, t_ours: float, c_peer: float, c_ours: float) -> str:
-    return (f"wall: peer {t_peer:6.3f}s ours {t_ours:6.3f}s x{t_peer / t_ours:5.2f} | "
-            f"cpu: peer {c_peer:6.3f}s ours {c_ours:6.3f}s x{c_peer / c_ours:5.2f}")
-
-
 def perturbed(model: nn.Module, scale: float, seed: int) -> nn.Module:
     other = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
@@ -184,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     t_ours, ours, c_ours = timed(lambda: combination_losses(work, batch_loss, [batch], [w0, w1], coeffs,
                                                     chunk_size=args.chunk_size), args.repeats, args.device)
     diff = float(np.abs(np.asarray(peer_vals) - ours.numpy()).max())
-    print(f"line  ({args.steps} points)      {_times(t_peer, t_ours, c_peer, c_ours)}  | max |loss diff| {diff:.1e}")
+    print(f"line  ({args.steps} points)      {format_times(t_peer, t_ours, c_peer, c_ours, '6.3f')}  | max |loss diff| {diff:.1e}")
 
     # ---- 2-D plane
     pc, cells = plane_coefficients(args.grid)
@@ -193,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                     chunk_size=args.chunk_size), args.repeats, args.device)
     grid = np.asarray(peer_grid)
     diff = max(abs(float(grid[i, j]) - float(v)) for (i, j), v in zip(cells, ours))
-    print(f"plane ({args.grid}x{args.grid} points)  {_times(t_peer, t_ours, c_peer, c_ours)}  | max |loss diff| {diff:.1e}")
+    print(f"plane ({args.grid}x{args.grid} points)  {format_times(t_peer, t_ours, c_peer, c_ours, '6.3f')}  | max |loss diff| {diff:.1e}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from wsdlab.models import PRESETS, ModelConfig, batch_loss, build_model, flops_per_token, model_config, num_parameters
+from pydantic import TypeAdapter, ValidationError
+
+from wsdlab.models import (
+    PRESETS,
+    CNNConfig,
+    LlamaConfig,
+    LMConfig,
+    ModelConfig,
+    NeoXConfig,
+    batch_loss,
+    build_model,
+    flops_per_token,
+    model_config,
+    num_parameters,
+)
 from wsdlab.models.attention import causal_attention
 from wsdlab.models.llama import RMSNorm
 from wsdlab.models.rope import apply_rope, rope_tables, rotary_dim
@@ -17,17 +31,17 @@ from wsdlab.models.rope import apply_rope, rope_tables, rotary_dim
 LMS = ["llama", "neox"]
 
 
-def small_lm(arch: str, **kw: object) -> ModelConfig:
-    base = dict(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=4, ffn_dim=48)
+def small_lm(arch: str, **kw: object) -> LMConfig:
+    base: dict[str, object] = dict(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=4, ffn_dim=48)
     if arch == "neox":
         base.update(rotary_pct=0.25, bias=True, parallel_residual=True)
     else:
         base.update(n_kv_heads=2)
     base.update(kw)
-    return ModelConfig(arch=arch, **base)
+    return {"llama": LlamaConfig, "neox": NeoXConfig}[arch](**base)
 
 
-def seeded(cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
+def seeded(cfg: LMConfig | CNNConfig, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(cfg).eval()
 
@@ -88,7 +102,8 @@ def test_published_counts() -> None:
 
 @pytest.mark.parametrize("arch", LMS)
 def test_count_formula_matches_module_off_preset(arch: str) -> None:
-    for kw in ({"tie_embeddings": True}, {"head_dim": 12, "n_heads": 4}, {"bias": False}, {"n_layers": 3}):
+    family = [{"n_kv_heads": 1}] if arch == "llama" else [{"bias": False}, {"parallel_residual": False}]
+    for kw in ({"tie_embeddings": True}, {"head_dim": 12, "n_heads": 4}, {"n_layers": 3}, *family):
         cfg = small_lm(arch, **kw)
         assert num_parameters(cfg) == num_parameters(build_model(cfg)), kw
 
@@ -122,6 +137,51 @@ def test_model_config_overrides_and_errors() -> None:
         model_config("tiny", n_heads=3)
     with pytest.raises(ValueError, match="n_kv_heads"):
         model_config("pythia-160m", n_kv_heads=4)
+
+
+MODEL = TypeAdapter(ModelConfig)
+
+
+def test_each_family_has_only_the_fields_its_model_reads() -> None:
+    assert {type(cfg) for cfg in PRESETS.values()} == {LlamaConfig, NeoXConfig, CNNConfig}
+    assert {n for n, cfg in PRESETS.items() if isinstance(cfg, LMConfig)} == set(PRESETS) - {"cnn", "cnn-fmnist"}
+    assert not {"bias", "parallel_residual", "rotary_pct"} & set(LlamaConfig.model_fields)
+    assert "n_kv_heads" not in NeoXConfig.model_fields
+    assert not {"vocab_size", "seq_len", "d_model"} & set(CNNConfig.model_fields)
+    for preset, field, owner in [("tiny", "bias", "neox"), ("tiny", "channels", "cnn"), ("cnn", "vocab_size", "llama, neox")]:
+        with pytest.raises(ValueError, match=f"model.{field}: not a field of arch '{PRESETS[preset].arch}' \\(only of {owner}\\)"):
+            model_config(preset, **{field: PRESETS[preset].model_dump().get(field, 1) or 1})
+
+
+def test_model_config_union_picks_the_family_by_arch() -> None:
+    assert MODEL.validate_python({"arch": "neox", "rotary_pct": 0.25}) == NeoXConfig(rotary_pct=0.25)
+    assert MODEL.validate_python({"d_model": 64}) == LlamaConfig(d_model=64)  # arch defaults to llama
+    assert isinstance(MODEL.validate_python({"arch": "cnn", "in_channels": 1}), CNNConfig)
+    with pytest.raises(ValidationError) as err:
+        MODEL.validate_python({"arch": "cnn", "seq_len": 16, "channels": []})
+    assert sorted(e["loc"] for e in err.value.errors()) == [("channels",), ("seq_len",)]  # no union tag in the path
+    with pytest.raises(ValidationError) as err:
+        MODEL.validate_python({"arch": "gpt2"})
+    assert err.value.errors()[0]["loc"] == ("arch",)
+
+
+def test_old_single_config_dumps_still_load() -> None:
+    """A spec.yaml written by the one-class ModelConfig held every family's fields; those a model never read are dropped."""
+    cnn_fields = {"in_channels": 3, "image_size": 32, "num_classes": 10, "channels": [32, 128, 128, 128]}
+    lm_fields = {"vocab_size": 50304, "seq_len": 512, "d_model": 512, "n_layers": 10, "n_heads": 8, "n_kv_heads": None,
+                 "head_dim": None, "ffn_dim": 1536, "rope_theta": 10000.0, "norm_eps": 1e-5, "tie_embeddings": False,
+                 "rotary_pct": 1.0, "parallel_residual": False, "bias": False}
+    old_llama = {"arch": "llama", "preset": "tiny", **PRESETS["tiny"].model_dump(), **{"rotary_pct": 1.0,
+                 "parallel_residual": False, "bias": False}, **cnn_fields}
+    assert MODEL.validate_python(old_llama) == PRESETS["tiny"]
+    old_neox = {**lm_fields, **PRESETS["pythia-160m"].model_dump(), **cnn_fields}
+    assert MODEL.validate_python(old_neox) == PRESETS["pythia-160m"]
+    old_cnn = {**lm_fields, **PRESETS["cnn"].model_dump()}
+    assert MODEL.validate_python(old_cnn) == PRESETS["cnn"]
+    with pytest.raises(ValidationError, match="rotary_pct"):  # the old Llama read it: not dropped silently
+        MODEL.validate_python({**old_llama, "rotary_pct": 0.5})
+    with pytest.raises(ValidationError, match="n_kv_heads"):
+        MODEL.validate_python({**old_neox, "n_kv_heads": 4})
 
 
 def test_input_longer_than_seq_len_is_rejected() -> None:

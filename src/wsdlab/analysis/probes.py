@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from wsdlab.analysis.evalset import batch_weights
+from wsdlab.models.config import LMConfig
 
 Row = dict[str, Any]
 
@@ -49,10 +50,10 @@ def head_parameter_names(model: nn.Module) -> list[str]:
     _check_lm(model)
     named = list(model.named_parameters())
     p0 = named[0][1]
-    d = int(model.cfg.d_model) if hasattr(model, "cfg") else None
-    if d is None:
-        raise ValueError("probes need model.cfg.d_model")
-    h = torch.ones(1, 1, d, device=p0.device, dtype=p0.dtype)
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(cfg, LMConfig):
+        raise ValueError("probes need a language model whose cfg is a wsdlab LMConfig (for d_model)")
+    h = torch.ones(1, 1, cfg.d_model, device=p0.device, dtype=p0.dtype)
     with torch.enable_grad():
         out = model.head(h).float().sum()
         grads = torch.autograd.grad(out, [p for _, p in named], allow_unused=True)

@@ -6,7 +6,7 @@ the CNN maps images (B, C, H, W) to logits (B, num_classes).
 
 from wsdlab.models.build import build_model, flops_per_token, num_parameters
 from wsdlab.models.cnn import CNN
-from wsdlab.models.config import ModelConfig
+from wsdlab.models.config import CNNConfig, LlamaConfig, LMConfig, ModelConfig, NeoXConfig
 from wsdlab.models.llama import Llama
 from wsdlab.models.neox import NeoX
 from wsdlab.models.objective import batch_loss
@@ -14,10 +14,14 @@ from wsdlab.models.presets import PRESETS, model_config
 
 __all__ = [
     "CNN",
+    "CNNConfig",
+    "LMConfig",
     "PRESETS",
     "Llama",
+    "LlamaConfig",
     "ModelConfig",
     "NeoX",
+    "NeoXConfig",
     "batch_loss",
     "build_model",
     "flops_per_token",

@@ -5,25 +5,25 @@ from __future__ import annotations
 from torch import nn
 
 from wsdlab.models.cnn import CNN, cnn_forward_macs, cnn_num_parameters
-from wsdlab.models.config import ModelConfig
+from wsdlab.models.config import CNNConfig, LlamaConfig, LMConfig, ModelConfig, NeoXConfig
 from wsdlab.models.llama import Llama, llama_num_parameters
 from wsdlab.models.neox import NeoX, neox_num_parameters
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A freshly initialised model on the current default device (use `with torch.device("meta"):` for shapes only)."""
-    if cfg.arch == "llama":
+    if isinstance(cfg, LlamaConfig):
         return Llama(cfg)
-    if cfg.arch == "neox":
+    if isinstance(cfg, NeoXConfig):
         return NeoX(cfg)
-    if cfg.arch == "cnn":
+    if isinstance(cfg, CNNConfig):
         return CNN(cfg)
-    raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}")
+    raise TypeError(f"build_model: not a model config: {type(cfg).__name__}")
 
 
 def _vocab_parameters(cfg: ModelConfig) -> int:
     """Parameters in the vocabulary matrices: token embedding, plus the output head when untied."""
-    if cfg.arch == "cnn":
+    if not isinstance(cfg, LMConfig):
         return 0
     return cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
 
@@ -39,14 +39,14 @@ def num_parameters(model_or_cfg: nn.Module | ModelConfig, *, exclude_embeddings:
             raise ValueError("exclude_embeddings needs a ModelConfig, not a module")
         return sum(p.numel() for p in model_or_cfg.parameters())
     cfg = model_or_cfg
-    if cfg.arch == "llama":
+    if isinstance(cfg, LlamaConfig):
         total = llama_num_parameters(cfg)
-    elif cfg.arch == "neox":
+    elif isinstance(cfg, NeoXConfig):
         total = neox_num_parameters(cfg)
-    elif cfg.arch == "cnn":
+    elif isinstance(cfg, CNNConfig):
         total = cnn_num_parameters(cfg)
     else:
-        raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}")
+        raise TypeError(f"num_parameters: not a model or model config: {type(cfg).__name__}")
     return total - _vocab_parameters(cfg) if exclude_embeddings else total
 
 
@@ -58,7 +58,7 @@ def flops_per_token(cfg: ModelConfig) -> float:
     AV at full context T = seq_len (not halved for causality). CNNs: 6 x forward multiply-accumulates
     per image (an image is one "token").
     """
-    if cfg.arch == "cnn":
+    if isinstance(cfg, CNNConfig):
         return 6.0 * cnn_forward_macs(cfg)
     n = num_parameters(cfg, exclude_embeddings=True) + cfg.vocab_size * cfg.d_model
     # PaLM App. B: 6N + 12 L H Q T

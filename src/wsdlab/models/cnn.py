@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsdlab.models.config import ModelConfig
+from wsdlab.models.config import CNNConfig
 
 
 class CNN(nn.Module):
     """Images (B, C, S, S) -> logits (B, num_classes). PyTorch default (Kaiming-uniform) init."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: CNNConfig) -> None:
         super().__init__()
         self.cfg = cfg
         widths = [cfg.in_channels, *cfg.channels]
@@ -37,14 +37,14 @@ class CNN(nn.Module):
         return self.fc(self.features(x))  # (B, num_classes)
 
 
-def cnn_num_parameters(cfg: ModelConfig) -> int:
+def cnn_num_parameters(cfg: CNNConfig) -> int:
     """Analytic parameter count of `CNN(cfg)`: 3x3 kernels + biases, then the linear head."""
     widths = [cfg.in_channels, *cfg.channels]
     convs = sum(9 * c_in * c_out + c_out for c_in, c_out in zip(widths, widths[1:]))
     return convs + widths[-1] * cfg.num_classes + cfg.num_classes
 
 
-def cnn_forward_macs(cfg: ModelConfig) -> int:
+def cnn_forward_macs(cfg: CNNConfig) -> int:
     """Multiply-accumulates of one forward pass on one image (convolutions at their resolution + head)."""
     widths, side, macs = [cfg.in_channels, *cfg.channels], cfg.image_size, 0
     for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):

@@ -2,7 +2,7 @@
 
 Parameter names follow Meta's reference implementation (tok_embeddings, layers.i.attention.wq/wk/wv/wo,
 layers.i.feed_forward.w1/w2/w3, attention_norm, ffn_norm, norm, output). No biases anywhere.
-Fields of ModelConfig that only the GPT-NeoX model reads (bias, parallel_residual) are ignored.
+RoPE rotates every channel of a head (LlamaConfig has no rotary_pct).
 Shapes: B batch, T time, d d_model, H query heads, K kv heads, hd head dim, V vocab, F ffn_dim.
 """
 
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
-from wsdlab.models.config import ModelConfig
-from wsdlab.models.rope import apply_rope, rope_tables, rotary_dim
+from wsdlab.models.config import LlamaConfig
+from wsdlab.models.rope import apply_rope, rope_tables
 
 INIT_STD = 0.02
 
@@ -39,7 +39,7 @@ class RMSNorm(nn.Module):
 class Attention(nn.Module):
     """Causal self-attention with RoPE and K <= H key/value heads."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
         self.wq = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=False)
@@ -60,7 +60,7 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """SwiGLU MLP (Shazeer 2020): w2(silu(w1 x) * w3 x)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.w1 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)  # gate
         self.w3 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)  # up
@@ -74,7 +74,7 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attention = Attention(cfg)
@@ -89,7 +89,7 @@ class Block(nn.Module):
 class Llama(nn.Module):
     """Token ids (B, T) -> logits (B, T, V), T <= cfg.seq_len."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
@@ -98,7 +98,7 @@ class Llama(nn.Module):
         self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.rot_dim = rotary_dim(cfg.attn_head_dim, cfg.rotary_pct)
+        self.rot_dim = cfg.rot_dim
         # RoPE tables are derived from the config: not saved in state_dicts (non-persistent).
         self.register_buffer("rope_cos", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
         self.register_buffer("rope_sin", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
@@ -148,7 +148,7 @@ class Llama(nn.Module):
         return self.head(x)  # (B, T, V)
 
 
-def llama_num_parameters(cfg: ModelConfig) -> int:
+def llama_num_parameters(cfg: LlamaConfig) -> int:
     """Analytic parameter count of `Llama(cfg)` (tied embeddings counted once)."""
     d, hd = cfg.d_model, cfg.attn_head_dim
     attn = d * hd * (2 * cfg.n_heads + 2 * cfg.kv_heads)  # wq, wo + wk, wv

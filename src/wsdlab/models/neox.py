@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
-from wsdlab.models.config import ModelConfig
-from wsdlab.models.rope import apply_rope, rope_tables, rotary_dim
+from wsdlab.models.config import NeoXConfig
+from wsdlab.models.rope import apply_rope, rope_tables
 
 INIT_STD = 0.02
 
@@ -24,7 +24,7 @@ INIT_STD = 0.02
 class Attention(nn.Module):
     """Multi-head causal self-attention, RoPE on the first rotary_pct of each head."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: NeoXConfig) -> None:
         super().__init__()
         self.n_heads, self.head_dim = cfg.n_heads, cfg.attn_head_dim
         inner = self.n_heads * self.head_dim
@@ -43,7 +43,7 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """dense_4h_to_h(gelu(dense_h_to_4h x)), exact (erf) GELU as in Pythia."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: NeoXConfig) -> None:
         super().__init__()
         self.dense_h_to_4h = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.bias)
         self.dense_4h_to_h = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
@@ -55,7 +55,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Parallel: x + attn(ln1(x)) + mlp(ln2(x)); sequential: x + attn(ln1(x)), then + mlp(ln2(.))."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: NeoXConfig) -> None:
         super().__init__()
         self.parallel = cfg.parallel_residual
         self.input_layernorm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
@@ -74,7 +74,7 @@ class Block(nn.Module):
 class NeoX(nn.Module):
     """Token ids (B, T) -> logits (B, T, V), T <= cfg.seq_len."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: NeoXConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed_in = nn.Embedding(cfg.vocab_size, cfg.d_model)
@@ -83,7 +83,7 @@ class NeoX(nn.Module):
         self.embed_out = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.embed_out.weight = self.embed_in.weight
-        self.rot_dim = rotary_dim(cfg.attn_head_dim, cfg.rotary_pct)
+        self.rot_dim = cfg.rot_dim
         self.register_buffer("rope_cos", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
         self.register_buffer("rope_sin", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
         self.init_weights()
@@ -134,7 +134,7 @@ class NeoX(nn.Module):
         return self.head(x)  # (B, T, V)
 
 
-def neox_num_parameters(cfg: ModelConfig) -> int:
+def neox_num_parameters(cfg: NeoXConfig) -> int:
     """Analytic parameter count of `NeoX(cfg)` (tied embeddings counted once)."""
     d, inner, f = cfg.d_model, cfg.n_heads * cfg.attn_head_dim, cfg.ffn_dim
     b = 1 if cfg.bias else 0

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from wsdlab.common.config import describe_validation_error
+from wsdlab.common.errors import ConfigError
 from wsdlab.models.config import ModelConfig
+
+_ADAPTER: TypeAdapter[ModelConfig] = TypeAdapter(ModelConfig)
 
 
 def _llama(**kw: Any) -> dict[str, Any]:
-    return {"arch": "llama", "parallel_residual": False, "bias": False, **kw}
+    return {"arch": "llama", **kw}
 
 
 _PRESET_FIELDS: dict[str, dict[str, Any]] = {
@@ -46,15 +49,18 @@ _PRESET_FIELDS: dict[str, dict[str, Any]] = {
     "cnn-fmnist": {"arch": "cnn", "in_channels": 1, "image_size": 28, "num_classes": 10, "channels": [32, 128, 128, 128]},
 }
 
-PRESETS: dict[str, ModelConfig] = {name: ModelConfig(preset=name, **fields) for name, fields in _PRESET_FIELDS.items()}
+PRESETS: dict[str, ModelConfig] = {
+    name: _ADAPTER.validate_python({"preset": name, **fields}) for name, fields in _PRESET_FIELDS.items()
+}
 
 
 def model_config(preset: str, **overrides: Any) -> ModelConfig:
-    """A fresh, validated copy of preset `preset` with `overrides` applied (field names of ModelConfig)."""
+    """A fresh, validated copy of preset `preset` with `overrides` applied (fields of the preset's
+    family; a field of another family is an error naming it, e.g. `bias` on a Llama preset)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown model preset '{preset}'; known: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown model preset '{preset}'; known: {', '.join(PRESETS)}")
     data = {**PRESETS[preset].model_dump(), **overrides}
     try:
-        return ModelConfig.model_validate(data)
+        return _ADAPTER.validate_python(data)
     except ValidationError as err:
-        raise ValueError(f"invalid overrides for model preset '{preset}':\n{describe_validation_error(err, 'model.')}") from None
+        raise ConfigError(f"invalid overrides for model preset '{preset}':\n{describe_validation_error(err, 'model.')}") from None

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from wsdlab.common.config import StrictModel
 from wsdlab.data.config import DataConfig
-from wsdlab.models.config import ModelConfig
+from wsdlab.models.config import LlamaConfig, LMConfig, ModelConfig
 from wsdlab.schedules.config import ScheduleConfig
 
 
@@ -63,7 +63,7 @@ class RunSpec(StrictModel):
     """A run is fully described by its spec."""
 
     name: str = "run"
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=LlamaConfig, description="Chosen by model.arch (llama, neox, cnn).")
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -85,10 +85,11 @@ class RunSpec(StrictModel):
                 )
         elif s.warmup_steps > total:
             raise ValueError(f"schedule: warmup_steps ({s.warmup_steps}) exceed train.steps ({total})")
-        if not self.data.is_vision and self.data.seq_len > self.model.seq_len:
-            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.seq_len ({self.model.seq_len})")
-        if not self.data.is_vision and self.model.arch == "cnn":
-            raise ValueError("model.arch 'cnn' needs a vision data source (fashion_mnist or cifar10)")
-        if self.data.is_vision and self.model.arch != "cnn":
+        is_lm = isinstance(self.model, LMConfig)
+        if not self.data.is_vision and not is_lm:
+            raise ValueError(f"model.arch '{self.model.arch}' needs a vision data source (fashion_mnist or cifar10)")
+        if self.data.is_vision and is_lm:
             raise ValueError(f"data.source '{self.data.source}' is vision data; model.arch must be 'cnn'")
+        if isinstance(self.model, LMConfig) and self.data.seq_len > self.model.seq_len:
+            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.seq_len ({self.model.seq_len})")
         return self

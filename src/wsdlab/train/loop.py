@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from wsdlab import data as wsd_data
-from wsdlab.models import batch_loss, build_model, flops_per_token
+from wsdlab.models import LMConfig, batch_loss, build_model, flops_per_token
 from wsdlab.schedules import build_schedule
 from wsdlab.train import distributed as dist_utils
 from wsdlab.train import measures
@@ -112,7 +112,7 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
     source = resume or parent
     with dist_utils.main_first(ctx):
         data = wsd_data.load_data(spec.data, progress=spec.train.progress and ctx.is_main)
-    if data.vocab_size is not None and data.vocab_size > spec.model.vocab_size:
+    if isinstance(spec.model, LMConfig) and data.vocab_size is not None and data.vocab_size > spec.model.vocab_size:
         raise ValueError(f"model.vocab_size ({spec.model.vocab_size}) is smaller than the data's vocabulary "
                          f"({data.vocab_size}); set model.vocab_size >= {data.vocab_size}")
     batch = global_batch_size(spec.train, data.tokens_per_item)
