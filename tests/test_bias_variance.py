@@ -221,7 +221,8 @@ def test_table_matches_direct_computation() -> None:
         vec = lambda run: np.concatenate([p.detach().double().numpy().ravel()  # noqa: E731
                                           for p in run.load_model().parameters()])
         if len(runs) == len(refs):
-            w_bias, w_var = slow_weight_bias_variance(np.stack([vec(r) for r in refs]), np.stack([vec(r) for r in runs]))
+            w_bias, w_var = slow_weight_bias_variance(np.stack([vec(r) for r in refs]),
+                                                      np.stack([vec(r) for r in runs]))
             assert got["weight"]["bias"] == pytest.approx(w_bias, rel=1e-9)
             assert got["weight"]["variance"] == pytest.approx(w_var, rel=1e-9)
             assert got["avg_loss_var_weight"]["variance"] == got["weight"]["variance"]

@@ -104,7 +104,8 @@ def test_curve_rows_and_table_roundtrip() -> None:
     assert len(table) == 1
     row = table[0]
     _, shift, deviation = slow_eq2(post, pre, cooldown)
-    assert (row["shape"], row["seed"], row["n_batches"], row["n_cooldown_batches"], row["stride"]) == ("sqrt", 3, 6, 3, 2)
+    counts = (row["shape"], row["seed"], row["n_batches"], row["n_cooldown_batches"], row["stride"])
+    assert counts == ("sqrt", 3, 6, 3, 2)
     assert row["shift"] == pytest.approx(shift) and row["deviation"] == pytest.approx(deviation)
     assert row["shift"] == pytest.approx((-11 - 7 - 3) / 3)  # by hand: cooldown differences -11, -7, -3
 

@@ -89,7 +89,8 @@ def perplexity_differences(post_ppl: Sequence[float], pre_ppl: Sequence[float]) 
     return post - pre
 
 
-def shift_deviation(differences: Sequence[float] | np.ndarray, in_cooldown: Sequence[bool] | np.ndarray) -> tuple[float, float]:
+def shift_deviation(differences: Sequence[float] | np.ndarray,
+                    in_cooldown: Sequence[bool] | np.ndarray) -> tuple[float, float]:
     """Eq. 2: (shift = mean difference over the cooldown batches, deviation = (1/N) sum_i (difference_i - shift)^2)."""
     d = np.asarray(differences, dtype=float)
     cool = np.asarray(in_cooldown, dtype=bool)

@@ -104,12 +104,11 @@ def _recency(rng: np.random.Generator, k: int, n: int) -> Tables:
         for sd in SEEDS:
             for j in range(n):
                 pre = float(40.0 - 0.1 * j)
-                cur = {"shape": s, "seed": sd, "batch_position": j, "step": j + 1,
-                       "phase": "cooldown" if j >= n // 2 else "stable", "stride": 1, "ppl_pre": pre,
-                       "ppl_post": pre + diff(j, d) + 0.2 * float(rng.standard_normal()), "ppl_diff": None}
-                cur["ppl_diff"] = cur["ppl_post"] - pre
-                cur.update({"ppl_pre_smoothed": pre, "ppl_post_smoothed": pre + diff(j, d), "ppl_diff_smoothed": diff(j, d)})
-                curves.append(cur)
+                post = pre + diff(j, d) + 0.2 * float(rng.standard_normal())
+                curves.append({"shape": s, "seed": sd, "batch_position": j, "step": j + 1,
+                               "phase": "cooldown" if j >= n // 2 else "stable", "stride": 1, "ppl_pre": pre,
+                               "ppl_post": post, "ppl_diff": post - pre, "ppl_pre_smoothed": pre,
+                               "ppl_post_smoothed": pre + diff(j, d), "ppl_diff_smoothed": diff(j, d)})
     summary = [{"shape": s, "seed": sd, "shift": float(-3.0 - d + 0.1 * rng.standard_normal()),
                 "deviation": float(0.5 + 5 * d + 0.05 * rng.standard_normal()), "n_batches": n,
                 "n_cooldown_batches": n - n // 2, "stride": 1} for s, d in SHAPES.items() for sd in SEEDS]
