@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from wsdlab.analysis.alignment import (
     alignment_rows,
@@ -15,6 +16,7 @@ from wsdlab.analysis.alignment import (
     student_t_cdf,
     t_quantile,
 )
+from wsdlab.train.measures import cosine, mean_tensor_cosine
 
 
 def test_t_quantile_closed_forms() -> None:
@@ -69,13 +71,74 @@ class FakeRun:
         self.offset = offset
 
     def metrics(self) -> list[dict]:
-        return [{"step": s, "grad_norm": 1.0 + self.offset, "grad_momentum_cos": 0.1 * s} for s in (11, 12, 13)]
+        return [{"step": s, "grad_norm": 1.0 + self.offset, "grad_momentum_cos": 0.1 * s,
+                 "grad_momentum_cos_global": 0.05 * s} for s in (11, 12, 13)]
 
 
 def test_alignment_table_reads_run_metrics() -> None:
     rows = alignment_table({"linear": [FakeRun(0.0), FakeRun(0.2)]}, window=1)
-    assert {r["metric"] for r in rows} == {"grad_norm", "grad_momentum_cos"}
+    assert {r["metric"] for r in rows} == {"grad_norm", "grad_momentum_cos", "grad_momentum_cos_global"}
     norm = [r for r in rows if r["metric"] == "grad_norm"]
     assert [r["step"] for r in norm] == [11, 12, 13] and norm[0]["mean"] == pytest.approx(1.1)
     assert norm[0]["ci_high"] - norm[0]["mean"] == pytest.approx(
         t_quantile(0.975, 1) * np.std([1.0, 1.2], ddof=1) / math.sqrt(2), rel=1e-6)
+
+
+# ------------------------------------------------------------------ App. G: the cosine per parameter tensor
+
+
+def slow_mean_cosine(grads: list[torch.Tensor], moments: list[torch.Tensor]) -> float:
+    """App. G as written: for each parameter tensor, <g, m> / (||g|| ||m||) by plain loops; then their mean."""
+    cosines = []
+    for g, m in zip(grads, moments):
+        gv, mv = g.reshape(-1).tolist(), m.reshape(-1).tolist()
+        dot = sum(a * b for a, b in zip(gv, mv))
+        cosines.append(dot / (math.sqrt(sum(a * a for a in gv)) * math.sqrt(sum(b * b for b in mv))))
+    return sum(cosines) / len(cosines)
+
+
+def test_mean_tensor_cosine_hand_example() -> None:
+    # tensor 1: g = (1, 0), m = (1, 1) -> 1/sqrt 2; tensor 2: g = (0, 0, 2), m = (0, 0, -5) -> -1.
+    # per tensor: mean (1/sqrt 2 - 1) / 2; one vector: <g, m> = 1 - 10 = -9, ||g|| = sqrt 5, ||m|| = sqrt 27.
+    grads = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0, 2.0])]
+    moments = [torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0, -5.0])]
+    assert mean_tensor_cosine(grads, moments) == pytest.approx((1 / math.sqrt(2) - 1) / 2, rel=1e-6)
+    assert cosine(grads, moments) == pytest.approx(-9 / math.sqrt(5 * 27), rel=1e-6)
+
+
+def test_mean_tensor_cosine_matches_slow_reference_and_skips_zero_tensors() -> None:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (7,), (2, 2, 2)]
+    grads = [torch.randn(*sh, generator=g) for sh in shapes]
+    moments = [torch.randn(*sh, generator=g) + 0.5 * x for sh, x in zip(shapes, grads)]
+    assert mean_tensor_cosine(grads, moments) == pytest.approx(slow_mean_cosine(grads, moments), rel=1e-5)
+    # a tensor without gradient (or momentum) has no direction: left out of the mean
+    with_zero = mean_tensor_cosine([*grads, torch.zeros(5)], [*moments, torch.ones(5)])
+    assert with_zero == pytest.approx(slow_mean_cosine(grads, moments), rel=1e-5)
+    assert mean_tensor_cosine([torch.zeros(3)], [torch.ones(3)]) is None and mean_tensor_cosine([], []) is None
+
+
+def test_mean_tensor_cosine_reduces_shard_sums_before_dividing() -> None:
+    """Two FSDP-like ranks each hold a slice of every tensor (one rank's slice of the last is empty): the
+    reduced per-tensor dots and norms give the cosine of the whole tensors, not a mean of shard cosines."""
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(6, generator=g), torch.randn(5, generator=g), torch.randn(2, generator=g)]
+    moments = [torch.randn(6, generator=g), torch.randn(5, generator=g), torch.randn(2, generator=g)]
+    cuts = [3, 1, 2]  # rank 0 holds [:cut], rank 1 the rest
+    rank0 = ([t[:c] for t, c in zip(grads, cuts)], [t[:c] for t, c in zip(moments, cuts)])
+    rank1 = ([t[c:] for t, c in zip(grads, cuts)], [t[c:] for t, c in zip(moments, cuts)])
+    sent: dict[int, torch.Tensor] = {}
+
+    def record(rank: int):
+        def reduce(x: torch.Tensor) -> torch.Tensor:
+            sent[rank] = x.clone()
+            return x
+        return reduce
+
+    mean_tensor_cosine(*rank0, record(0))
+    mean_tensor_cosine(*rank1, record(1))
+    total = sent[0] + sent[1]  # what an all-reduce sum hands every rank
+    on_rank0 = mean_tensor_cosine(*rank0, lambda x: total)
+    on_rank1 = mean_tensor_cosine(*rank1, lambda x: total)
+    assert on_rank0 == on_rank1 == pytest.approx(slow_mean_cosine(grads, moments), rel=1e-5)
+    assert on_rank0 != pytest.approx(mean_tensor_cosine(*rank0), rel=1e-3)  # the local shards alone differ

@@ -92,28 +92,61 @@ def test_mismatched_tokens_are_rejected() -> None:
         kl_bias_variance_sums(torch.zeros(1, 3, 4), torch.zeros(2, 2, 4))
 
 
-def test_weight_space_matches_numpy() -> None:
+def slow_weight_bias_variance(refs: np.ndarray, runs: np.ndarray) -> tuple[float, float]:
+    """Eq. 3 as printed, plain loops: refs r_n (N, p), runs s_in (N, p), the same N.
+
+    bias = || (1/N) (sum_n r_n - sum_n s_in) ||,  variance = 1/(N-1) sum_n || s_in - s_bar ||^2.
+    """
+    n, p = runs.shape
+    assert refs.shape == (n, p)
+    diff = [(sum(refs[m][j] for m in range(n)) - sum(runs[m][j] for m in range(n))) / n for j in range(p)]
+    bias = math.sqrt(sum(d * d for d in diff))
+    s_bar = [sum(runs[m][j] for m in range(n)) / n for j in range(p)]
+    variance = sum(sum((runs[m][j] - s_bar[j]) ** 2 for j in range(p)) for m in range(n)) / (n - 1)
+    return bias, variance
+
+
+def slow_loss_bias_variance(losses: list[float]) -> tuple[float, float]:
+    """Eq. 4 as printed: bias = (1/N) sum_n s_in, variance = (1/N) sum_n (s_in - s_bar)^2."""
+    n = len(losses)
+    mean = sum(losses) / n
+    return mean, sum((s - mean) ** 2 for s in losses) / n
+
+
+def test_weight_space_hand_example() -> None:
+    # r = (1, 0), (3, 0); s = (0, 1), (0, 3): bias = ||((4, 0) - (0, 4)) / 2|| = ||(2, -2)|| = 2 sqrt 2;
+    # s_bar = (0, 2): variance = (1 + 1) / (2 - 1) = 2 (the squared norm and 1/N would give 8 and 1).
+    refs = [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([3.0, 0.0])}]
+    runs = [{"w": torch.tensor([0.0, 1.0])}, {"w": torch.tensor([0.0, 3.0])}]
+    bias, var = weight_bias_variance(refs, runs)
+    assert bias == pytest.approx(2 * math.sqrt(2), rel=1e-12)
+    assert var == pytest.approx(2.0, rel=1e-12)
+
+
+def test_weight_space_matches_slow_reference() -> None:
     g = torch.Generator().manual_seed(1)
-    refs = [{"w": torch.randn(3, 2, generator=g), "b": torch.randn(4, generator=g), "i": torch.tensor([1])}
-            for _ in range(2)]
-    runs = [{"w": torch.randn(3, 2, generator=g), "b": torch.randn(4, generator=g), "i": torch.tensor([1])}
-            for _ in range(3)]
+    refs = [{"w": torch.randn(3, 2, generator=g), "b": torch.randn(4, generator=g)} for _ in range(3)]
+    runs = [{"w": torch.randn(3, 2, generator=g), "b": torch.randn(4, generator=g)} for _ in range(3)]
     flat = lambda s: np.concatenate([s["w"].numpy().ravel(), s["b"].numpy().ravel()]).astype(np.float64)  # noqa: E731
     r, s = np.stack([flat(x) for x in refs]), np.stack([flat(x) for x in runs])
     bias, var = weight_bias_variance(refs, runs)
-    assert bias == pytest.approx(((r.mean(0) - s.mean(0)) ** 2).sum(), rel=1e-10)
-    assert var == pytest.approx(np.mean(((s - s.mean(0)) ** 2).sum(axis=1)), rel=1e-10)
+    slow_bias, slow_var = slow_weight_bias_variance(r, s)
+    assert bias == pytest.approx(slow_bias, rel=1e-10)
+    assert var == pytest.approx(slow_var, rel=1e-10)
+    assert math.isnan(weight_bias_variance(refs, runs[:1])[1])  # 1/(N-1): no spread from one run
     with pytest.raises(ValueError, match="lacks"):
         weight_bias_variance([{"b": refs[0]["b"]}], runs)
 
 
-def test_loss_space_matches_numpy() -> None:
-    runs, refs = [3.1, 3.3, 3.2, 3.6], [3.0, 2.9]
-    bias, var = loss_bias_variance(runs, refs)
-    assert bias == pytest.approx(np.mean(runs) - np.mean(refs))
-    assert var == pytest.approx(np.var(runs))  # population variance (1/N)
+def test_loss_space_matches_slow_reference() -> None:
+    runs = [3.1, 3.3, 3.2, 3.6]
+    bias, var = loss_bias_variance(runs)
+    slow_bias, slow_var = slow_loss_bias_variance(runs)
+    assert bias == pytest.approx(slow_bias, rel=1e-12)  # the mean loss itself: no reference subtracted
+    assert var == pytest.approx(slow_var, rel=1e-12)
+    assert (bias, var) == pytest.approx((3.3, (0.04 + 0.0 + 0.01 + 0.09) / 4), rel=1e-12)  # by hand
     with pytest.raises(ValueError):
-        loss_bias_variance([], refs)
+        loss_bias_variance([])
 
 
 def test_rows_cover_every_space() -> None:
@@ -182,9 +215,17 @@ def test_table_matches_direct_computation() -> None:
         assert got["kl"]["bias"] == pytest.approx(bias, rel=1e-5)
         assert got["kl"]["variance"] == pytest.approx(var, rel=1e-5)
         losses = [loss(r.load_model()) for r in runs]
-        ref_losses = [loss(r.load_model()) for r in refs]
-        assert got["loss"]["bias"] == pytest.approx(np.mean(losses) - np.mean(ref_losses), rel=1e-5)
-        assert got["loss"]["variance"] == pytest.approx(np.var(losses), rel=1e-4)
+        slow_bias, slow_var = slow_loss_bias_variance(losses)
+        assert got["loss"]["bias"] == pytest.approx(slow_bias, rel=1e-5)
+        assert got["loss"]["variance"] == pytest.approx(slow_var, rel=1e-4)
+        vec = lambda run: np.concatenate([p.detach().double().numpy().ravel()  # noqa: E731
+                                          for p in run.load_model().parameters()])
+        if len(runs) == len(refs):
+            w_bias, w_var = slow_weight_bias_variance(np.stack([vec(r) for r in refs]),
+                                                      np.stack([vec(r) for r in runs]))
+            assert got["weight"]["bias"] == pytest.approx(w_bias, rel=1e-9)
+            assert got["weight"]["variance"] == pytest.approx(w_var, rel=1e-9)
+            assert got["avg_loss_var_weight"]["variance"] == got["weight"]["variance"]
         avg = TinyLM(11, 0)
         states = [r.load_model().state_dict() for r in runs]
         avg.load_state_dict({k: sum(s[k] for s in states) / len(states) for k in states[0]})
@@ -203,9 +244,9 @@ def test_losses_agree_with_train_evaluate() -> None:
     by_space = {r["space"]: r for r in rows}
     avg_loss = by_space["avg_loss_var_loss"]["bias"]  # the average of one model is that model
     assert avg_loss == pytest.approx(evaluate(model, data, 4, 5, "cpu"), rel=1e-6)
-    assert by_space["loss"]["bias"] == pytest.approx(avg_loss - evaluate(FakeRun(8).load_model(), data, 4, 5, "cpu"),
-                                                     rel=1e-5)
+    assert by_space["loss"]["bias"] == pytest.approx(avg_loss, rel=1e-6)  # eq. 4: the mean loss of the one run
     assert by_space["loss"]["variance"] == 0.0 and by_space["kl"]["variance"] == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(by_space["weight"]["variance"])  # 1/(N-1) with N = 1
 
 
 def test_token_chunking_does_not_change_the_sums() -> None:
@@ -217,3 +258,47 @@ def test_token_chunking_does_not_change_the_sums() -> None:
         parts = kl_bias_variance_sums(ref, run, chunk_tokens=chunk)
         assert parts[2] == whole[2] == 21
         assert parts[0] == pytest.approx(whole[0], rel=1e-12) and parts[1] == pytest.approx(whole[1], rel=1e-12)
+
+
+# ------------------------------------------------------------------ eq. 3 on tied-embedding Llamas
+
+
+class TiedLlamaRun:
+    """A micro Llama with tied embeddings, weights N(0, 0.02) from `seed`, as RunDir.load_model returns it."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.path = f"tied-{seed}"
+
+    def load_model(self, step: int | None = None, device: str = "cpu") -> nn.Module:
+        from wsdlab.models import build_model, model_config
+
+        torch.manual_seed(self.seed)
+        return build_model(model_config("micro", tie_embeddings=True)).eval()
+
+
+def test_weight_space_on_tied_embeddings_counts_each_parameter_once() -> None:
+    from wsdlab.models import model_config, num_parameters
+
+    cfg = model_config("micro", tie_embeddings=True)
+
+    def vector(run: TiedLlamaRun) -> np.ndarray:
+        """The p trainable parameters from the state dict by hand: the tied head's copy dropped."""
+        state = run.load_model().state_dict()
+        assert torch.equal(state["output.weight"], state["tok_embeddings.weight"])
+        return np.concatenate([t.double().numpy().ravel() for k, t in state.items() if k != "output.weight"])
+
+    refs = [TiedLlamaRun(100), TiedLlamaRun(101)]
+    runs = [TiedLlamaRun(1), TiedLlamaRun(2)]
+    assert vector(runs[0]).size == num_parameters(cfg)  # analytic count, embedding once
+    data = FakeData(vocab=cfg.vocab_size)
+    rows = bias_variance_table({"sqrt": runs}, refs, data, num_batches=2, batch_size=4)
+    got = {r["space"]: r for r in rows}
+    bias, var = slow_weight_bias_variance(np.stack([vector(r) for r in refs]), np.stack([vector(r) for r in runs]))
+    assert got["weight"]["bias"] == pytest.approx(bias, rel=1e-9)
+    assert got["weight"]["variance"] == pytest.approx(var, rel=1e-9)
+    assert got["avg_loss_var_weight"]["variance"] == pytest.approx(var, rel=1e-9)
+    # counting the tied matrix twice (the state dict) would have given a larger spread
+    doubled = np.stack([np.concatenate([t.double().numpy().ravel() for t in r.load_model().state_dict().values()])
+                        for r in runs])
+    assert ((doubled - doubled.mean(0)) ** 2).sum() > var * (len(runs) - 1) * 1.01

@@ -22,8 +22,8 @@ TABLES = {
     "perplexity": ["shape", "ppl_mean", "ppl_avg_model", "n_runs"],
     "perplexity_vs_bias": ["space", "spearman"],
     "averaging": ["shape", "val_loss_average_model", "val_loss_longer_run"],
-    "recency_curves": ["shape", "seed", "batch_position", "loss_diff"],
-    "recency": ["shape", "seed", "shift", "deviation"],
+    "recency_curves": ["shape", "seed", "batch_position", "step", "phase", "stride", "ppl_pre", "ppl_post", "ppl_diff"],
+    "recency": ["shape", "seed", "shift", "deviation", "n_batches", "n_cooldown_batches", "stride"],
     "hyperparams": ["panel", "value", "seed", "val_loss", "ppl"],
     "alignment": ["shape", "step", "metric", "mean"],
     # geometry, on the first seed's cooldown of each shape (and the base for sharpness)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,8 +116,7 @@ def test_wrappers_on_real_runs_agree_with_evaluate(study) -> None:
         assert ppl[shape]["ppl_avg_model"] == pytest.approx(math.exp(avg_loss), rel=1e-6)
         got = {r["space"]: r for r in bv if r["shape"] == shape}
         assert got["avg_loss_var_loss"]["bias"] == pytest.approx(avg_loss, rel=1e-5)
-        ref_losses = [ev(r.load_model()) for r in refs]
-        assert got["loss"]["bias"] == pytest.approx(np.mean(losses) - np.mean(ref_losses), rel=1e-4, abs=1e-6)
+        assert got["loss"]["bias"] == pytest.approx(np.mean(losses), rel=1e-5)  # eq. 4: the mean loss itself
         assert got["kl"]["bias"] > 0 and got["weight"]["bias"] > 0 and got["weight"]["variance"] > 0
     (row,) = averaging_table({"sqrt": (shapes["sqrt"], refs[0])}, data, num_batches=2, batch_size=4)
     assert row["n_models"] == 2 and row["val_loss_longer_run"] == pytest.approx(ev(refs[0].load_model()), rel=1e-6)
@@ -131,18 +131,23 @@ def test_recency_and_alignment_on_real_runs(study) -> None:
     from wsdlab.analysis.alignment import alignment_table
     from wsdlab.analysis.recency import recency_curves_table, recency_table
     from wsdlab.models import batch_loss
-    from wsdlab.train import load_checkpoint_model
+    from wsdlab.train import RunDir, load_checkpoint_model
 
     shapes, _, data = study
     curves = recency_curves_table(shapes, data, window=2)
     run = shapes["sqrt"][1]
     mine = [c for c in curves if c["shape"] == "sqrt" and c["seed"] == 1]
-    assert [c["step"] for c in mine] == [7, 8, 9, 10]  # the branch's own steps, after the parent's 6
+    assert [c["step"] for c in mine] == list(range(1, 11))  # the base's 6 steps, then the branch's own 4
+    assert [c["phase"] for c in mine] == ["stable"] * 6 + ["cooldown"] * 4
+    base = RunDir(Path(run.spec.init_from).parent.parent)
     batch = data.train_batch(run.batch_indices()[2])  # the third cooldown batch, as trained on
+    stable = data.train_batch(base.batch_indices()[1])  # the base's second batch
     pre, post = load_checkpoint_model(run.spec.init_from), run.load_model()
     with torch.no_grad():
-        expected = float(batch_loss(post, batch) - batch_loss(pre, batch))
-    assert mine[2]["loss_diff"] == pytest.approx(expected, rel=1e-5)
+        expected = float(batch_loss(post, batch).exp() - batch_loss(pre, batch).exp())  # eq. 2, perplexities
+        expected_stable = float(batch_loss(post, stable).exp() - batch_loss(pre, stable).exp())
+    assert mine[8]["ppl_diff"] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    assert mine[1]["ppl_diff"] == pytest.approx(expected_stable, rel=1e-4, abs=1e-4)
     assert len(recency_table(curves)) == 4
     rows = alignment_table(shapes, window=2)
     norm = [r for r in rows if r["shape"] == "linear" and r["metric"] == "grad_norm"]

@@ -1,8 +1,10 @@
-"""Recency bias (eq. 2): window average, loss differences, shift/deviation/slope, tables and correlations."""
+"""Recency bias (eq. 2): perplexity differences, shift and deviation over the whole run, strides, window
+average of the Fig. 9 curves, tables and correlations. References are written from the printed eq. 2."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,14 +14,26 @@ from torch import nn
 
 import wsdlab.analysis.recency as recency_mod
 from wsdlab.analysis.recency import (
-    loss_differences,
+    perplexity_differences,
     recency_correlations,
     recency_curve_rows,
-    recency_summary,
     recency_table,
+    scored_positions,
+    shift_deviation,
     window_average,
+    window_points,
 )
-from wsdlab.models import batch_loss
+from wsdlab.common.errors import ConfigError
+
+
+def slow_eq2(post_ppl: list[float], pre_ppl: list[float], cooldown: list[bool]) -> tuple[list[float], float, float]:
+    """Eq. 2 as printed, plain loops: difference_i = c(b_i) - p(b_i); shift = mean over the cooldown;
+    deviation = (1/N) sum_{i=1..N} (difference_i - shift)^2."""
+    diff = [c - p for c, p in zip(post_ppl, pre_ppl)]
+    cool = [d for d, k in zip(diff, cooldown) if k]
+    shift = sum(cool) / len(cool)
+    deviation = sum((d - shift) ** 2 for d in diff) / len(diff)
+    return diff, shift, deviation
 
 
 def test_window_average_hand_values() -> None:
@@ -35,46 +49,65 @@ def test_window_average_hand_values() -> None:
         window_average(x, 0)
 
 
-def test_loss_differences_are_post_minus_pre() -> None:
-    assert loss_differences([2.0, 1.5], [3.0, 3.5]).tolist() == [-1.0, -2.0]
+def test_differences_are_post_minus_pre_perplexity() -> None:
+    assert perplexity_differences([20.0, 15.0], [30.0, 35.0]).tolist() == [-10.0, -20.0]
     with pytest.raises(ValueError, match="same length"):
-        loss_differences([1.0], [1.0, 2.0])
+        perplexity_differences([1.0], [1.0, 2.0])
 
 
-def test_summary_on_a_linear_curve() -> None:
-    # d_j = a + b x_j, x = (0, 1/4, 1/2, 3/4, 1): shift = a + b/2, slope = b,
-    # deviation (window 1) = |b| std(x) = |b| sqrt((1/4 + 1/16 + 0 + 1/16 + 1/4) / 5) = |b| sqrt(1/8)
-    a, b = -0.2, -0.8
-    d = a + b * np.linspace(0, 1, 5)
-    s = recency_summary(d, window_average(d, 1))
-    assert s["shift"] == pytest.approx(a + b / 2)
-    assert s["slope"] == pytest.approx(b)
-    assert s["deviation"] == pytest.approx(abs(b) * math.sqrt(1 / 8))
+def test_shift_and_deviation_hand_example() -> None:
+    # stable differences 1, 3; cooldown -2, -4: shift = -3 (cooldown only);
+    # deviation = ((1+3)^2 + (3+3)^2 + (-2+3)^2 + (-4+3)^2) / 4 = (16 + 36 + 1 + 1) / 4 = 13.5 (all N, no smoothing)
+    shift, deviation = shift_deviation([1.0, 3.0, -2.0, -4.0], [False, False, True, True])
+    assert shift == pytest.approx(-3.0) and deviation == pytest.approx(13.5)
+    with pytest.raises(ValueError, match="cooldown"):
+        shift_deviation([1.0, 2.0], [False, False])
 
 
-def test_summary_on_a_step_curve() -> None:
-    # the last half of the cooldown improved by 1 more than the first half
-    d = np.array([0.0] * 4 + [-1.0] * 4)
-    s = recency_summary(d, window_average(d, 1))
-    assert s["shift"] == pytest.approx(-0.5)
-    assert s["deviation"] == pytest.approx(0.5)
-    assert s["slope"] < 0
-    flat = recency_summary(np.full(6, -0.3), np.full(6, -0.3))
-    assert flat["deviation"] == 0.0 and flat["slope"] == pytest.approx(0.0)
+def test_shift_and_deviation_match_the_slow_reference() -> None:
+    rng = np.random.default_rng(0)
+    pre, post = list(30 + 5 * rng.random(50)), list(25 + 5 * rng.random(50))
+    cooldown = [i >= 40 for i in range(50)]
+    diff, shift, deviation = slow_eq2(post, pre, cooldown)
+    assert perplexity_differences(post, pre).tolist() == pytest.approx(diff, rel=1e-12)
+    assert shift_deviation(perplexity_differences(post, pre), cooldown) == pytest.approx((shift, deviation), rel=1e-12)
+
+
+def test_scored_positions_anchor_at_the_first_cooldown_batch() -> None:
+    assert scored_positions(10, 15, 1).tolist() == list(range(15))
+    assert scored_positions(10, 15, 4).tolist() == [2, 6, 10, 14]
+    assert scored_positions(0, 5, 2).tolist() == [0, 2, 4]
+    with pytest.raises(ConfigError, match="stride"):
+        scored_positions(10, 15, 0)
+
+
+def test_window_is_in_training_batches_and_capped() -> None:
+    assert window_points(100, 1, 240) == 100
+    assert window_points(100, 8, 240) == 12  # 100 batches = 12.5 points of every 8th batch
+    assert window_points(100, 1, 30) == 30  # capped at the series length
+    assert window_points(3, 8, 30) == 1
+    with pytest.raises(ConfigError, match="window"):
+        window_points(0, 1, 10)
 
 
 def test_curve_rows_and_table_roundtrip() -> None:
-    d = np.linspace(0.0, -1.0, 9)
-    rows = recency_curve_rows("sqrt", 3, list(range(101, 110)), d, window=3)
-    assert [r["batch_position"] for r in rows] == list(range(9))
-    assert rows[0]["step"] == 101 and rows[4]["loss_diff_smoothed"] == pytest.approx(d[3:6].mean())
+    pre = [30.0, 32.0, 28.0, 31.0, 29.0, 27.0]
+    post = [26.0, 27.0, 25.0, 20.0, 22.0, 24.0]
+    cooldown = [False, False, False, True, True, True]
+    rows = recency_curve_rows("sqrt", 3, [0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11], cooldown, pre, post,
+                              window=4, stride=2)
+    assert [r["phase"] for r in rows] == ["stable"] * 3 + ["cooldown"] * 3
+    assert rows[1]["ppl_diff"] == pytest.approx(-5.0) and rows[1]["stride"] == 2
+    assert rows[1]["ppl_diff_smoothed"] == pytest.approx(np.mean([-4.0, -5.0, -3.0]))  # window 4 / stride 2 = 2 points
+    assert rows[0]["ppl_pre_smoothed"] == pytest.approx(31.0)
     table = recency_table(list(reversed(rows)))  # order of rows does not matter
     assert len(table) == 1
     row = table[0]
-    assert (row["shape"], row["seed"], row["n_batches"]) == ("sqrt", 3, 9)
-    assert row["shift"] == pytest.approx(-0.5)
-    assert row["slope"] == pytest.approx(-1.0)
-    assert row["deviation"] == pytest.approx(np.std(window_average(d, 3)))
+    _, shift, deviation = slow_eq2(post, pre, cooldown)
+    counts = (row["shape"], row["seed"], row["n_batches"], row["n_cooldown_batches"], row["stride"])
+    assert counts == ("sqrt", 3, 6, 3, 2)
+    assert row["shift"] == pytest.approx(shift) and row["deviation"] == pytest.approx(deviation)
+    assert row["shift"] == pytest.approx((-11 - 7 - 3) / 3)  # by hand: cooldown differences -11, -7, -3
 
 
 def test_correlations_across_shapes_use_seed_means() -> None:
@@ -106,46 +139,100 @@ class TinyLM(nn.Module):
 
 class FakeData:
     def __init__(self) -> None:
-        self.ids = torch.randint(0, 9, (20, 5), generator=torch.Generator().manual_seed(0))
+        self.ids = torch.randint(0, 9, (40, 5), generator=torch.Generator().manual_seed(0))
 
     def train_batch(self, indices: np.ndarray) -> torch.Tensor:
         return self.ids[torch.as_tensor(indices)]
 
 
 class FakeRun:
-    def __init__(self, path, seed: int, rows: np.ndarray) -> None:
-        self.path = path
-        self.rows = rows
-        self.spec = SimpleNamespace(init_from=str(path), data=SimpleNamespace(order=SimpleNamespace(seed=seed)))
+    """A run that trained `rows` (one per step) after `init_from` (a checkpoint directory named by its step)."""
+
+    def __init__(self, path: Path, seed: int, rows: np.ndarray, init_from: Path | None, first_step: int,
+                 model_seed: int = 1) -> None:
+        self.path, self.rows, self.first_step, self.model_seed = path, rows, first_step, model_seed
+        self.spec = SimpleNamespace(init_from=None if init_from is None else str(init_from),
+                                    data=SimpleNamespace(order=SimpleNamespace(seed=seed)))
 
     def batch_indices(self) -> np.ndarray:
         return self.rows
 
     def checkpoint_steps(self) -> list[int]:
-        return [10, 10 + len(self.rows)]
+        return [self.first_step - 1, self.first_step - 1 + len(self.rows)]
 
     def load_model(self, step=None, device="cpu") -> nn.Module:
-        return TinyLM(seed=1).eval()
+        return TinyLM(seed=self.model_seed).eval()
 
 
-def test_curves_follow_the_original_batch_order(tmp_path, monkeypatch) -> None:
+def slow_perplexity(model: nn.Module, batch: torch.Tensor) -> float:
+    """exp of the mean over all target tokens of -log p(target | prefix), one token at a time."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(batch[:, :-1]).double(), -1)
+    nll = [-float(logp[b, t, batch[b, t + 1]]) for b in range(batch.shape[0]) for t in range(batch.shape[1] - 1)]
+    return math.exp(sum(nll) / len(nll))
+
+
+@pytest.fixture
+def base_and_cooldown(tmp_path, monkeypatch):
+    """A base run of 12 steps (batches of 4 from a permutation) with checkpoints at 9 and 12; a cooldown of 5
+    steps branched from step 9 (so the base's steps 10-12 are not part of the cooldown's history)."""
+    order = np.random.default_rng(1).permutation(40)
+    base_rows = np.concatenate([order, order[:8]]).reshape(12, 4)
+    cool_rows = np.random.default_rng(2).permutation(40)[:20].reshape(5, 4)
+    ckpt = tmp_path / "base" / "checkpoints" / "9"
+    ckpt.mkdir(parents=True)
+    base = FakeRun(tmp_path / "base", 0, base_rows, None, 1)
+    run = FakeRun(tmp_path / "cd", seed=4, rows=cool_rows, init_from=ckpt, first_step=10)
     pre = TinyLM(seed=2).eval()
     monkeypatch.setattr(recency_mod, "load_checkpoint_model", lambda path, device="cpu": pre)
-    rows = np.array([[3, 4, 5, 6], [0, 1, 2, 7], [19, 18, 17, 16], [8, 9, 10, 11], [12, 13, 14, 15]])
-    run = FakeRun(tmp_path, seed=4, rows=rows)
+    monkeypatch.setattr(recency_mod, "parent_run", lambda checkpoint: base)
+    return base, run, pre
+
+
+def test_curves_cover_the_whole_run_in_training_order(base_and_cooldown) -> None:
+    base, run, pre = base_and_cooldown
     data = FakeData()
     curves = recency_mod.recency_curves_table({"cosine": [run]}, data, window=3, eval_batch_size=3)
+    whole = np.concatenate([base.rows[:9], run.rows])  # base steps 1..9, then the cooldown's 10..14
     post = run.load_model()
-    with torch.no_grad():
-        expected = [float(batch_loss(post, data.train_batch(r)) - batch_loss(pre, data.train_batch(r))) for r in rows]
-    assert [c["step"] for c in curves] == [11, 12, 13, 14, 15]
-    assert [c["seed"] for c in curves] == [4] * 5
-    assert [c["loss_diff"] for c in curves] == pytest.approx(expected, rel=1e-5)
-    assert curves[0]["loss_diff_smoothed"] == pytest.approx(np.mean(expected[:2]), rel=1e-5)
-    strided = recency_mod.recency_curves_table({"cosine": [run]}, data, window=1, stride=2)
-    assert [c["batch_position"] for c in strided] == [0, 2, 4]
-    assert [c["loss_diff"] for c in strided] == pytest.approx(expected[::2], rel=1e-5)
-    no_branch = FakeRun(tmp_path, 0, rows)
-    no_branch.spec.init_from = None
-    with pytest.raises(ValueError, match="init_from"):
-        recency_mod.recency_curves_table({"cosine": [no_branch]}, data)
+    pre_ppl = [slow_perplexity(pre, data.train_batch(r)) for r in whole]
+    post_ppl = [slow_perplexity(post, data.train_batch(r)) for r in whole]
+    cooldown = [False] * 9 + [True] * 5
+    diff, shift, deviation = slow_eq2(post_ppl, pre_ppl, cooldown)
+    assert [c["step"] for c in curves] == list(range(1, 15))
+    assert [c["batch_position"] for c in curves] == list(range(14))
+    assert [c["phase"] == "cooldown" for c in curves] == cooldown
+    assert [c["seed"] for c in curves] == [4] * 14
+    assert [c["ppl_pre"] for c in curves] == pytest.approx(pre_ppl, rel=1e-5)
+    assert [c["ppl_post"] for c in curves] == pytest.approx(post_ppl, rel=1e-5)
+    assert [c["ppl_diff"] for c in curves] == pytest.approx(diff, rel=1e-5, abs=1e-5)  # float32 models
+    assert curves[0]["ppl_diff_smoothed"] == pytest.approx(np.mean(diff[:2]), rel=1e-5, abs=1e-5)
+    (row,) = recency_table(curves)
+    assert row["shift"] == pytest.approx(shift, rel=1e-5, abs=1e-5)
+    assert row["deviation"] == pytest.approx(deviation, rel=1e-4, abs=1e-6)
+    assert (row["n_batches"], row["n_cooldown_batches"], row["stride"]) == (14, 5, 1)
+
+
+def test_stride_scores_every_kth_batch_from_the_cooldown_start(base_and_cooldown) -> None:
+    base, run, pre = base_and_cooldown
+    data = FakeData()
+    curves = recency_mod.recency_curves_table({"cosine": [run]}, data, stride=4)
+    assert [c["batch_position"] for c in curves] == [1, 5, 9, 13]  # 9 stable batches: 9 - 4 - 4 = 1
+    assert [c["step"] for c in curves] == [2, 6, 10, 14]
+    whole = np.concatenate([base.rows[:9], run.rows])[[1, 5, 9, 13]]
+    post = run.load_model()
+    diff, shift, deviation = slow_eq2([slow_perplexity(post, data.train_batch(r)) for r in whole],
+                                      [slow_perplexity(pre, data.train_batch(r)) for r in whole],
+                                      [False, False, True, True])
+    (row,) = recency_table(curves)
+    assert row["stride"] == 4 and row["n_cooldown_batches"] == 2
+    assert row["shift"] == pytest.approx(shift, rel=1e-5, abs=1e-5)
+    assert row["deviation"] == pytest.approx(deviation, rel=1e-4, abs=1e-6)
+    with pytest.raises(ConfigError, match="stride"):
+        recency_mod.recency_curves_table({"cosine": [run]}, data, stride=0)
+
+
+def test_a_run_without_init_from_is_rejected(tmp_path) -> None:
+    no_branch = FakeRun(tmp_path, 0, np.zeros((2, 4), dtype=int), None, 1)
+    with pytest.raises(ConfigError, match="init_from"):
+        recency_mod.recency_curves_table({"cosine": [no_branch]}, FakeData())

@@ -33,10 +33,14 @@ def analysis_tables() -> dict[str, list[dict]]:
             n_runs=2)
         t["perplexity"].append(perplexity.perplexity_row(shape, [2.7 + d, 2.72 + d], 2.69 + d))
         for seed in (0, 1):
-            diffs = -0.1 * np.exp(-np.arange(8)[::-1] / 3) + 0.01 * rng.standard_normal(8)
-            t["recency_curves"] += recency.recency_curve_rows(shape, seed, list(range(31, 39)), diffs, window=3)
+            pre = 30.0 + rng.random(8)
+            post = pre - 3.0 * np.exp(-np.arange(8)[::-1] / 3) + 0.1 * rng.standard_normal(8)
+            t["recency_curves"] += recency.recency_curve_rows(
+                shape, seed, list(range(0, 16, 2)), list(range(1, 17, 2)), [j >= 5 for j in range(8)], pre, post,
+                window=6, stride=2)
         series = [(np.arange(30, 40), rng.random(10)) for _ in range(2)]
         t["alignment"] += alignment.alignment_rows(shape, "grad_momentum_cos", series, window=3)
+        t["alignment"] += alignment.alignment_rows(shape, "grad_momentum_cos_global", series, window=3)
         t["alignment"] += alignment.alignment_rows(shape, "grad_norm", [(s, v + 1) for s, v in series], window=3)
     t["perplexity_vs_bias"] = perplexity.perplexity_vs_bias(t["perplexity"], t["bias_variance"])
     t["recency"] = recency.recency_table(t["recency_curves"])

@@ -139,9 +139,11 @@ def test_hyperparams_one_panel_per_panel_with_categorical_values(tables) -> None
 def test_alignment_bands_and_log_scale_for_the_growing_norm(tables) -> None:
     fig = F.plot_alignment(tables)
     axes = {ax.get_title(): ax for ax in _visible_axes(fig)}
-    assert set(axes) == {"cos(gradient, momentum)", "gradient norm"}
+    per_tensor = "cos(gradient, momentum), mean over tensors"
+    global_ = "cos(gradient, momentum), all parameters as one vector"
+    assert set(axes) == {per_tensor, global_, "gradient norm"}
     assert axes["gradient norm"].get_yscale() == "log"  # grows e^4..e^8 ~ 55x..3000x
-    assert axes["cos(gradient, momentum)"].get_yscale() == "linear"
+    assert axes[per_tensor].get_yscale() == "linear" and axes[global_].get_yscale() == "linear"
     assert axes["gradient norm"].collections  # confidence bands
 
 

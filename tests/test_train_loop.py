@@ -16,8 +16,8 @@ from wsdlab.schedules import build_schedule
 from wsdlab.train import MetricsSink, RunSpec, run_preset, train
 from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors
 
-TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "param_norm", "grad_momentum_cos", "update_grad_cos", "tokens",
-              "tokens_per_s", "mfu"}
+TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "param_norm", "grad_momentum_cos", "grad_momentum_cos_global",
+              "update_grad_cos", "tokens", "tokens_per_s", "mfu"}
 
 
 def micro(schedule: dict | None = None, **train: object) -> RunSpec:
@@ -54,8 +54,9 @@ def test_rows_have_the_keys_and_lr_follows_the_schedule(run12, data) -> None:
     assert [r["lr"] for r in rows] == [spec.optim.lr * schedule(t) for t in range(1, 13)]
     assert rows[-1]["lr"] == 0.0 and rows[0]["lr"] == pytest.approx(spec.optim.lr / 3, rel=1e-12)
     assert [r["tokens"] for r in rows] == [t * 8 * data.tokens_per_item for t in range(1, 13)]
-    assert rows[0]["grad_momentum_cos"] is None
+    assert rows[0]["grad_momentum_cos"] is None and rows[0]["grad_momentum_cos_global"] is None
     assert all(isinstance(r["grad_momentum_cos"], float) for r in rows[1:])
+    assert all(-1 <= r["grad_momentum_cos"] <= 1 and -1 <= r["grad_momentum_cos_global"] <= 1 for r in rows[1:])
     assert all(-1 <= r["update_grad_cos"] <= 1 and r["grad_norm"] > 0 and r["mfu"] is None for r in rows[:-1])
     assert rows[-1]["update_grad_cos"] is None  # lr 0 and no weight decay: no update, no direction
     assert [r["step"] for r in run.eval_rows()] == [0, 5, 10, 12]
@@ -80,7 +81,13 @@ def test_alignment_metrics_match_a_direct_computation(run12, data) -> None:
     m = torch.cat([opt[f"{n}/exp_avg"].reshape(-1).double() for n in names])
     row = run.metrics()[5]
     assert row["step"] == 6
-    assert row["grad_momentum_cos"] == pytest.approx((g.dot(m) / (g.norm() * m.norm())).item(), rel=1e-5)
+    # App. G: the cosine of each parameter tensor with its exp_avg, then the mean over tensors
+    per_tensor = []
+    for n, p in model.named_parameters():
+        gj, mj = p.grad.reshape(-1).double(), opt[f"{n}/exp_avg"].reshape(-1).double()
+        per_tensor.append(float(gj.dot(mj) / (gj.norm() * mj.norm())))
+    assert row["grad_momentum_cos"] == pytest.approx(sum(per_tensor) / len(per_tensor), rel=1e-5)
+    assert row["grad_momentum_cos_global"] == pytest.approx((g.dot(m) / (g.norm() * m.norm())).item(), rel=1e-5)
     assert row["grad_norm"] == pytest.approx(g.norm().item(), rel=1e-5)
     # the update x_6 - x_5: one AdamW step from the checkpointed state with lr * f(6)
     optimizer = build_optimizer(model, spec.optim, torch.device("cpu"))

@@ -12,6 +12,7 @@ from wsdlab.analysis.weights import (
     flatten_weights,
     load_weights,
     model_weights,
+    trainable_weights,
     select_parameters,
     unflatten_weights,
     weights_norm,
@@ -47,3 +48,19 @@ def test_flatten_roundtrip_combination_and_norm():
     zero = {n: torch.zeros_like(t) for n, t in w.items()}
     load_weights(model, zero)
     assert float(model.weight.abs().sum()) == 0.0
+
+
+def test_trainable_weights_count_each_parameter_once():
+    """A tied-embedding Llama: the weight vector has num_parameters entries (embedding once, no buffers)."""
+    from wsdlab.models import num_parameters
+
+    cfg = model_config("micro", tie_embeddings=True)
+    model = build_model(cfg)
+    w = trainable_weights(model)
+    assert "output.weight" not in w and "tok_embeddings.weight" in w
+    assert not any(n.startswith("rope_") for n in w)  # buffers are not parameters
+    assert flatten_weights(w).numel() == num_parameters(model) == num_parameters(cfg)
+    state_numel = sum(t.numel() for t in model.state_dict().values())
+    assert state_numel - flatten_weights(w).numel() == cfg.vocab_size * cfg.d_model  # state_dict counts it twice
+    assert w["tok_embeddings.weight"].data_ptr() == model.tok_embeddings.weight.data_ptr()  # a view, not a copy
+    assert not w["tok_embeddings.weight"].requires_grad

@@ -1,6 +1,14 @@
-"""Gradient-momentum alignment and gradient norm along the cooldown, with 95% confidence bands over seeds.
+"""Gradient-momentum alignment and gradient norm along the cooldown, with 95% confidence bands over seeds
+(Dremov et al., TMLR 2025, App. G, Fig. 26).
 
-Each run's series (metrics.jsonl train rows, columns grad_momentum_cos and grad_norm) is first smoothed
+Metrics (metrics.jsonl train rows, logged by the training loop):
+    grad_momentum_cos         (1/J) sum_j cos(g_t^j, m_{t-1}^j): the cosine between the gradient and AdamW's
+                              exp_avg "for each parameter individually", averaged over the J parameter tensors
+                              (Fig. 26a, "average cosine similarity") -- the paper's metric
+    grad_momentum_cos_global  cos(g_t, m_{t-1}) of all parameters as one vector (kept for comparison)
+    grad_norm                 ||g_t||_2 of "a single vector across all gradients" (Fig. 26b)
+
+Each run's series is first smoothed
 with the centered `recency.window_average` over its logged steps; then at every step the seeds' smoothed
 values give
     mean = (1/n) sum_s v_s,   sd = sqrt( sum_s (v_s - mean)^2 / (n - 1) )        (sample std)
@@ -28,7 +36,7 @@ from wsdlab.train import RunDir
 
 Row = dict[str, Any]
 CIMethod = Literal["t", "normal"]
-ALIGNMENT_METRICS = ("grad_momentum_cos", "grad_norm")
+ALIGNMENT_METRICS = ("grad_momentum_cos", "grad_momentum_cos_global", "grad_norm")
 
 
 def student_t_pdf(t: np.ndarray, df: float) -> np.ndarray:

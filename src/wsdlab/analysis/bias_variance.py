@@ -1,19 +1,30 @@
-"""Bias and variance of the cooldown runs across data orders (Dremov et al., TMLR 2025, Sec. 4 and App. C).
+"""Bias and variance of the cooldown runs across data orders (Dremov et al., TMLR 2025, Sec. 4.1 and App. C).
 
 For one cooldown shape i there are N runs s_in (n = 1..N, one data-order seed each) started from the
-same pre-cooldown checkpoint, and N longer reference runs r_n standing in for the ground truth.
+same pre-cooldown checkpoint, and longer reference runs r_n standing in for the ground truth.
 Validation tokens are k = 1..K; s_ink and r_nk are the predicted next-token distributions (over V).
 
-  kl     (eq. 1)  bias     = (1/K) sum_k KL( mean_n r_nk || mean_n s_ink )
-                  variance = (1/K) sum_k (1/N) sum_n || s_ink - mean_n s_ink ||_2^2
-  weight (eq. 3)  bias     = || mean_n theta(r_n) - mean_n theta(s_in) ||_2^2
-                  variance = (1/N) sum_n || theta(s_in) - mean_n theta(s_in) ||_2^2
-  loss   (eq. 4)  bias     = mean_n L(s_in) - mean_n L(r_n)
-                  variance = (1/N) sum_n (L(s_in) - mean_n L(s_in))^2      (population variance)
-  App. C          avg_loss_var_loss:   bias = L(mean_n theta(s_in)), variance = the loss-space variance
-                  avg_loss_var_weight: bias = L(mean_n theta(s_in)), variance = the weight-space variance
+  kl     (eq. 1)  bias_i     = (1/K) sum_k KL( (1/N) sum_n r_nk , (1/N) sum_n s_ink )
+                  variance_i = (1/N) sum_n || s_ink - mean_n s_ink ||^2_{axis=k}
+  weight (eq. 3)  bias_i     = || (1/N) ( sum_n r_n - sum_n s_in ) ||
+                  variance_i = 1/(N-1) sum_n || s_in - mean_n s_in ||^2
+  loss   (eq. 4)  bias_i     = (1/N) sum_n s_in                        (s_in: validation loss of run n)
+                  variance_i = (1/N) sum_n || s_in - mean_n s_in ||^2
+  App. C          avg_loss_var_loss:   bias = L(mean_n theta(s_in)), variance = the eq. 4 variance (Fig. 17a)
+                  avg_loss_var_weight: bias = L(mean_n theta(s_in)), variance = the eq. 3 variance (Fig. 17b)
 
-theta is the full state dict (every floating tensor, buffers included: identical buffers add nothing);
+Readings of the printed text (where it leaves a choice):
+- eq. 1 variance: "||.||^2_{axis=k}" is read as the squared L2 norm over the V classes at each token k,
+  averaged over the K tokens like the bias (a sum over k would grow with the size of the validation set).
+  KL(p, q) is KL(p || q) with p the references' mean prediction, as in the bias's prose ("distance to a
+  better solution").
+- eq. 3 bias: the prose ("the distance between the mean reference and experimental models") is the plain
+  L2 norm of the difference of the two means; with as many references as runs this is the printed
+  (1/N)(sum_n r_n - sum_n s_in), and with a different number of references each side keeps its own mean.
+  The weight vector (size p) holds each trainable parameter once (`model.named_parameters()`: a tied
+  embedding counts once, buffers are not parameters). With N = 1 the variance 1/(N-1) is undefined: NaN.
+- eq. 4 has no reference: the bias is the runs' mean validation loss itself, the variance the population one.
+
 L is the mean validation cross-entropy (nats) over the same fixed validation batches as the KL terms.
 KL is computed STREAMING: one validation batch at a time, holding at most N x B x T x V probabilities.
 
@@ -34,6 +45,7 @@ from torch import nn
 
 from wsdlab.analysis.averaging import average_models
 from wsdlab.analysis.registry import register_analysis
+from wsdlab.analysis.weights import Weights, trainable_weights
 from wsdlab.train import RunDir
 from wsdlab.train.evaluate import eval_index_chunks, to_device
 
@@ -42,7 +54,6 @@ if TYPE_CHECKING:
 
 Row = dict[str, Any]
 Batch = Any  # LM: LongTensor (B, T+1); vision: (images, labels)
-StateDict = Mapping[str, torch.Tensor]
 SPACES = ("kl", "weight", "loss", "avg_loss_var_loss", "avg_loss_var_weight")
 
 
@@ -138,39 +149,41 @@ class KLBiasVariance:
 # ---------------------------------------------------------------- weight space (eq. 3) and loss space (eq. 4)
 
 
-def weight_bias_variance(ref_states: Sequence[StateDict], run_states: Sequence[StateDict]) -> tuple[float, float]:
-    """Eq. 3: (||mean theta_ref - mean theta_run||^2, (1/N) sum_n ||theta_run_n - mean theta_run||^2).
+def weight_bias_variance(ref_weights: Sequence[Weights], run_weights: Sequence[Weights]) -> tuple[float, float]:
+    """Eq. 3: (|| mean_n r_n - mean_n s_in ||, 1/(N-1) sum_n || s_in - mean_n s_in ||^2) in weight space.
 
-    Sums over every floating tensor of the state dicts, in float64, one key at a time.
+    Each weight set is {parameter name: tensor} with every trainable parameter once (`trainable_weights`);
+    sums run over the runs' parameter names in float64, one parameter at a time. N = 1 gives a NaN variance.
     """
-    if not ref_states or not run_states:
-        raise ValueError("weight bias-variance: need at least one reference and one run state dict")
-    keys = [k for k, v in run_states[0].items() if v.is_floating_point()]
-    for name, group in (("reference", ref_states), ("run", run_states)):
-        for i, s in enumerate(group):
-            missing = [k for k in keys if k not in s]
+    if not ref_weights or not run_weights:
+        raise ValueError("weight bias-variance: need at least one reference and one run weight set")
+    names = list(run_weights[0])
+    for group_name, group in (("reference", ref_weights), ("run", run_weights)):
+        for i, w in enumerate(group):
+            missing = [k for k in names if k not in w]
             if missing:
-                raise ValueError(f"weight bias-variance: {name} state dict {i} lacks {missing[:5]}")
-    bias = 0.0
-    var = 0.0
-    for k in keys:
-        runs = torch.stack([s[k].detach().double().cpu() for s in run_states])
-        refs = torch.stack([s[k].detach().double().cpu() for s in ref_states])
+                raise ValueError(f"weight bias-variance: {group_name} weight set {i} lacks {missing[:5]}")
+    bias_sq = 0.0
+    spread = 0.0
+    for k in names:
+        runs = torch.stack([w[k].detach().double().cpu() for w in run_weights])
+        refs = torch.stack([w[k].detach().double().cpu() for w in ref_weights])
         if runs.shape[1:] != refs.shape[1:]:
             raise ValueError(f"weight bias-variance: '{k}' is {tuple(refs.shape[1:])} in the references "
                              f"but {tuple(runs.shape[1:])} in the runs")
         mean_run = runs.mean(dim=0)
-        bias += float((refs.mean(dim=0) - mean_run).square().sum())
-        var += float((runs - mean_run).square().sum()) / len(run_states)
-    return bias, var
+        bias_sq += float((refs.mean(dim=0) - mean_run).square().sum())
+        spread += float((runs - mean_run).square().sum())
+    n = len(run_weights)
+    return math.sqrt(bias_sq), (spread / (n - 1) if n > 1 else math.nan)
 
 
-def loss_bias_variance(run_losses: Sequence[float], ref_losses: Sequence[float]) -> tuple[float, float]:
-    """Eq. 4: (mean_n L(s_n) - mean_n L(r_n), population variance of the runs' losses)."""
-    if len(run_losses) == 0 or len(ref_losses) == 0:
-        raise ValueError("loss bias-variance: need at least one run loss and one reference loss")
+def loss_bias_variance(run_losses: Sequence[float]) -> tuple[float, float]:
+    """Eq. 4: ((1/N) sum_n s_in, (1/N) sum_n (s_in - mean s_i)^2) of the runs' validation losses s_in."""
+    if len(run_losses) == 0:
+        raise ValueError("loss bias-variance: need at least one run loss")
     runs = np.asarray(run_losses, dtype=float)
-    return float(runs.mean() - np.mean(ref_losses)), float(runs.var())
+    return float(runs.mean()), float(runs.var())
 
 
 def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[float, float],
@@ -200,20 +213,17 @@ def _stack_log_probs(models: Sequence[nn.Module], batch: Batch, device: str) -> 
     return torch.stack(outs), nll
 
 
-def _references_log_mean(models: Sequence[nn.Module], batch: Batch, device: str) -> tuple[torch.Tensor, list[float]]:
-    """log of the references' mean distribution on `batch` (kept as a 1-model stack) and their NLL sums.
+def _references_log_mean(models: Sequence[nn.Module], batch: Batch, device: str) -> torch.Tensor:
+    """log of the references' mean distribution on `batch`, kept as a 1-model stack (1, ..., V).
 
     The references are folded in one at a time (log-add-exp), so only one model's (..., V) is held.
     """
     acc: torch.Tensor | None = None
-    nll = []
     for m in models:
-        lp, targets = predictive_log_probs(m, batch, device)
-        nll.append(token_nll_sum(lp, targets))
-        lp = lp.double()
+        lp = predictive_log_probs(m, batch, device)[0].double()
         acc = lp if acc is None else torch.logaddexp(acc, lp)
     assert acc is not None
-    return (acc - math.log(len(models))).unsqueeze(0), nll
+    return (acc - math.log(len(models))).unsqueeze(0)
 
 
 def _mean_loss(model: nn.Module, batches: Sequence[Batch], device: str) -> float:
@@ -246,7 +256,7 @@ def bias_variance_table(
         raise ValueError("bias_variance: references is empty")
     batches = fixed_val_batches(data, num_batches, batch_size)
     refs = [r.load_model(None, device) for r in references]
-    ref_states = [m.state_dict() for m in refs]
+    ref_weights = [trainable_weights(m) for m in refs]
     rows: list[Row] = []
     for shape, runs in track(shape_runs.items(), description="bias-variance", disable=not progress, transient=True):
         if not runs:
@@ -254,20 +264,17 @@ def bias_variance_table(
         models = [r.load_model(None, device) for r in runs]
         acc = KLBiasVariance()
         run_nll = np.zeros(len(models))
-        ref_nll = np.zeros(len(refs))
         tokens = 0
         for batch in batches:
-            ref_lp, r_nll = _references_log_mean(refs, batch, device)
             run_lp, s_nll = _stack_log_probs(models, batch, device)
-            acc.update(ref_lp, run_lp)
-            ref_nll += r_nll
+            acc.update(_references_log_mean(refs, batch, device), run_lp)
             run_nll += s_nll
             tokens += run_lp[0].shape[:-1].numel()
         rows += bias_variance_rows(
             shape,
             kl=acc.result(),
-            weight=weight_bias_variance(ref_states, [m.state_dict() for m in models]),
-            loss=loss_bias_variance(list(run_nll / tokens), list(ref_nll / tokens)),
+            weight=weight_bias_variance(ref_weights, [trainable_weights(m) for m in models]),
+            loss=loss_bias_variance(list(run_nll / tokens)),
             avg_model_loss=_mean_loss(average_models(models), batches, device),
             n_runs=len(runs),
         )

@@ -1,39 +1,52 @@
-"""Recency bias of the cooldown (Dremov et al., TMLR 2025, eq. 2), and the shared window average.
+"""Recency bias of the cooldown: shift and deviation (Dremov et al., TMLR 2025, Sec. 4.2, eq. 2), and the
+shared window average.
 
-For a cooldown run that read training batches b_1..b_M (in that order), the per-batch loss difference is
-    d_j = L(theta_post; b_j) - L(theta_pre; b_j)                    (eq. 2)
-with theta_pre the pre-cooldown checkpoint the run branched from and theta_post the run's final model
-(negative = the cooldown lowered the loss on that batch). A recency bias shows as d_j falling towards
-the end: the last batches seen are fitted best. Summaries per run:
-    shift     = (1/M) sum_j d_j                        mean difference over the cooldown portion (level)
-    deviation = std_j( window_average(d, w)_j )        variability of the smoothed curve across the portion
-                                                       (population std; smoothing removes per-batch noise,
-                                                       so it measures the systematic, position-dependent part)
-    slope     = least-squares slope of d_j against x_j = j / (M - 1) in [0, 1]: the fitted change of d
-                from the first to the last batch (negative = later batches improved more)
-Correlations across shapes (per-shape means over seeds) use Spearman and Pearson from `perplexity`:
-shift <-> bias and deviation <-> variance of one bias-variance space (default kl).
+Every training batch b_i of the whole run that produced a cooldown model, in training order (the stable
+phase from the pre-cooldown run's batches.npy, then the cooldown's own), is scored after training by the
+pre-cooldown model (perplexity p(b_i)) and the post-cooldown model (perplexity c(b_i)). Eq. 2 as printed:
 
-Table `recency_curves`: shape, seed, batch_position, step, loss_diff, loss_diff_smoothed
-    batch_position j = 0..M-1 within the cooldown; step = the optimizer step that consumed the batch.
-Table `recency`: shape, seed, shift, deviation, slope, n_batches
+    difference_i = c(b_i) - p(b_i),
+    shift        = 1/|cooldown| sum_{i in cooldown} difference_i,
+    deviation    = (1/N) sum_{i=1}^N [difference_i - shift]^2.
+
+Perplexity of a batch = exp(mean cross-entropy over its target tokens) (nats -> perplexity, as
+`wsdlab.train.evaluate`). Readings of the text:
+- "cooldown" = the batches the cooldown run trained on; N = every batch of the run (stable + cooldown):
+  the shift is "calculated only during cooldown" (Sec. 4.2, Fig. 22) and the deviation runs i = 1..N.
+- No smoothing enters shift or deviation (the raw differences). The 100-batch window average is only the
+  curves of Fig. 9 ("100-step window-averaged"): the `*_smoothed` columns of `recency_curves`.
+- stride k (a cost option, not in the paper) scores every k-th batch: positions n_stable + j k for every
+  integer j that lands in the run, so the first cooldown batch is always scored; N and |cooldown| then
+  count scored batches. stride 1 is eq. 2 exactly. The window stays in training batches (window / k
+  scored points, at least 1, at most the series length).
+- The stable phase is followed back through `init_from` to the first run (the base), up to each branch step.
+
+Table `recency_curves`: shape, seed, batch_position, step, phase, stride, ppl_pre, ppl_post, ppl_diff,
+    ppl_pre_smoothed, ppl_post_smoothed, ppl_diff_smoothed
+    batch_position i = 0..N-1 over the whole run; step = the optimizer step that consumed the batch;
+    phase = "stable" | "cooldown".
+Table `recency`: shape, seed, shift, deviation, n_batches, n_cooldown_batches, stride
 Table `recency_correlations`: x, y, space, spearman, pearson, n_shapes
+    Spearman and Pearson across shapes (per-shape means over seeds, from `perplexity`): shift <-> bias and
+    deviation <-> variance of one bias-variance space (default kl), as Fig. 23.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from rich.progress import track
+from torch import nn
 
 from wsdlab.analysis.perplexity import pearson, spearman
 from wsdlab.analysis.registry import register_analysis
+from wsdlab.common.errors import ConfigError
 from wsdlab.models import batch_loss
 from wsdlab.train import RunDir, load_checkpoint_model
 from wsdlab.train.batching import micro_batches
@@ -43,6 +56,7 @@ if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
 Row = dict[str, Any]
+WINDOW = 100  # batches: Fig. 9's "100-step window-averaged" curves
 
 
 def window_average(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
@@ -52,7 +66,7 @@ def window_average(values: Sequence[float] | np.ndarray, window: int) -> np.ndar
     window = 1 returns the values unchanged.
     """
     if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+        raise ConfigError(f"window must be >= 1, got {window}")
     x = np.asarray(values, dtype=float)
     if x.ndim != 1:
         raise ValueError(f"window_average: values must be 1-D, got shape {x.shape}")
@@ -67,38 +81,61 @@ def window_average(values: Sequence[float] | np.ndarray, window: int) -> np.ndar
         return np.where(n > 0, (sums[hi] - sums[lo]) / np.maximum(n, 1), np.nan)
 
 
-def loss_differences(post_losses: Sequence[float], pre_losses: Sequence[float]) -> np.ndarray:
-    """Eq. 2: d_j = L(theta_post; b_j) - L(theta_pre; b_j), per batch in the cooldown's order."""
-    post, pre = np.asarray(post_losses, dtype=float), np.asarray(pre_losses, dtype=float)
+def perplexity_differences(post_ppl: Sequence[float], pre_ppl: Sequence[float]) -> np.ndarray:
+    """Eq. 2: difference_i = c(b_i) - p(b_i), post- minus pre-cooldown perplexity per batch."""
+    post, pre = np.asarray(post_ppl, dtype=float), np.asarray(pre_ppl, dtype=float)
     if post.shape != pre.shape:
-        raise ValueError(f"post_losses {post.shape} and pre_losses {pre.shape} must have the same length")
+        raise ValueError(f"post perplexities {post.shape} and pre perplexities {pre.shape} must have the same length")
     return post - pre
 
 
-def recency_summary(diffs: Sequence[float] | np.ndarray, smoothed: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """shift = mean d, deviation = population std of the smoothed d, slope = LS slope of d over x in [0, 1]."""
-    d = np.asarray(diffs, dtype=float)
-    s = np.asarray(smoothed, dtype=float)
-    if d.size == 0:
-        raise ValueError("recency: no loss differences")
-    x = np.linspace(0.0, 1.0, d.size) if d.size > 1 else np.zeros(1)
-    xc = x - x.mean()
-    slope = float((xc * (d - d.mean())).sum() / (xc * xc).sum()) if d.size > 1 else 0.0
-    return {"shift": float(d.mean()), "deviation": float(np.nanstd(s)), "slope": slope}
+def shift_deviation(differences: Sequence[float] | np.ndarray,
+                    in_cooldown: Sequence[bool] | np.ndarray) -> tuple[float, float]:
+    """Eq. 2: (shift = mean difference over the cooldown batches, deviation = (1/N) sum_i (difference_i - shift)^2)."""
+    d = np.asarray(differences, dtype=float)
+    cool = np.asarray(in_cooldown, dtype=bool)
+    if d.shape != cool.shape or d.ndim != 1:
+        raise ValueError(f"recency: {d.shape} differences but {cool.shape} cooldown flags")
+    if not cool.any():
+        raise ValueError("recency: no cooldown batch was scored (the shift needs at least one)")
+    shift = float(d[cool].mean())
+    return shift, float(((d - shift) ** 2).mean())
 
 
-def recency_curve_rows(shape: str, seed: int, steps: Sequence[int], diffs: Sequence[float], window: int) -> list[Row]:
-    """`recency_curves` rows of one run: raw and window-averaged loss differences per batch position."""
-    smoothed = window_average(diffs, window)
+def scored_positions(n_stable: int, n_total: int, stride: int) -> np.ndarray:
+    """Positions i in [0, n_total) with (i - n_stable) divisible by stride: every stride-th batch, the first
+    cooldown batch (position n_stable) always among them."""
+    if stride < 1:
+        raise ConfigError(f"recency: stride must be >= 1, got {stride}")
+    return np.arange(n_stable % stride, n_total, stride)
+
+
+def window_points(window: int, stride: int, length: int) -> int:
+    """A window of `window` training batches in scored points (every stride-th batch), capped at `length`."""
+    if window < 1:
+        raise ConfigError(f"recency: window must be >= 1, got {window}")
+    return max(1, min(round(window / stride), length))
+
+
+def recency_curve_rows(shape: str, seed: int, positions: Sequence[int], steps: Sequence[int],
+                       in_cooldown: Sequence[bool], pre_ppl: Sequence[float], post_ppl: Sequence[float],
+                       *, window: int = WINDOW, stride: int = 1) -> list[Row]:
+    """`recency_curves` rows of one run: per scored batch, both perplexities and eq. 2's difference, raw and
+    window-averaged over `window` training batches (Fig. 9)."""
+    diff = perplexity_differences(post_ppl, pre_ppl)
+    w = window_points(window, stride, len(diff))
+    smooth = {name: window_average(values, w) for name, values in
+              (("ppl_pre", pre_ppl), ("ppl_post", post_ppl), ("ppl_diff", diff))}
     return [
-        {"shape": shape, "seed": seed, "batch_position": j, "step": int(step), "loss_diff": float(d),
-         "loss_diff_smoothed": float(s)}
-        for j, (step, d, s) in enumerate(zip(steps, diffs, smoothed))
+        {"shape": shape, "seed": seed, "batch_position": int(pos), "step": int(step),
+         "phase": "cooldown" if cool else "stable", "stride": stride, "ppl_pre": float(pre), "ppl_post": float(post),
+         "ppl_diff": float(d), **{f"{name}_smoothed": float(values[j]) for name, values in smooth.items()}}
+        for j, (pos, step, cool, pre, post, d) in enumerate(zip(positions, steps, in_cooldown, pre_ppl, post_ppl, diff))
     ]
 
 
-def cooldown_batches(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
-    """(steps (M,), train sequence indices (M, global_batch)) of every batch `run` trained on, in order.
+def own_batches(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (M,), train sequence indices (M, global_batch)) of every batch `run` itself trained on, in order.
 
     batches.npy holds only this run's rows (not its parent's), saved with each checkpoint, so row j
     was consumed by step (latest checkpoint step - M + 1 + j).
@@ -114,25 +151,65 @@ def cooldown_batches(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
 def pre_cooldown_checkpoint(run: RunDir) -> Path:
     """The checkpoint a cooldown branch started from (its spec's init_from)."""
     if run.spec.init_from is None:
-        raise ValueError(f"recency: run {run.path} has no init_from; it is not a cooldown branch")
+        raise ConfigError(f"recency: run {run.path} has no init_from; it is not a cooldown branch")
     path = Path(run.spec.init_from)
     if not path.is_dir():
         raise FileNotFoundError(f"recency: init_from checkpoint of run {run.path} not found: {path}")
     return path
 
 
+def parent_run(checkpoint: Path) -> RunDir:
+    """The run directory holding `checkpoint` (RUN/checkpoints/<step>/)."""
+    return RunDir(checkpoint.parent.parent)
+
+
+def history(run: RunDir, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, index rows) of every batch that trained `run`'s weights, through init_from back to the first
+    run, in training order; only steps <= `upto` when given."""
+    steps, rows = own_batches(run)
+    if run.spec.init_from is not None:
+        ckpt = Path(run.spec.init_from)
+        before_steps, before_rows = history(parent_run(ckpt), int(ckpt.name))
+        steps, rows = np.concatenate([before_steps, steps]), np.concatenate([before_rows, rows])
+    keep = steps <= upto if upto is not None else np.ones(len(steps), dtype=bool)
+    return steps[keep], rows[keep]
+
+
+@dataclass(frozen=True)
+class RunBatches:
+    """The batches of a cooldown run's whole training, in order: steps (N,), rows (N, B), in_cooldown (N,)."""
+
+    steps: np.ndarray
+    rows: np.ndarray
+    in_cooldown: np.ndarray
+
+    @property
+    def n_stable(self) -> int:
+        return int((~self.in_cooldown).sum())
+
+
+def run_batches(run: RunDir) -> RunBatches:
+    """The stable phase (the pre-cooldown history up to the branch step) followed by the cooldown's own batches."""
+    ckpt = pre_cooldown_checkpoint(run)
+    stable_steps, stable_rows = history(parent_run(ckpt), int(ckpt.name))
+    cool_steps, cool_rows = own_batches(run)
+    if stable_rows.shape[0] and stable_rows.shape[1:] != cool_rows.shape[1:]:
+        raise ValueError(f"recency: run {run.path} reads batches of {cool_rows.shape[1]} sequences, its stable phase "
+                         f"{stable_rows.shape[1]}; the batches cannot be scored in one series")
+    in_cooldown = np.concatenate([np.zeros(len(stable_steps), dtype=bool), np.ones(len(cool_steps), dtype=bool)])
+    rows = np.concatenate([stable_rows, cool_rows]) if stable_rows.shape[0] else cool_rows
+    return RunBatches(np.concatenate([stable_steps, cool_steps]), rows, in_cooldown)
+
+
 @torch.no_grad()
-def per_batch_losses(model: nn.Module, data: DataBundle, index_rows: np.ndarray, eval_batch_size: int | None,
-                     device: str | torch.device = "cpu") -> np.ndarray:
-    """Mean loss of `model` on each training batch (one row of sequence indices each), in micro batches."""
+def batch_perplexity(model: nn.Module, data: DataBundle, index_row: np.ndarray, eval_batch_size: int | None,
+                     device: str | torch.device = "cpu") -> float:
+    """exp(mean cross-entropy over the targets of one training batch), in micro batches of eval_batch_size."""
     model.eval()
-    out = np.empty(len(index_rows))
-    for j, idx in enumerate(index_rows):
-        total = 0.0
-        for chunk in micro_batches(np.asarray(idx), eval_batch_size):
-            total += float(batch_loss(model, to_device(data.train_batch(chunk), device))) * len(chunk)
-        out[j] = total / len(idx)
-    return out
+    total = 0.0
+    for chunk in micro_batches(np.asarray(index_row), eval_batch_size):
+        total += float(batch_loss(model, to_device(data.train_batch(chunk), device))) * len(chunk)
+    return math.exp(total / len(index_row))
 
 
 @register_analysis("recency_curves")
@@ -140,49 +217,57 @@ def recency_curves_table(
     shape_runs: Mapping[str, Sequence[RunDir]],
     data: DataBundle,
     *,
-    window: int = 16,
+    window: int = WINDOW,
     stride: int = 1,
     eval_batch_size: int | None = None,
     device: str = "cpu",
     progress: bool = False,
 ) -> list[Row]:
-    """Eq. 2 curves: per cooldown run, post- minus pre-cooldown loss on the run's batches in their order.
+    """Eq. 2 per batch of each cooldown run's whole training: pre- and post-cooldown perplexities, difference.
 
-    stride k evaluates every k-th batch only (positions 0, k, 2k, ...; batch_position keeps the true
-    position and the window counts evaluated batches). eval_batch_size splits a global batch into
-    chunks of that many sequences (None = whole batch at once). seed = the run's data.order.seed.
+    stride k scores every k-th batch (module docstring); window is in training batches (Fig. 9 curves only).
+    The pre-cooldown model's perplexity of a batch is computed once per checkpoint (the runs of one
+    branch point share the stable phase). eval_batch_size splits a global batch into chunks of that many
+    sequences (None = whole batch at once). seed = the run's data.order.seed.
     """
     if stride < 1:
-        raise ValueError(f"recency: stride must be >= 1, got {stride}")
+        raise ConfigError(f"recency: stride must be >= 1, got {stride}")
     pre_models: dict[Path, nn.Module] = {}
+    pre_cache: dict[tuple[Path, bytes], float] = {}
     jobs = [(shape, run) for shape, runs in shape_runs.items() for run in runs]
     rows: list[Row] = []
     for shape, run in track(jobs, description="recency", disable=not progress, transient=True):
-        steps, index_rows = cooldown_batches(run)
-        keep = np.arange(0, len(steps), stride)
+        batches = run_batches(run)
+        keep = scored_positions(batches.n_stable, len(batches.steps), stride)
         ckpt = pre_cooldown_checkpoint(run)
         if ckpt not in pre_models:
             pre_models[ckpt] = load_checkpoint_model(ckpt, device)
-        pre = per_batch_losses(pre_models[ckpt], data, index_rows[keep], eval_batch_size, device)
-        post = per_batch_losses(run.load_model(None, device), data, index_rows[keep], eval_batch_size, device)
-        curve = recency_curve_rows(shape, run.spec.data.order.seed, steps[keep], loss_differences(post, pre), window)
-        for row, position in zip(curve, keep):
-            row["batch_position"] = int(position)
-        rows += curve
+        pre = []
+        for idx in batches.rows[keep]:
+            key = (ckpt, np.ascontiguousarray(idx).tobytes())
+            if key not in pre_cache:
+                pre_cache[key] = batch_perplexity(pre_models[ckpt], data, idx, eval_batch_size, device)
+            pre.append(pre_cache[key])
+        post_model = run.load_model(None, device)
+        post = [batch_perplexity(post_model, data, idx, eval_batch_size, device) for idx in batches.rows[keep]]
+        rows += recency_curve_rows(shape, run.spec.data.order.seed, keep, batches.steps[keep],
+                                   batches.in_cooldown[keep], pre, post, window=window, stride=stride)
     return rows
 
 
 @register_analysis("recency")
 def recency_table(curve_rows: Sequence[Row]) -> list[Row]:
-    """Per (shape, seed): shift, deviation and slope of the loss-difference curve (from `recency_curves`)."""
+    """Per (shape, seed): eq. 2's shift and deviation from the raw differences of `recency_curves`."""
     groups: dict[tuple[Any, Any], list[Row]] = {}
     for row in curve_rows:
         groups.setdefault((row["shape"], row["seed"]), []).append(row)
     out = []
     for (shape, seed), rows in groups.items():
-        rows = sorted(rows, key=lambda r: r["batch_position"])
-        summary = recency_summary([r["loss_diff"] for r in rows], [r["loss_diff_smoothed"] for r in rows])
-        out.append({"shape": shape, "seed": seed, **summary, "n_batches": len(rows)})
+        rows = sorted(rows, key=lambda r: int(r["batch_position"]))
+        in_cooldown = [r["phase"] == "cooldown" for r in rows]
+        shift, deviation = shift_deviation([float(r["ppl_diff"]) for r in rows], in_cooldown)
+        out.append({"shape": shape, "seed": seed, "shift": shift, "deviation": deviation, "n_batches": len(rows),
+                    "n_cooldown_batches": int(sum(in_cooldown)), "stride": int(rows[0]["stride"])})
     return out
 
 

@@ -20,6 +20,15 @@ def parameter_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_parameters()]
 
 
+def trainable_weights(model: nn.Module) -> Weights:
+    """The model's parameters as a weight set, each tensor once, detached but not copied.
+
+    `named_parameters()` yields a shared (tied) tensor under its first name only and no buffers, so
+    flattened this is the vector of the p trainable parameters that eq. 3 (Dremov et al.) compares.
+    """
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
 def model_weights(model: nn.Module) -> Weights:
     """Detached copies of the model's parameters."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}

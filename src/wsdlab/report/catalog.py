@@ -125,9 +125,10 @@ def _recency_summary(tables: Tables) -> list[Row]:
 
 
 def _recency_curves_summary(tables: Tables) -> list[Row]:
-    rows = require(tables, "recency_curves", ["shape", "batch_position", "loss_diff"])
-    return [{"shape": r["shape"], "points": r["n"], "mean loss_diff": r["loss_diff"]}
-            for r in mean_per_group(rows, ["shape"], ["loss_diff"])]
+    rows = require(tables, "recency_curves", ["shape", "batch_position", "ppl_pre", "ppl_post", "ppl_diff"])
+    return [{"shape": r["shape"], "points": r["n"], "mean ppl_pre": r["ppl_pre"], "mean ppl_post": r["ppl_post"],
+             "mean ppl_diff": r["ppl_diff"]}
+            for r in mean_per_group(rows, ["shape"], ["ppl_pre", "ppl_post", "ppl_diff"])]
 
 
 def _hyperparams_summary(tables: Tables) -> list[Row]:
@@ -215,7 +216,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Validation loss of the weight-averaged model vs one longer run and vs the averaged runs' mean.",
                ("averaging",), F.plot_averaging, _table("averaging")),
     FigureSpec("recency_curves", "recency",
-               "Loss difference on each cooldown batch vs its position (faint: raw, line: smoothed, mean over seeds).",
+               "Perplexity of every training batch after training, pre- and post-cooldown, and their difference "
+               "(eq. 2; window-averaged, mean over seeds).",
                ("recency_curves",), F.plot_recency_curves, _recency_curves_summary),
     FigureSpec("recency_shift", "recency", "Shift vs deviation of the recency curve per run (★ = mean per shape).",
                ("recency",), F.plot_recency_shift, _recency_summary),

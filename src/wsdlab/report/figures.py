@@ -175,27 +175,33 @@ def plot_averaging(tables: Tables, fig: Figure | None = None) -> Figure:
 
 
 def plot_recency_curves(tables: Tables, fig: Figure | None = None) -> Figure:
-    """Per-batch loss difference L(post; b_j) - L(pre; b_j) vs the batch's position j in the cooldown.
+    """Fig. 9 (left) and eq. 2's difference: perplexity of every training batch after training, in training order.
 
-    From recency_curves.csv; the smoothed curve (loss_diff_smoothed) is the line when present.
+    From recency_curves.csv (window-averaged columns when present, else the raw ones): left, the
+    pre-cooldown model (one line: all cooldowns share it) and each shape's post-cooldown models; right,
+    difference_i = c(b_i) - p(b_i). Mean over seeds, band = min/max; dotted line = the cooldown start.
     """
-    rows = require(tables, "recency_curves", ["shape", "batch_position", "loss_diff"])
-    smoothed = has_values(rows, "loss_diff_smoothed")
-    fig, (ax,) = panels(fig, 1, width=6.4)
+    rows = require(tables, "recency_curves", ["shape", "batch_position", "ppl_pre", "ppl_post", "ppl_diff"])
+    col = {c: f"{c}_smoothed" if has_values(rows, f"{c}_smoothed") else c for c in ("ppl_pre", "ppl_post", "ppl_diff")}
+    fig, (left, right) = panels(fig, 2, width=5.6)
+    x, pre, _, _ = curve_stats(rows, "batch_position", col["ppl_pre"])
+    left.plot(x, pre, color="k", lw=1.4, label="pre-cooldown model")
     for shape, members in group_by(rows, "shape").items():
         color = group_color(shape)
-        x, raw, _, _ = curve_stats(members, "batch_position", "loss_diff")
-        if smoothed:
-            ax.plot(x, raw, color=color, alpha=0.2, lw=0.8)
-            xs, sm, lo, hi = curve_stats(members, "batch_position", "loss_diff_smoothed")
-            band(ax, xs, sm, lo, hi, color=color, label=group_label(shape), alpha=0.12)
-        else:
-            ax.plot(x, raw, color=color, label=group_label(shape), lw=1.2)
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set(xlabel="position of the batch in the cooldown (batch index)",
-           ylabel="loss after − loss before cooldown (nats)",
-           title="Recency bias: loss change on each training batch")
-    legend(ax)
+        for ax, c in ((left, col["ppl_post"]), (right, col["ppl_diff"])):
+            xs, mean, lo, hi = curve_stats(members, "batch_position", c)
+            band(ax, xs, mean, lo, hi, color=color, label=group_label(shape), alpha=0.12)
+    cooldown = [to_float(r["batch_position"]) for r in rows if r.get("phase") == "cooldown"]
+    for ax in (left, right):
+        if cooldown:
+            ax.axvline(min(cooldown), color="k", lw=0.8, ls=":")
+        ax.grid(alpha=0.3)
+    right.axhline(0.0, color="k", lw=0.8)
+    left.set(xlabel="training batch (position in the whole run)", ylabel="perplexity on the training batch",
+             title="Perplexity of each training batch after training")
+    right.set(xlabel="training batch (position in the whole run)", ylabel="c(b) − p(b) (perplexity)",
+              title="Eq. 2 difference: post- minus pre-cooldown")
+    legend(left)
     return fig
 
 
@@ -209,7 +215,8 @@ def plot_recency_shift(tables: Tables, fig: Figure | None = None) -> Figure:
         ax.scatter(s, d, color=color, alpha=0.45, s=20)
         ax.scatter(np.nanmean(s), np.nanmean(d), color=color, s=80, marker="*", edgecolors="k",
                    label=group_label(shape), zorder=3)
-    ax.set(xlabel="shift: mean loss difference (nats)", ylabel="deviation: std of the smoothed curve (nats)",
+    ax.set(xlabel="shift: mean difference over the cooldown batches (perplexity)",
+           ylabel="deviation: mean squared (difference − shift), all batches",
            title="Recency bias: shift vs deviation (★ = mean over seeds)")
     ax.grid(alpha=0.3)
     legend(ax)

@@ -84,7 +84,8 @@ _SPACES: dict[str, str] = {
     "avg_loss_var_weight": "averaged-model loss / weight variance",
 }
 _METRICS: dict[str, str] = {
-    "grad_momentum_cos": "cos(gradient, momentum)",
+    "grad_momentum_cos": "cos(gradient, momentum), mean over tensors",
+    "grad_momentum_cos_global": "cos(gradient, momentum), all parameters as one vector",
     "update_grad_cos": "cos(gradient, update)",
     "grad_norm": "gradient norm",
     "param_norm": "parameter norm",

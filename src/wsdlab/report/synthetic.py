@@ -97,14 +97,21 @@ def _recency(rng: np.random.Generator, k: int, n: int) -> Tables:
     """recency_curves, recency and recency_correlations."""
 
     def diff(j: int, d: float) -> float:
-        return float(-0.2 * np.exp(-(n - j) / (3 + 20 * d)))
+        return float(-4.0 * np.exp(-(n - j) / (3 + 20 * d))) if j >= n // 2 else float(-1.0 - 0.02 * j)
 
-    curves = [{"shape": s, "seed": sd, "batch_position": j, "step": k + j + 1,
-               "loss_diff": diff(j, d) + 0.02 * float(rng.standard_normal()), "loss_diff_smoothed": diff(j, d)}
-              for s, d in SHAPES.items() for sd in SEEDS for j in range(n)]
-    summary = [{"shape": s, "seed": sd, "shift": float(-0.05 - d + 0.01 * rng.standard_normal()),
-                "deviation": float(0.05 + 0.5 * d + 0.005 * rng.standard_normal()), "slope": float(-0.2 + d),
-                "n_batches": n} for s, d in SHAPES.items() for sd in SEEDS]
+    curves = []
+    for s, d in SHAPES.items():
+        for sd in SEEDS:
+            for j in range(n):
+                pre = float(40.0 - 0.1 * j)
+                post = pre + diff(j, d) + 0.2 * float(rng.standard_normal())
+                curves.append({"shape": s, "seed": sd, "batch_position": j, "step": j + 1,
+                               "phase": "cooldown" if j >= n // 2 else "stable", "stride": 1, "ppl_pre": pre,
+                               "ppl_post": post, "ppl_diff": post - pre, "ppl_pre_smoothed": pre,
+                               "ppl_post_smoothed": pre + diff(j, d), "ppl_diff_smoothed": diff(j, d)})
+    summary = [{"shape": s, "seed": sd, "shift": float(-3.0 - d + 0.1 * rng.standard_normal()),
+                "deviation": float(0.5 + 5 * d + 0.05 * rng.standard_normal()), "n_batches": n,
+                "n_cooldown_batches": n - n // 2, "stride": 1} for s, d in SHAPES.items() for sd in SEEDS]
     corr = [{"x": "shift", "y": "bias", "space": "kl", "spearman": -0.8, "pearson": -0.75, "n_shapes": len(SHAPES)},
             {"x": "deviation", "y": "variance", "space": "kl", "spearman": 0.7, "pearson": 0.6,
              "n_shapes": len(SHAPES)}]
@@ -122,7 +129,7 @@ def _hyperparams_and_alignment(rng: np.random.Generator, k: int, n: int) -> Tabl
                 loss = float(2.7 + 0.02 * i + 0.005 * rng.standard_normal())
                 hyper.append({"panel": panel, "value": v, "seed": sd, "val_loss": loss, "ppl": float(np.exp(loss))})
     align = []
-    for metric, base in (("grad_momentum_cos", 0.3), ("grad_norm", 0.5)):
+    for metric, base in (("grad_momentum_cos", 0.3), ("grad_momentum_cos_global", 0.25), ("grad_norm", 0.5)):
         for s, d in SHAPES.items():
             for step in range(k, k + n + 1, 2):
                 x = (step - k) / n

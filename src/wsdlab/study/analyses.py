@@ -10,6 +10,7 @@ the runs and tables it reads) is the one recorded in STUDY/tables/.fingerprints.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,7 +28,7 @@ from wsdlab.study.spec import StudySpec
 Row = dict[str, Any]
 TABLES_DIR = "tables"
 FINGERPRINTS = ".fingerprints.json"
-STEP_VERSION = 1  # bump to recompute every table after a change in this glue
+STEP_VERSION = 2  # bump to recompute every table after a change in this glue (2: eq. 1-4 and App. G fixes)
 
 
 # ----------------------------------------------------------------------------------------- run groups
@@ -227,6 +228,8 @@ def _recency(ctx: StepContext) -> dict[str, list[Row]]:
 
     opts = ctx.options("recency")
     space = opts.pop("space", "kl")
+    # eq. 2 scores every batch of the whole run: by default about 32 of them per run (stride 1 = every batch)
+    opts.setdefault("stride", max(1, math.ceil((ctx.runs.base.spec.train.steps + ctx.study.cooldown.steps) / 32)))
     curves = recency_curves_table(_groups(ctx.runs), ctx.data, eval_batch_size=ctx.eval_kwargs["batch_size"],
                                   device=ctx.device, **opts)
     summary = recency_table(curves)
@@ -376,7 +379,8 @@ STEPS: tuple[TableStep, ...] = (
     TableStep("averaging", ("averaging",),
               lambda runs: [*(r for rs in runs.portions.values() for r in rs), *runs.longer.values()],
               _averaging, applies=lambda runs: bool(runs.portions)),
-    TableStep("recency", ("recency_curves", "recency"), _all_cooldowns, _recency, needs=("bias_variance",)),
+    TableStep("recency", ("recency_curves", "recency"), lambda runs: [runs.base, *_all_cooldowns(runs)], _recency,
+              needs=("bias_variance",)),
     TableStep("hyperparams", ("hyperparams", "hyperparams_summary"), lambda runs: [r for _, _, r in runs.panels],
               _hyperparams, applies=lambda runs: bool(runs.panels)),
     TableStep("alignment", ("alignment",), _all_cooldowns, _alignment),

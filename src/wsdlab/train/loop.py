@@ -227,7 +227,9 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
 
     Measurements (only on logged steps, so other steps never wait on the device): loss (mean over
     the global batch), lr of this update, grad_norm before clipping, param_norm after the update,
-    grad_momentum_cos = cos(g_t, m_{t-1}) (None without moments), update_grad_cos = cos(-g_t, x_t - x_{t-1}).
+    grad_momentum_cos = mean over parameter tensors j of cos(g_t^j, m_{t-1}^j) (Dremov et al. App. G; None
+    without moments), grad_momentum_cos_global = cos(g_t, m_{t-1}) of the concatenated vectors,
+    update_grad_cos = cos(-g_t, x_t - x_{t-1}).
     """
     spec, ctx, opt = setup.spec, setup.ctx, setup.optimizer
     local = rank_slice(seq, ctx.rank, ctx.world_size)
@@ -241,11 +243,12 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
         loss_sum += loss.detach().double() * (len(idx) / len(local))
     lr = opt.param_groups[0]["lr"]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    gm_cos = prev = None
+    gm_cos = gm_cos_global = prev = None
     if log:
         moments = [opt.state[p].get("exp_avg") for p in params]
         if all(m is not None for m in moments):
-            gm_cos = measures.cosine(grads, moments, reduce)  # cos(g_t, m_{t-1})
+            gm_cos = measures.mean_tensor_cosine(grads, moments, reduce)  # App. G: per tensor, then averaged
+            gm_cos_global = measures.cosine(grads, moments, reduce)  # cos(g_t, m_{t-1}) of the whole vectors
         prev = measures.copy_of(params)
     if spec.optim.grad_clip is not None:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.optim.grad_clip, foreach=True)
@@ -258,6 +261,7 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
         row = {"loss": float(dist_utils.all_reduce_mean(loss_sum, ctx)), "lr": lr,
                "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
                "param_norm": measures.global_norm(params, reduce), "grad_momentum_cos": gm_cos,
+               "grad_momentum_cos_global": gm_cos_global,
                "update_grad_cos": None if ug is None else -ug}  # cos(-g_t, x_t - x_{t-1})
     opt.zero_grad(set_to_none=True)
     return row

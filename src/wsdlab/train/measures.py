@@ -52,6 +52,29 @@ def cosine(a: Tensors, b: Tensors, reduce: Reduce = no_reduce) -> float | None:
     return dot(a, b, reduce) / (na * nb)
 
 
+def mean_tensor_cosine(a: Tensors, b: Tensors, reduce: Reduce = no_reduce) -> float | None:
+    """(1/J) sum_j cos(a_j, b_j): the cosine of each paired tensor, averaged over the J tensors where it is defined.
+
+    Dremov et al. App. G: "the cosine angle between the optimizer's state and the corresponding gradient
+    ... for each parameter individually", plotted as the "average cosine similarity" (Fig. 26a). Per-tensor
+    dot products and squared norms are summed across ranks (one `reduce` of a (3, J) tensor) before
+    dividing, so FSDP shards give the cosine of the whole tensor. Tensors where either norm is zero have
+    no direction and are left out; None when no tensor has a cosine.
+    """
+    a, b = _local(a), _local(b)
+    if not a:
+        return None
+    prods = torch._foreach_mul([x.float() for x in a], [y.float() for y in b])
+    sq_a = torch._foreach_mul([x.float() for x in a], [x.float() for x in a])
+    sq_b = torch._foreach_mul([y.float() for y in b], [y.float() for y in b])
+    sums = torch.stack([torch.stack([t.sum(dtype=torch.float64) for t in ts]) for ts in (prods, sq_a, sq_b)])
+    dots, na2, nb2 = reduce(sums).cpu().unbind(0)
+    ok = (na2 > 0) & (nb2 > 0)
+    if not bool(ok.any()):
+        return None
+    return float((dots[ok] / (na2[ok].sqrt() * nb2[ok].sqrt())).mean())
+
+
 def difference(a: Tensors, b: Tensors) -> list[torch.Tensor]:
     """a - b elementwise over paired lists (e.g. the applied update x_t - x_{t-1})."""
     return list(torch._foreach_sub(_local(a), _local(b)))
