@@ -408,7 +408,7 @@ def step_fingerprint(step: TableStep, ctx: StepContext, upstream: dict[str, str]
         "eval": [cfg.eval_batches, cfg.eval_batch_size],
         "runs": [r.path.name for r in step.inputs(ctx.runs)],
         "upstream": {n: upstream.get(n) for n in step.needs},
-        "labels": [[p, str(v), r.path.name] for p, v, r in ctx.runs.panels] if step.name == "hyperparams" else None,
+        "labels": [[s, p, str(v), r.path.name] for s, p, v, r in ctx.runs.panels] if step.name == "hyperparams" else None,
     }, length=16)
 
 
