@@ -11,6 +11,7 @@ import pytest
 from wsdlab.data import SequenceOrder, load_data
 from wsdlab.schedules import build_schedule
 from wsdlab.train import RunSpec, branch_spec, run_preset, train
+from wsdlab.train.branch import half_life_steps, scaled_beta
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,43 @@ def test_branch_spec_overrides(parent) -> None:
         branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=0.3)
     with pytest.raises(FileNotFoundError):
         branch_spec(parent.path / "checkpoints" / "7", steps=8, shape="sqrt")
+
+
+def test_beta_power_below_one_is_a_larger_beta_with_a_longer_half_life(parent) -> None:
+    """The paper's beta_hat = beta^p with base betas 0.9 / 0.95: p < 1 gives a LARGER beta (longer memory),
+    p > 1 a smaller one; the half-life in steps, ln(1/2) / ln(beta), is 1/p times the base one."""
+    b1, b2 = parent.spec.optim.beta1, parent.spec.optim.beta2
+    assert (b1, b2) == (0.9, 0.95)  # the paper's AdamW betas (App. A)
+    half = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=0.5, beta2_only=True)
+    one = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=1.0, beta2_only=True)
+    two = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=2.0, beta2_only=True)
+    assert half.optim.beta2 > one.optim.beta2 == b2 > two.optim.beta2
+    assert half.optim.beta2 == pytest.approx(0.95**0.5) and two.optim.beta2 == pytest.approx(0.9025)
+    assert half_life_steps(half.optim.beta2) == pytest.approx(2 * half_life_steps(b2))
+    assert half_life_steps(two.optim.beta2) == pytest.approx(half_life_steps(b2) / 2)
+    assert scaled_beta(0.9, 0.3) > 0.9 and "LARGER beta" in (scaled_beta.__doc__ or "")
+
+
+def test_matched_half_life_keeps_the_half_life_in_tokens(parent) -> None:
+    """§6.1: "For a new batch size B^ = kB, the momentum is set as p^ = p^k": k times more tokens per step and
+    a k times shorter half-life in steps leave the half-life in tokens unchanged."""
+    k = 2
+    matched = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=k, match_half_life=True)
+    per_step, per_step_k = parent.spec.train.batch_size, matched.train.batch_size
+    assert per_step_k == k * per_step
+    for base, new in ((parent.spec.optim.beta1, matched.optim.beta1), (parent.spec.optim.beta2, matched.optim.beta2)):
+        assert half_life_steps(new) * per_step_k == pytest.approx(half_life_steps(base) * per_step)
+
+
+def test_cooldown_steps_keeps_the_peak_lr_first(parent) -> None:
+    from wsdlab.common.errors import ConfigError
+
+    spec = branch_spec(parent.checkpoint(10), steps=10, shape="sqrt", cooldown_steps=4)
+    assert spec.train.steps == 20 and spec.schedule.cooldown_steps == 4
+    f = build_schedule(spec.schedule, spec.train.steps)
+    assert [f(t) for t in range(11, 17)] == [1.0] * 6 and f(17) < 1.0 and f(20) == pytest.approx(spec.schedule.alpha)
+    with pytest.raises(ConfigError, match="cooldown_steps"):
+        branch_spec(parent.checkpoint(10), steps=10, shape="sqrt", cooldown_steps=11)
 
 
 def test_a_branch_starts_with_the_cooldown_lr_and_continues_the_data(parent, num_train: int, tmp_path: Path) -> None:

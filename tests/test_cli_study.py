@@ -24,7 +24,7 @@ TABLES = {
     "averaging": ["shape", "val_loss_average_model", "val_loss_longer_run"],
     "recency_curves": ["shape", "seed", "batch_position", "step", "phase", "stride", "ppl_pre", "ppl_post", "ppl_diff"],
     "recency": ["shape", "seed", "shift", "deviation", "n_batches", "n_cooldown_batches", "stride"],
-    "hyperparams": ["panel", "value", "seed", "val_loss", "ppl"],
+    "hyperparams": ["shape", "panel", "value", "seed", "val_loss", "ppl"],
     "alignment": ["shape", "step", "metric", "mean"],
     # geometry, on the first seed's cooldown of each shape (and the base for sharpness)
     "sharpness": ["shape", "run", "step", "trace"],
@@ -76,8 +76,16 @@ def test_quick_study_writes_tables_and_report(quick_study: Path) -> None:
     assert all(r["n_runs"] == "2" for r in bv)
     index = rows(tables / "runs.csv")
     assert index and all(r["state"] == "complete" for r in index)
-    assert {r["panel"] for r in rows(tables / "hyperparams.csv")} == {"beta2_p", "batch_x", "batch_x_half_life",
-                                                                     "weight_decay_off", "reset_optimizer"}
+    hp = rows(tables / "hyperparams.csv")
+    assert {r["panel"] for r in hp} == {"betas_p", "beta2_p", "batch_x", "batch_x_half_life", "weight_decay_off",
+                                        "reset_optimizer"}
+    assert {r["shape"] for r in hp} == {"sqrt", "linear"}  # the quick study's panels run for two shapes
+    # every shape is averaged and compared with the one longer run
+    avg = rows(tables / "averaging.csv")
+    assert {r["shape"] for r in avg} == {"linear", "sqrt", "lowered_linear-0.7"}
+    assert len({r["val_loss_longer_run"] for r in avg}) == 1 and all(r["n_models"] == "2" for r in avg)
+    long = next(r for r in index if r["role"] == "long")
+    assert long["steps"] == str(30 + 2 * 10)
     assert {r["shape"] for r in rows(tables / "sharpness.csv")} == {"stable", "linear", "sqrt", "lowered_linear-0.7"}
     assert {r["kind"] for r in rows(tables / "trajectory.csv")} >= {"pca", "path"}
     report = quick_study / "report.html"

@@ -15,6 +15,7 @@ from wsdlab.report import figures as F
 from wsdlab.report import figures_geometry as G
 from wsdlab.report.catalog import FIGURES, SECTIONS, figure_names
 from wsdlab.report.panels import png_bytes
+from wsdlab.report.style import group_color, group_label, panel_axis_label, panel_label
 from wsdlab.report.synthetic import SHAPES, rows_of, synthetic_tables
 
 
@@ -112,13 +113,29 @@ def test_perplexity_vs_bias_joins_tables_by_shape_and_shows_correlation(tables) 
     np.testing.assert_allclose(np.array(points), np.array(sorted((bias[s], ppl[s]) for s in ppl)), rtol=1e-6)
 
 
-def test_averaging_bars_are_the_table_values(tables) -> None:
+def test_averaging_draws_every_shape_against_the_one_longer_run(tables) -> None:
+    """Fig. 10: one bar per shape (its averaged model), the members' mean per shape, one shared longer run."""
+    rows = tables["averaging"]
+    assert len(rows) == len(SHAPES)  # every shape is averaged, not only one
     fig = F.plot_averaging(tables)
     ax = fig.axes[0]
+    ticks = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+    by_label = {group_label(r["shape"]): r for r in rows}
+    assert sorted(ticks) == sorted(by_label)
     heights = [p.get_height() for p in ax.patches]
-    row = tables["averaging"][0]
-    expected = [row["val_loss_average_model"], row["val_loss_longer_run"], row["val_loss_members_mean"]]
-    assert heights == pytest.approx(expected)
+    assert heights == pytest.approx([by_label[t]["val_loss_average_model"] for t in ticks])
+    longer = [line for line in ax.lines if line.get_label() == "one longer run over all portions"]
+    assert len(longer) == 1 and longer[0].get_ydata()[0] == pytest.approx(rows[0]["val_loss_longer_run"])
+    means = next(c for c in ax.collections if c.get_label() == "mean of the averaged runs")
+    assert list(means.get_offsets()[:, 1]) == pytest.approx([by_label[t]["val_loss_members_mean"] for t in ticks])
+
+
+def test_averaging_with_a_longer_run_per_shape_draws_it_per_shape() -> None:
+    rows = [{"shape": s, "n_models": 2, "val_loss_average_model": a, "val_loss_longer_run": b,
+             "val_loss_members_mean": c} for s, a, b, c in (("sqrt", 3.0, 2.9, 3.1), ("linear", 3.2, 2.8, 3.3))]
+    ax = F.plot_averaging({"averaging": rows}).axes[0]
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == pytest.approx([2.8, 2.9, 3.0, 3.2])
 
 
 def test_recency_shift_marks_the_mean_per_shape() -> None:
@@ -134,6 +151,42 @@ def test_hyperparams_one_panel_per_panel_with_categorical_values(tables) -> None
     assert len(axes) == len({r["panel"] for r in tables["hyperparams"]})
     reset = next(ax for ax in axes if ax.get_title() == "optimizer reset")
     assert [t.get_text() for t in reset.get_xticklabels()] == ["no", "yes"]
+
+
+def test_hyperparams_panels_are_grouped_by_shape(tables) -> None:
+    """Figs. 12 / 25: within each panel one series per cooldown shape, at the table's mean over seeds."""
+    rows = tables["hyperparams"]
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    assert len(shapes) > 1
+    axes = _visible_axes(F.plot_hyperparams(tables))
+    beta2 = next(ax for ax in axes if ax.get_title().startswith("β2 → β2^p"))
+    handles, labels = beta2.get_legend_handles_labels()
+    assert sorted(labels) == sorted(group_label(s) for s in shapes)
+    for shape in shapes:
+        line = next(ln for ln in beta2.lines if ln.get_color() == group_color(shape) and len(ln.get_xdata()) == 3)
+        expected = [np.mean([r["ppl"] for r in rows if (r["shape"], r["panel"], r["value"]) == (shape, "beta2_p", v)])
+                    for v in (0.5, 1.0, 2.0)]
+        assert list(line.get_ydata()) == pytest.approx(expected)
+        assert np.all(np.diff(line.get_xdata()) == pytest.approx(1.0))  # one value per tick, shifted per shape
+    xs = sorted({round(float(ln.get_xdata()[0]), 6) for ln in beta2.lines if len(ln.get_xdata()) == 3})
+    assert len(xs) == len(shapes)  # the shapes stand side by side at each value
+
+
+def test_hyperparams_table_without_shapes_draws_one_series() -> None:
+    rows = [{"panel": "beta2_p", "value": v, "seed": 0, "ppl": 10.0 + v} for v in (0.5, 1.0, 2.0)]
+    ax = F.plot_hyperparams({"hyperparams": rows}).axes[0]
+    joined = [ln for ln in ax.lines if len(ln.get_xdata()) == 3]
+    assert len(joined) == 1 and list(joined[0].get_xdata()) == [0, 1, 2] and ax.get_legend() is None
+
+
+def test_beta_power_labels_say_p_below_one_is_a_larger_beta() -> None:
+    """beta^p with beta in (0, 1) and p < 1 is larger than beta (the paper: larger beta2 helps the cooldown)."""
+    assert 0.95**0.5 > 0.95 > 0.95**2
+    for panel in ("betas_p", "beta2_p"):
+        assert "p < 1: larger" in panel_label(panel) and "longer memory" in panel_label(panel)
+        assert "p < 1: larger" in panel_axis_label(panel)
+        assert "shorter" not in panel_label(panel)
+    assert "same token half-life" in panel_label("batch_x_half_life")
 
 
 def test_alignment_bands_and_log_scale_for_the_growing_norm(tables) -> None:

@@ -48,17 +48,30 @@ def test_groups_and_panels(tmp_path: Path) -> None:
     runs = StudyRuns.from_plan(plan, resolver)
     assert list(runs.cooldowns) == ["linear", "sqrt"] and all(len(v) == 2 for v in runs.cooldowns.values())
     assert [r.spec.data.order.seed for r in runs.cooldowns["sqrt"]] == [3, 4]
-    assert len(runs.references) == 2 and len(runs.portions["sqrt"]) == 2 and "sqrt" in runs.longer
+    assert len(runs.references) == 2
+    # every shape has its averaging set; one longer run serves them all
+    assert sorted(runs.portions) == ["linear", "sqrt"] and all(len(v) == 2 for v in runs.portions.values())
+    assert runs.longer is not None and runs.longer.key == "avg-long-sqrt-all2"
     assert runs.geometry == {}
-    panels = [(p, v, r.key) for p, v, r in runs.panels]
+    panels = [(sh, p, v, r.key) for sh, p, v, r in runs.panels]
     # the baseline (the grid's sqrt seed-3 cooldown) joins each panel at the neutral value
-    assert ("beta2_p", 1.0, "hp-sqrt-baseline-s3") in panels and ("beta2_p", 2.0, "hp-sqrt-beta22-s3") in panels
-    assert ("weight_decay_off", 0, "hp-sqrt-baseline-s3") in panels
+    assert ("sqrt", "beta2_p", 1.0, "hp-sqrt-baseline-s3") in panels
+    assert ("sqrt", "beta2_p", 2.0, "hp-sqrt-beta22-s3") in panels
+    assert ("sqrt", "weight_decay_off", 0, "hp-sqrt-baseline-s3") in panels
     assert len(panels) == 4
 
 
 def test_panel_runs_without_baseline() -> None:
-    assert _panel_runs([({"panel": "betas_p", "value": 2.0}, "r")]) == [("betas_p", 2.0, "r")]
+    assert _panel_runs([({"panel": "betas_p", "value": 2.0}, "r")]) == [("", "betas_p", 2.0, "r")]
+
+
+def test_panel_baselines_join_the_panels_of_their_own_shape() -> None:
+    labelled = [({"shape": "sqrt", "panel": "baseline", "value": 0}, "b-sqrt"),
+                ({"shape": "sqrt", "panel": "beta2_p", "value": 0.5}, "sqrt-0.5"),
+                ({"shape": "linear", "panel": "baseline", "value": 0}, "b-lin"),
+                ({"shape": "linear", "panel": "betas_p", "value": 2.0}, "lin-2")]
+    assert _panel_runs(labelled) == [("sqrt", "beta2_p", 1.0, "b-sqrt"), ("sqrt", "beta2_p", 0.5, "sqrt-0.5"),
+                                     ("linear", "betas_p", 1.0, "b-lin"), ("linear", "betas_p", 2.0, "lin-2")]
 
 
 def test_geometry_runs_get_snapshots(tmp_path: Path) -> None:

@@ -36,16 +36,21 @@ def test_expansion_counts_and_keys() -> None:
     assert roles.count("base") == 1 and plan.runs[0].key == "base"
     assert roles.count("cooldown") == 3 * 2
     assert roles.count("reference") == 2
-    assert roles.count("portion") == 3 and roles.count("long") == 1
+    assert roles.count("portion") == 3 * 3 and roles.count("long") == 1  # N portions for every shape
     # per seed: baseline + 1 betas + 2 beta2 + batch x2 with/without half-life + wd off + reset = 8
     assert roles.count("hyperparam") == 2 * 8
     assert len({r.key for r in plan}) == len(plan)
     assert all(r.parent == "base" for r in plan.runs[1:])
     ref = plan["ref-sqrt-s1"]
     assert ref.recipe.steps == 12 and ref.recipe.seed == 1 and ref.recipe.shape.shape == "sqrt"
-    long = plan["avg-sqrt-all3"]
+    long = plan["avg-long-sqrt-all3"]
     assert long.recipe.steps == 18 and long.recipe.overrides["data.order.num_portions"] == 1
-    assert [plan[f"avg-sqrt-p{i}of3"].recipe.overrides["data.order.portion"] for i in range(3)] == [0, 1, 2]
+    # stable, then a sqrt decay of 20% of the run's 20 + 18 steps counted from step 0
+    assert long.recipe.shape.shape == "sqrt" and long.recipe.cooldown_steps == round(0.2 * 38)
+    for label in ("linear", "sqrt", "lowered_linear-0.7"):
+        portions = [plan[f"avg-{label}-p{i}of3"] for i in range(3)]
+        assert [r.recipe.overrides["data.order.portion"] for r in portions] == [0, 1, 2]
+        assert all(r.recipe.shape.label == label and r.recipe.steps == 6 and r.recipe.seed == 0 for r in portions)
     batch = plan["hp-sqrt-batch2-hl-s1"]
     assert batch.labels["panel"] == "batch_x_half_life" and batch.recipe.batch_scale == 2 and batch.recipe.match_half_life
     assert plan["hp-sqrt-beta20.5-s0"].recipe.beta2_only
@@ -111,6 +116,128 @@ def test_fresh_plan_needs_num_train_and_sets_orders() -> None:
     q = plan["cd-linear-s0"].recipe.overrides["data.order.num_portions"]
     assert q % 3 == 0 and plan["cd-linear-s0"].recipe.overrides["data.order.portion"] == q - 1
     assert plan["ref-sqrt-s0"].recipe.overrides["data.order.portion"] == q - 1
+
+
+def _fresh_study(**extra):
+    data = study_data(**extra)
+    data["cooldown"]["data"] = "fresh"
+    return parse_study(data)
+
+
+def test_averaging_sets_per_shape_and_the_longer_run_over_their_union() -> None:
+    """§5: N cooldowns per shape on disjoint portions, one longer run over exactly their union."""
+    num_train = 10_000
+    study = _fresh_study()
+    plan = expand_plan(study, num_train=num_train)
+    bounds = lambda r: portion_bounds(num_train, r.recipe.overrides["data.order.num_portions"],  # noqa: E731
+                                      r.recipe.overrides["data.order.portion"])
+    sets = {}
+    for run in plan.with_role("portion"):
+        sets.setdefault(run.labels["shape"], []).append(bounds(run))
+    assert sorted(sets) == sorted(s.label for s in study.cooldown.shapes)  # every shape of the study
+    first = sets["sqrt"]
+    assert all(parts == first for parts in sets.values())  # every shape sees the same portions
+    assert all(a[1] == b[0] for a, b in zip(first, first[1:])) and len(first) == 3  # disjoint, adjacent
+    (long,) = plan.with_role("long")
+    assert bounds(long) == (first[0][0], first[-1][1])  # exactly the union of the portions
+    assert long.recipe.steps == 3 * study.cooldown.steps and long.recipe.seed == study.averaging.seed
+
+
+def test_longer_run_schedule_is_stable_then_sqrt_over_a_fifth_of_its_total(tmp_path: Path) -> None:
+    from wsdlab.schedules import build_schedule, get_shape, warmup_stable_decay
+
+    study = parse_study(study_data())
+    plan = expand_plan(study)
+    resolver = Resolver(plan, tmp_path)
+    base = resolver.resolve(plan["base"])
+    _fake_checkpoint(base.path, base.spec)
+    spec = resolver.resolve(plan["avg-long-sqrt-all3"]).spec
+    k, total = 20, 20 + 3 * 6
+    decay = round(0.2 * total)
+    assert spec.train.steps == total and spec.schedule.cooldown_steps == decay and spec.schedule.shape == "sqrt"
+    f = build_schedule(spec.schedule, total)
+    expected = warmup_stable_decay(total, spec.schedule.warmup_steps, decay, get_shape("sqrt"), spec.schedule.alpha)
+    assert [f(t) for t in range(k, total + 1)] == pytest.approx([expected(t) for t in range(k, total + 1)])
+    assert all(f(t) == 1.0 for t in range(k + 1, total - decay + 1))  # stable continuation at the peak LR
+    assert all(f(t) < f(t - 1) for t in range(total - decay + 2, total + 1))  # then the decay
+    assert f(total) == pytest.approx(spec.schedule.alpha)
+
+
+def test_longer_run_matches_the_paper_numbers() -> None:
+    """The paper: pre-cooldown 26,400 steps, cooldowns of 6,600 (20% of 33,000), four portions; the longer
+    run has "a total of 52.8k steps and a 20% cooldown portion" -> 26,400 steps after the branch, 10,560 decay."""
+    from wsdlab.study.plan import long_run_steps
+
+    data = study_data(averaging={"num_portions": 4})
+    data["cooldown"]["steps"] = 6600
+    study = parse_study(data)
+    assert long_run_steps(study, 26_400) == (26_400, 10_560)
+
+
+def test_longer_run_decay_must_fit_after_the_branch() -> None:
+    from wsdlab.common.errors import ConfigError
+
+    study = parse_study(study_data(averaging={"num_portions": 2, "long_cooldown_fraction": 0.5}))
+    with pytest.raises(ConfigError, match="averaging.long_cooldown_fraction"):
+        expand_plan(study)  # 0.5 x (20 + 12) = 16 > 12
+
+
+def test_averaging_shapes_can_be_chosen() -> None:
+    plan = expand_plan(parse_study(study_data(averaging={"num_portions": 2, "shapes": ["sqrt", "square"]})))
+    assert sorted({r.labels["shape"] for r in plan.with_role("portion")}) == ["sqrt", "square"]
+
+
+def test_runs_equal_to_a_grid_cooldown_reuse_its_recipe() -> None:
+    """The last portion reads the cooldowns' data: with the grid's seed it is the grid's cooldown (snapshots of
+    the geometry run included), so it is trained once; so is each hyper-parameter baseline."""
+    study = _fresh_study(averaging={"num_portions": 2},
+                         analyses={"landscape": {"enabled": True, "options": {"offset": 1}}})
+    plan = expand_plan(study, num_train=10_000)
+    for label in ("linear", "sqrt", "lowered_linear-0.7"):
+        grid = plan[f"cd-{label}-s0"].recipe
+        assert "train.snapshot_every" in grid.overrides  # the geometry run of the shape
+        assert plan[f"avg-{label}-p1of2"].recipe == grid
+        assert plan[f"avg-{label}-p0of2"].recipe != grid  # another portion: another run
+    assert plan["hp-sqrt-baseline-s0"].recipe == plan["cd-sqrt-s0"].recipe
+    assert plan["hp-sqrt-baseline-s1"].recipe == plan["cd-sqrt-s1"].recipe
+    assert plan["hp-sqrt-beta22-s0"].recipe.beta_power == 2.0
+
+
+def test_hyperparameter_panels_expand_per_shape() -> None:
+    hp = {"shapes": ["sqrt", "linear"], "seeds": [0], "beta_powers": [0.5, 2.0], "beta2_powers": [0.5],
+          "weight_decay_off": True}
+    plan = expand_plan(parse_study(study_data(hyperparams=hp)))
+    runs = plan.with_role("hyperparam")
+    assert len(runs) == 2 * (1 + 2 + 1 + 1)
+    for label in ("sqrt", "linear"):
+        mine = [r for r in runs if r.labels["shape"] == label]
+        assert {r.labels["panel"] for r in mine} == {"baseline", "betas_p", "beta2_p", "weight_decay_off"}
+        assert all(r.recipe.shape.label == label for r in mine)
+    assert plan["hp-linear-betas0.5-s0"].recipe.beta_power == 0.5
+
+
+def test_single_shape_panels_keep_their_keys_and_recipes() -> None:
+    """`shape: sqrt` (the old form) and `shapes: [sqrt]` plan the same runs, so their hashes do not change."""
+    hp = {"seeds": [0, 1], "beta2_powers": [0.5, 2.0], "batch_scales": [2], "reset_optimizer": True}
+    one = expand_plan(parse_study(study_data(hyperparams={**hp, "shape": "sqrt"}))).with_role("hyperparam")
+    listed = expand_plan(parse_study(study_data(hyperparams={**hp, "shapes": ["sqrt"]}))).with_role("hyperparam")
+    assert [(r.key, r.recipe, dict(r.labels)) for r in one] == [(r.key, r.recipe, dict(r.labels)) for r in listed]
+    assert [r.key for r in one][:2] == ["hp-sqrt-baseline-s0", "hp-sqrt-beta20.5-s0"]
+
+
+def test_default_study_run_count() -> None:
+    """The default study's distinct runs (what it trains); keep it small: it must fit in minutes on 2 cores."""
+    study = load_study(builtin_study_path("default"))
+    plan = expand_plan(study, num_train=30_000)
+    distinct: list = []
+    for run in plan:
+        if not any(run.recipe == other for other in distinct):
+            distinct.append(run.recipe)  # the base has no recipe (None): counted once
+    assert len(plan) == 1 + 21 + 3 + 7 * 2 + 1 + 9
+    assert len(distinct) == len(plan) - 7 - 1  # the last portion of each shape and the panel baseline are reused
+    for panel in ("betas_p", "beta2_p"):  # p on both sides of 1 (1 = the baseline)
+        values = sorted(r.labels["value"] for r in plan.with_role("hyperparam") if r.labels["panel"] == panel)
+        assert values[0] < 1 < values[-1]
 
 
 def test_builtin_studies_expand() -> None:

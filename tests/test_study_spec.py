@@ -66,6 +66,9 @@ def test_shape_labels() -> None:
         (lambda d: d.update(reference={"multiplier": 0.5}), "reference.multiplier"),
         (lambda d: d.update(averaging={"num_portions": 1}), "averaging.num_portions"),
         (lambda d: d.update(hyperparams={"beta_powers": [2, -1]}), "hyperparams.beta_powers"),
+        (lambda d: d.update(averaging={"long_cooldown_fraction": 1.0}), "averaging.long_cooldown_fraction"),
+        (lambda d: d.update(averaging={"shapes": ["sqrt", "sqrt"]}), "averaging"),
+        (lambda d: d.update(hyperparams={"shapes": []}), "hyperparams.shapes"),
         (lambda d: d.update(analyses={"sharpnes": {}}), "analyses.sharpnes"),
         (lambda d: d["cooldown"].update(variants=[{"name": "a/b"}]), "cooldown.variants.0.name"),
         (lambda d: d.pop("base"), "base"),
@@ -76,6 +79,28 @@ def test_errors_name_the_field(edit, field: str) -> None:
     edit(data)
     message = error_of(data)
     assert f"\n{field}:" in message, message
+
+
+def test_averaging_shape_was_split_into_shapes_and_long_shape() -> None:
+    data = minimal()
+    data["averaging"] = {"shape": "sqrt"}
+    message = error_of(data)
+    assert "averaging" in message and "'shapes'" in message and "'long_shape'" in message
+    data["averaging"] = {"num_portions": 2}
+    avg = parse_study(data).averaging
+    assert avg.shapes is None and avg.long_shape.label == "sqrt" and avg.long_cooldown_fraction == 0.2
+
+
+def test_hyperparams_take_one_shape_or_a_list() -> None:
+    data = minimal()
+    data["hyperparams"] = {"shape": "linear"}
+    assert [s.label for s in parse_study(data).hyperparams.shapes] == ["linear"]
+    data["hyperparams"] = {"shapes": ["sqrt", {"shape": "lowered_linear", "param": 0.7}]}
+    assert [s.label for s in parse_study(data).hyperparams.shapes] == ["sqrt", "lowered_linear-0.7"]
+    data["hyperparams"] = {}
+    assert [s.label for s in parse_study(data).hyperparams.shapes] == ["sqrt"]
+    data["hyperparams"] = {"shape": "sqrt", "shapes": ["linear"]}
+    assert "not both" in error_of(data)
 
 
 def test_duplicate_shapes_are_rejected() -> None:

@@ -3,11 +3,15 @@
 The weight average of models with equal architectures is theta_avg = (1/N) sum_n theta_n, taken per
 tensor of the state dict (the same helper serves the App. C bias-variance variants and perplexity).
 
-Table `averaging` (one row per shape):
+Table `averaging` (one row per shape; Dremov et al., §5, Fig. 10):
     shape, n_models, val_loss_average_model, val_loss_longer_run, val_loss_members_mean
-    The members are cooldowns of one shape, each over a disjoint data portion; the longer run is one
-    cooldown of that shape over all their data. val_loss_* are `wsdlab.train.evaluate` on the same
-    validation batches; members_mean is the mean of the members' own validation losses.
+    The members are cooldowns of one shape from the same pre-cooldown checkpoint, each over a disjoint
+    data portion ("we perform a cooldown stage four times on non-intersecting dataset portions from the
+    same pre-cooldown model"). The longer run is shared by every shape: one run from that checkpoint
+    over the union of the portions for N x the cooldown steps, stable LR then a sqrt decay of 20% of
+    its total ("The longer run uses the *sqrt* cooldown shape for a total of 52.8k steps and a 20%
+    cooldown portion"). val_loss_* are `wsdlab.train.evaluate` on the same validation batches;
+    members_mean is the mean of the members' own validation losses.
 """
 
 from __future__ import annotations
@@ -133,14 +137,22 @@ def averaging_table(
 ) -> list[Row]:
     """Per shape: validation loss of the weight average of the disjoint-portion cooldowns vs the longer run.
 
-    `groups` maps a shape to (member runs, longer run over the union of the members' data).
+    `groups` maps a shape to (member runs, longer run over the union of the members' data); the study
+    gives every shape the same longer run, which (like any run shared by groups) is evaluated once.
     """
+    losses: dict[str, float] = {}
+
+    def loss_of(run: RunDir) -> float:
+        key = str(run.path)
+        if key not in losses:
+            losses[key] = evaluate(run.load_model(None, device), data, num_batches, batch_size, device)
+        return losses[key]
+
     rows = []
     for shape, (members, longer) in groups.items():
         if not members:
             raise ValueError(f"averaging: shape '{shape}' has no member runs")
-        member_losses = [evaluate(r.load_model(None, device), data, num_batches, batch_size, device) for r in members]
+        member_losses = [loss_of(r) for r in members]
         avg_loss = evaluate(averaged_model(members, device), data, num_batches, batch_size, device)
-        longer_loss = evaluate(longer.load_model(None, device), data, num_batches, batch_size, device)
-        rows.append(averaging_row(shape, member_losses, avg_loss, longer_loss))
+        rows.append(averaging_row(shape, member_losses, avg_loss, loss_of(longer)))
     return rows

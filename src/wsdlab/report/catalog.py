@@ -53,10 +53,13 @@ SECTIONS: tuple[Section, ...] = (
     Section("bias_variance", "Bias and variance",
             "Across data orders, each shape's final models trade bias against variance (KL, weight and loss space)."),
     Section("perplexity", "Perplexity", "Final perplexity per shape and its relation to bias."),
-    Section("averaging", "Weight averaging", "Averaging the weights of the N cooldowns vs training one longer run."),
+    Section("averaging", "Weight averaging",
+            "For each cooldown shape, averaging the weights of N cooldowns on disjoint data portions vs one longer "
+            "run over all their data (stable, then a 1-sqrt decay over the last 20% of its steps)."),
     Section("recency", "Recency bias", "How much the final model favours the batches it saw last."),
     Section("hyperparams", "Cooldown hyper-parameters",
-            "AdamW betas, batch size, weight decay and optimizer reset during the cooldown."),
+            "AdamW betas, batch size, weight decay and optimizer reset during the cooldown, per cooldown shape. "
+            "β → β^p with p < 1 is a larger β (a longer memory); the paper finds a larger β2 helps."),
     Section("alignment", "Gradient alignment and norm",
             "Alignment of gradient and momentum, and the gradient norm, along the cooldown."),
     Section("landscape", "Loss landscape",
@@ -134,8 +137,9 @@ def _recency_curves_summary(tables: Tables) -> list[Row]:
 def _hyperparams_summary(tables: Tables) -> list[Row]:
     rows = require(tables, "hyperparams", ["panel", "value"])
     cols = [c for c in ("val_loss", "ppl") if c in rows[0]]
-    return [{"panel": r["panel"], "value": r["value"], "seeds": r["n"], **{f"mean {c}": r[c] for c in cols}}
-            for r in mean_per_group(rows, ["panel", "value"], cols)]
+    keys = ["shape", "panel", "value"] if any(r.get("shape") is not None for r in rows) else ["panel", "value"]
+    return [{**{k: r[k] for k in keys}, "seeds": r["n"], **{f"mean {c}": r[c] for c in cols}}
+            for r in mean_per_group(rows, keys, cols)]
 
 
 def _alignment_summary(tables: Tables) -> list[Row]:
@@ -213,7 +217,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("perplexity", "bias_variance"), F.plot_perplexity_vs_bias, _optional("perplexity_vs_bias"),
                optional_tables=("perplexity_vs_bias",)),
     FigureSpec("averaging", "averaging",
-               "Validation loss of the weight-averaged model vs one longer run and vs the averaged runs' mean.",
+               "Per shape: validation loss of the weight average of its N disjoint-portion cooldowns (bar) and their "
+               "mean (◇), vs the one longer run over the union of their data (dashed).",
                ("averaging",), F.plot_averaging, _table("averaging")),
     FigureSpec("recency_curves", "recency",
                "Perplexity of every training batch after training, pre- and post-cooldown, and their difference "
@@ -226,7 +231,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("recency", "bias_variance"), F.plot_recency_vs_bias_variance, _optional("recency_correlations"),
                optional_tables=("recency_correlations",)),
     FigureSpec("hyperparams", "hyperparams",
-               "Perplexity vs each cooldown hyper-parameter (point: mean over seeds, bars: min/max).",
+               "Perplexity vs each cooldown hyper-parameter, one colour per cooldown shape (point: mean over seeds, "
+               "bars: min/max); β^p with p < 1 is a larger β (longer memory).",
                ("hyperparams",), F.plot_hyperparams, _hyperparams_summary),
     FigureSpec("alignment", "alignment",
                "Gradient-momentum cosine and gradient norm along the cooldown (band: confidence interval over seeds).",

@@ -8,6 +8,8 @@ Geometry figures (issue 5) are in `wsdlab.report.figures_geometry`.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -24,7 +26,15 @@ from wsdlab.report.aggregate import (
     to_float,
 )
 from wsdlab.report.panels import band, legend, log_if_positive, log_scale, panels, step_axis
-from wsdlab.report.style import group_color, group_label, metric_label, panel_label, space_label
+from wsdlab.report.style import (
+    group_color,
+    group_label,
+    metric_label,
+    order_groups,
+    panel_axis_label,
+    panel_label,
+    space_label,
+)
 
 PPL_LABEL = "validation perplexity"
 
@@ -141,32 +151,39 @@ def plot_perplexity_vs_bias(tables: Tables, fig: Figure | None = None) -> Figure
 
 
 def plot_averaging(tables: Tables, fig: Figure | None = None) -> Figure:
-    """Validation loss of the weight-averaged model vs one longer run vs the members' mean, per shape.
+    """Fig. 10 of Dremov et al.: per shape, the validation loss of the weight average of its N disjoint-
+    portion cooldowns (bar, the shape's colour) and the mean of those N runs (◇), vs the one longer run
+    over all their data (dashed line when every row names the same loss, else a black bar per shape).
 
     From averaging.csv (one row per shape: n_models and the three validation losses).
     """
     cols = ["shape", "n_models", "val_loss_average_model", "val_loss_longer_run", "val_loss_members_mean"]
     rows = require(tables, "averaging", cols)
     groups = list(group_by(rows, "shape", "n_models").items())
-    fig, (ax,) = panels(fig, 1, width=max(5.0, 1.6 * len(groups) + 2.0))
-    series = [("val_loss_average_model", "averaged weights", "#0072B2"),
-              ("val_loss_longer_run", "one longer run", "#E69F00"),
-              ("val_loss_members_mean", "mean of the averaged runs", "#999999")]
-    width = 0.8 / len(series)
+    avg = np.array([np.nanmean(floats(members, "val_loss_average_model")) for _, members in groups])
+    longer = np.array([np.nanmean(floats(members, "val_loss_longer_run")) for _, members in groups])
+    mean = np.array([np.nanmean(floats(members, "val_loss_members_mean")) for _, members in groups])
+    shared = np.allclose(longer, longer[0], rtol=0, atol=1e-12, equal_nan=True)
+    fig, (ax,) = panels(fig, 1, width=max(5.0, 0.9 * len(groups) + 3.0))
     pos = np.arange(len(groups))
-    all_vals = []
-    for j, (col, label, color) in enumerate(series):
-        vals = np.array([np.nanmean(floats(members, col)) for _, members in groups])
-        all_vals.append(vals)
-        ax.bar(pos + (j - 1) * width, vals, width, color=color, label=label)
-    v = np.concatenate(all_vals)
+    width = 0.7 if shared else 0.4
+    for i, ((shape, _), _) in enumerate(groups):
+        ax.bar(pos[i] - (0 if shared else width / 2), avg[i], width, color=group_color(shape),
+               label="averaged weights (bar per shape)" if i == 0 else None)
+    if shared:
+        ax.axhline(longer[0], color="k", ls="--", lw=1.4, label="one longer run over all portions")
+    else:
+        ax.bar(pos + width / 2, longer, width, color="#444444", label="one longer run over all portions")
+    ax.scatter(pos, mean, marker="D", facecolors="none", edgecolors="k", s=36, zorder=3,
+               label="mean of the averaged runs")
+    v = np.concatenate([avg, longer, mean])
     v = v[np.isfinite(v)]
     if v.size:
         pad = max(0.05 * (v.max() - v.min()), 1e-3 * abs(v.max()))
         ax.set_ylim(v.min() - 4 * pad, v.max() + 2 * pad)  # losses differ little: zoom on the differences
     ticks = [f"{group_label(shape)}\n({n:g} models)" if isinstance(n, (int, float)) else group_label(shape)
              for (shape, n), _ in groups]
-    ax.set_xticks(pos, ticks)
+    ax.set_xticks(pos, ticks, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
     ax.set(xlabel="cooldown shape (models averaged)", ylabel="validation loss (nats/token)",
            title="Weight averaging vs longer training")
     ax.grid(axis="y", alpha=0.3)
@@ -254,33 +271,45 @@ def plot_recency_vs_bias_variance(tables: Tables, fig: Figure | None = None) -> 
 
 
 def plot_hyperparams(tables: Tables, fig: Figure | None = None) -> Figure:
-    """Perplexity vs the value of a cooldown hyper-parameter, one panel each (hyperparams.csv).
+    """Perplexity vs the value of a cooldown hyper-parameter, one panel each, grouped by cooldown shape
+    as in the paper's Figs. 11, 12 and 25 (hyperparams.csv: shape, panel, value, seed, ppl / val_loss).
 
-    Points are the mean over seeds with min/max bars; numeric values are joined by a line.
+    Each shape is one series in its colour (points: mean over seeds, bars: min/max; numeric values
+    joined by a line), shifted a little along x so the shapes stand side by side at every value. A
+    table without a `shape` column (or with it empty) draws one series per panel.
     """
     rows = require(tables, "hyperparams", ["panel", "value"])
     metric = "ppl" if has_values(rows, "ppl") else "val_loss"
     require(tables, "hyperparams", [metric])
     groups = group_by(rows, "panel")
-    fig, axes = panels(fig, len(groups), width=4.0, height=3.2)
+    fig, axes = panels(fig, len(groups), width=4.4, height=3.4)
     ylabel = PPL_LABEL if metric == "ppl" else "validation loss (nats/token)"
     for ax, (panel, members) in zip(axes, groups.items()):
         values = sort_values(m["value"] for m in members)
-        xs, means = [], []
-        for i, v in enumerate(values):
-            y = floats([m for m in members if m["value"] == v], metric)
-            y = y[np.isfinite(y)]
-            if not y.size:
-                continue
-            xs.append(i)
-            means.append(y.mean())
-            ax.errorbar(i, y.mean(), yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt="o", capsize=4,
-                        color="#0072B2")
-        if len(xs) > 1 and all(isinstance(v, (int, float)) for v in values):
-            ax.plot(xs, means, color="#0072B2", lw=1, alpha=0.6)
+        by_shape = group_by(members, "shape") if has_values(members, "shape") else {None: members}
+        shapes = order_groups(by_shape)
+        offsets = np.linspace(-0.15, 0.15, len(shapes)) if len(shapes) > 1 else [0.0]
+        for shape, dx in zip(shapes, offsets):
+            color = "#0072B2" if shape is None else group_color(shape)
+            xs, means = [], []
+            for i, v in enumerate(values):
+                y = floats([m for m in by_shape[shape] if m["value"] == v], metric)
+                y = y[np.isfinite(y)]
+                if not y.size:
+                    continue
+                label = group_label(shape) if shape is not None and not xs else None  # once per shape
+                xs.append(i + dx)
+                means.append(y.mean())
+                ax.errorbar(i + dx, y.mean(), yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt="o",
+                            capsize=3, color=color, label=label)
+            if len(xs) > 1 and all(isinstance(v, (int, float)) for v in values):
+                ax.plot(xs, means, color=color, lw=1, alpha=0.6)
         ax.set_xticks(range(len(values)), [f"{v:g}" if isinstance(v, float) else str(v) for v in values])
-        ax.set(title=panel_label(panel), xlabel=f"value ({panel})", ylabel=ylabel)
+        ax.set_title(textwrap.fill(panel_label(panel), 34), fontsize=9)
+        ax.set(xlabel=panel_axis_label(panel), ylabel=ylabel)
         ax.grid(axis="y", alpha=0.3)
+        if len(shapes) > 1:
+            legend(ax, title="cooldown shape")
     return fig
 
 

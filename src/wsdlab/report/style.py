@@ -91,10 +91,10 @@ _METRICS: dict[str, str] = {
     "param_norm": "parameter norm",
 }
 _PANELS: dict[str, str] = {
-    "betas_p": "both betas → beta^p",
-    "beta2_p": "beta2 → beta2^p",
-    "batch_x": "batch size × k",
-    "batch_x_half_life": "batch size × k, matched half-life",
+    "betas_p": "both betas → β^p (p < 1: larger β, longer memory)",
+    "beta2_p": "β2 → β2^p, β1 kept (p < 1: larger β2, longer memory)",
+    "batch_x": "batch size × k, betas kept",
+    "batch_x_half_life": "batch size × k, betas → β^k (same token half-life)",
     "weight_decay_off": "weight decay off",
     "reset_optimizer": "optimizer reset",
 }
@@ -111,8 +111,26 @@ def metric_label(metric: object) -> str:
 
 
 def panel_label(panel: object) -> str:
-    """Readable name of a hyper-parameter panel, e.g. 'betas_p' -> 'both betas → beta^p'."""
+    """Readable name of a hyper-parameter panel, e.g. 'beta2_p' -> 'β2 → β2^p, β1 kept (p < 1: larger β2, ...)'.
+
+    β^p with p < 1 is a LARGER β (β in (0, 1)): a longer memory, the half-life in steps 1/p times longer.
+    """
     return _PANELS.get(str(panel), str(panel).replace("_", " "))
+
+
+_PANEL_AXES: dict[str, str] = {
+    "betas_p": "p (β1, β2 → β^p; p < 1: larger)",
+    "beta2_p": "p (β2 → β2^p; p < 1: larger)",
+    "batch_x": "k (batch size × k)",
+    "batch_x_half_life": "k (batch size × k)",
+    "weight_decay_off": "weight decay off (0: no, 1: yes)",
+    "reset_optimizer": "optimizer reset (0: no, 1: yes)",
+}
+
+
+def panel_axis_label(panel: object) -> str:
+    """x-axis label of a hyper-parameter panel, e.g. 'beta2_p' -> 'p (β2 → β2^p; p < 1: larger)'."""
+    return _PANEL_AXES.get(str(panel), f"value ({panel})")
 
 
 def color_map(names: Iterable[object]) -> dict[object, str]:

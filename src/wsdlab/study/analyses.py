@@ -28,7 +28,11 @@ from wsdlab.study.spec import StudySpec
 Row = dict[str, Any]
 TABLES_DIR = "tables"
 FINGERPRINTS = ".fingerprints.json"
+<<<<<<< HEAD
 STEP_VERSION = 2  # bump to recompute every table after a change in this glue (2: eq. 1-4 and App. G fixes)
+=======
+STEP_VERSION = 2  # bump to recompute every table after a change in this glue
+>>>>>>> wt-design
 
 
 # ----------------------------------------------------------------------------------------- run groups
@@ -41,9 +45,9 @@ class StudyRuns:
     base: ResolvedRun
     cooldowns: dict[str, list[ResolvedRun]]  # group (shape label, or shape/variant) -> one run per seed
     references: list[ResolvedRun]
-    portions: dict[str, list[ResolvedRun]]  # averaging shape -> portion runs
-    longer: dict[str, ResolvedRun]  # averaging shape -> the run over all portions
-    panels: list[tuple[str, Any, ResolvedRun]]  # (panel, value, run), baselines included per panel
+    portions: dict[str, list[ResolvedRun]]  # averaging shape -> its portion runs (one per data portion)
+    longer: ResolvedRun | None  # the one longer run over the union of the portions (None: no averaging)
+    panels: list[tuple[str, str, Any, ResolvedRun]]  # (shape, panel, value, run), baselines in each panel
     geometry: dict[str, ResolvedRun] = field(default_factory=dict)  # group -> the run with snapshots
 
     @classmethod
@@ -66,7 +70,7 @@ class StudyRuns:
         portions: dict[str, list[ResolvedRun]] = {}
         for run in plan.with_role("portion"):
             portions.setdefault(str(run.labels["shape"]), []).append(get(run.key))
-        longer = {str(run.labels["shape"]): get(run.key) for run in plan.with_role("long")}
+        longer = next((get(run.key) for run in plan.with_role("long")), None)
         panels = _panel_runs([(dict(r.labels), get(r.key)) for r in plan.with_role("hyperparam")])
         return cls(get(BASE_KEY), cooldowns, [get(r.key) for r in plan.with_role("reference")], portions, longer, panels,
                    geometry)
@@ -76,15 +80,22 @@ _NEUTRAL = {"betas_p": 1.0, "beta2_p": 1.0, "batch_x": 1.0, "batch_x_half_life":
             "weight_decay_off": 0, "reset_optimizer": 0}
 
 
-def _panel_runs(labelled: Sequence[tuple[dict[str, Any], ResolvedRun]]) -> list[tuple[str, Any, ResolvedRun]]:
-    """(panel, value, run) rows; each seed's baseline joins every panel at its neutral value (p = 1, off = 0)."""
-    out: list[tuple[str, Any, ResolvedRun]] = []
-    panels = list(dict.fromkeys(lab["panel"] for lab, _ in labelled if lab["panel"] != "baseline"))
+def _panel_runs(labelled: Sequence[tuple[dict[str, Any], Any]]) -> list[tuple[str, str, Any, Any]]:
+    """(shape, panel, value, run) rows; each shape/seed baseline joins every panel of its shape at the
+    panel's neutral value (p = 1, k = 1, off = 0)."""
+    out: list[tuple[str, str, Any, Any]] = []
+    panels: dict[str, list[str]] = {}
+    for lab, _ in labelled:
+        if lab["panel"] != "baseline":
+            names = panels.setdefault(str(lab.get("shape", "")), [])
+            if lab["panel"] not in names:
+                names.append(lab["panel"])
     for lab, run in labelled:
+        shape = str(lab.get("shape", ""))
         if lab["panel"] == "baseline":
-            out += [(panel, _NEUTRAL.get(panel, 0), run) for panel in panels]
+            out += [(shape, panel, _NEUTRAL.get(panel, 0), run) for panel in panels.get(shape, [])]
         else:
-            out.append((lab["panel"], lab["value"], run))
+            out.append((shape, lab["panel"], lab["value"], run))
     return out
 
 
@@ -218,8 +229,10 @@ def _perplexity(ctx: StepContext) -> dict[str, list[Row]]:
 def _averaging(ctx: StepContext) -> dict[str, list[Row]]:
     from wsdlab.analysis.averaging import averaging_table
 
-    groups = {shape: (run_dirs(members), run_dirs([ctx.runs.longer[shape]])[0])
-              for shape, members in ctx.runs.portions.items()}
+    if ctx.runs.longer is None:
+        raise ValueError("averaging: the study has portion cooldowns but no longer run")
+    longer = run_dirs([ctx.runs.longer])[0]  # one longer run, compared with every shape's average (Fig. 10)
+    groups = {shape: (run_dirs(members), longer) for shape, members in ctx.runs.portions.items()}
     return {"averaging": averaging_table(groups, ctx.data, **ctx.eval_kwargs, **ctx.options("averaging"))}
 
 
@@ -243,7 +256,7 @@ def _hyperparams(ctx: StepContext) -> dict[str, list[Row]]:
     from wsdlab.analysis.hyperparams import hyperparams_summary, hyperparams_table
     from wsdlab.train import RunDir
 
-    labelled = [(panel, value, RunDir(run.path)) for panel, value, run in ctx.runs.panels]
+    labelled = [(panel, value, RunDir(run.path), shape) for shape, panel, value, run in ctx.runs.panels]
     rows = hyperparams_table(labelled, ctx.data, **ctx.eval_kwargs, **ctx.options("hyperparams"))
     return {"hyperparams": rows, "hyperparams_summary": hyperparams_summary(rows)}
 
@@ -377,11 +390,16 @@ STEPS: tuple[TableStep, ...] = (
               _bias_variance, applies=lambda runs: bool(runs.references)),
     TableStep("perplexity", ("perplexity",), _all_cooldowns, _perplexity, needs=("bias_variance",)),
     TableStep("averaging", ("averaging",),
-              lambda runs: [*(r for rs in runs.portions.values() for r in rs), *runs.longer.values()],
+              lambda runs: [*(r for rs in runs.portions.values() for r in rs), *([runs.longer] if runs.longer else [])],
               _averaging, applies=lambda runs: bool(runs.portions)),
+<<<<<<< HEAD
     TableStep("recency", ("recency_curves", "recency"), lambda runs: [runs.base, *_all_cooldowns(runs)], _recency,
               needs=("bias_variance",)),
     TableStep("hyperparams", ("hyperparams", "hyperparams_summary"), lambda runs: [r for _, _, r in runs.panels],
+=======
+    TableStep("recency", ("recency_curves", "recency"), _all_cooldowns, _recency, needs=("bias_variance",)),
+    TableStep("hyperparams", ("hyperparams", "hyperparams_summary"), lambda runs: [r for *_, r in runs.panels],
+>>>>>>> wt-design
               _hyperparams, applies=lambda runs: bool(runs.panels)),
     TableStep("alignment", ("alignment",), _all_cooldowns, _alignment),
     *(TableStep(name, (name,), _geometry_inputs, fn, applies=lambda runs: bool(runs.geometry))
@@ -403,7 +421,7 @@ def step_fingerprint(step: TableStep, ctx: StepContext, upstream: dict[str, str]
         "eval": [cfg.eval_batches, cfg.eval_batch_size],
         "runs": [r.path.name for r in step.inputs(ctx.runs)],
         "upstream": {n: upstream.get(n) for n in step.needs},
-        "labels": [[p, str(v), r.path.name] for p, v, r in ctx.runs.panels] if step.name == "hyperparams" else None,
+        "labels": [[s, p, str(v), r.path.name] for s, p, v, r in ctx.runs.panels] if step.name == "hyperparams" else None,
     }, length=16)
 
 

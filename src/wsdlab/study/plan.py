@@ -6,11 +6,16 @@ The plan is a pure function of the StudySpec (and, for `cooldown.data: fresh`, o
 train sequences, which fixes the data layout: the base reads the first half of the train split, the
 cooldowns one cooldown-sized portion of the second half, the averaging runs its neighbours). Run
 directories and hashes come later (`resolve.py`), because a branch spec names its parent's checkpoint.
+
+A planned run whose recipe equals a grid cooldown's (the last averaging portion reads the cooldowns'
+data; a hyper-parameter baseline is the unchanged cooldown) is given exactly that recipe, snapshots of
+the geometry runs included, so the resolver maps both to one folder and the run is trained once.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from wsdlab.common.config import describe_validation_error, set_by_dotted_key
+from wsdlab.common.errors import ConfigError
 from wsdlab.study.spec import ShapeChoice, StudySpec
 from wsdlab.train.config import RunSpec
 
@@ -40,6 +46,7 @@ class BranchRecipe:
     match_half_life: bool = False
     weight_decay_off: bool = False
     reset_optimizer: bool = False
+    cooldown_steps: int | None = None  # None: the whole branch decays; else stable first, then this many
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def branch_kwargs(self) -> dict[str, Any]:
@@ -52,7 +59,7 @@ class BranchRecipe:
             "seed": self.seed, "beta_power": self.beta_power, "beta2_only": self.beta2_only,
             "batch_scale": self.batch_scale, "match_half_life": self.match_half_life,
             "weight_decay_off": self.weight_decay_off, "reset_optimizer": self.reset_optimizer,
-            "overrides": overrides,
+            "cooldown_steps": self.cooldown_steps, "overrides": overrides,
         }
 
 
@@ -216,10 +223,17 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
     common = {**layout.cooldown, **unsnap, **cd.overrides}
     geometry = geometry_snapshot_overrides(study, base_spec.train.steps)
 
+    grid: dict[tuple[str, int], BranchRecipe] = {}  # (shape label, seed) -> the default variant's cooldown
+
     def branch(key: str, role: Role, labels: dict[str, Any], **recipe: Any) -> None:
         overrides = {**common, **recipe.pop("overrides", {})}
-        runs.append(PlannedRun(_slug(key), role, labels, parent=BASE_KEY,
-                               recipe=BranchRecipe(alpha=cd.alpha, overrides=overrides, **recipe)))
+        planned = BranchRecipe(alpha=cd.alpha, overrides=overrides, **recipe)
+        if role == "cooldown" and not labels.get("variant_overrides"):
+            grid[(labels["shape"], labels["seed"])] = planned
+        elif role != "cooldown":
+            planned = _reuse(planned, grid.get((labels.get("shape"), labels.get("seed"))), geometry)
+        labels = {k: v for k, v in labels.items() if k != "variant_overrides"}
+        runs.append(PlannedRun(_slug(key), role, labels, parent=BASE_KEY, recipe=planned))
 
     named_variants = len(cd.variants) > 1 or cd.variants[0].overrides
     for variant in cd.variants:
@@ -228,7 +242,8 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
                 suffix = f"-{variant.name}" if named_variants else ""
                 snap = geometry if (geometry and seed == cd.seeds[0]) else {}
                 branch(f"cd-{shape.label}-s{seed}{suffix}", "cooldown",
-                       {"shape": shape.label, "seed": seed, "variant": variant.name, "geometry": bool(snap)},
+                       {"shape": shape.label, "seed": seed, "variant": variant.name, "geometry": bool(snap),
+                        "variant_overrides": bool(variant.overrides)},
                        steps=cd.steps, shape=shape, seed=seed, overrides={**snap, **variant.overrides})
 
     ref = study.reference
@@ -241,13 +256,16 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
     avg = study.averaging
     if avg.enabled:
         p = avg.num_portions
-        for i in range(p):
-            branch(f"avg-{avg.shape.label}-p{i}of{p}", "portion",
-                   {"shape": avg.shape.label, "seed": avg.seed, "portion": i, "num_portions": p},
-                   steps=cd.steps, shape=avg.shape, seed=avg.seed, overrides={**layout.parts[i], **avg.overrides})
-        branch(f"avg-{avg.shape.label}-all{p}", "long",
-               {"shape": avg.shape.label, "seed": avg.seed, "num_portions": p},
-               steps=p * cd.steps, shape=avg.shape, seed=avg.seed, overrides={**layout.union, **avg.overrides})
+        for shape in avg.shapes if avg.shapes is not None else cd.shapes:
+            for i in range(p):
+                branch(f"avg-{shape.label}-p{i}of{p}", "portion",
+                       {"shape": shape.label, "seed": avg.seed, "portion": i, "num_portions": p},
+                       steps=cd.steps, shape=shape, seed=avg.seed, overrides={**layout.parts[i], **avg.overrides})
+        steps, decay = long_run_steps(study, plain_base.train.steps)
+        branch(f"avg-long-{avg.long_shape.label}-all{p}", "long",
+               {"shape": avg.long_shape.label, "seed": avg.seed, "num_portions": p, "cooldown_steps": decay},
+               steps=steps, shape=avg.long_shape, seed=avg.seed, cooldown_steps=decay,
+               overrides={**layout.union, **avg.overrides})
 
     hp = study.hyperparams
     if hp.enabled:
@@ -258,6 +276,34 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
     if dups:
         raise ValueError(f"study '{study.name}': several runs would be named {dups}; make shape labels/variant names distinct")
     return Plan(study, tuple(runs))
+
+
+def long_run_steps(study: StudySpec, branch_step: int) -> tuple[int, int]:
+    """(steps, decay steps) of the averaging study's longer run from the base's step `branch_step`.
+
+    steps = N x cooldown.steps (the same data and FLOPs as the N portion cooldowns together); the decay
+    is `long_cooldown_fraction` of the run's total counted from step 0 (the paper: 52.8k steps in total
+    = 26.4k pre-cooldown + 4 x 6.6k, with a 20% cooldown: 10.56k steps), after a stable continuation.
+    """
+    avg, cd = study.averaging, study.cooldown
+    steps = avg.num_portions * cd.steps
+    decay = max(1, round(avg.long_cooldown_fraction * (branch_step + steps)))
+    if decay > steps:
+        raise ConfigError(
+            f"averaging.long_cooldown_fraction: a {avg.long_cooldown_fraction:g} decay of the longer run's "
+            f"{branch_step + steps} steps ({decay}) is longer than its {steps} steps after the branch point; "
+            "use more portions, a longer cooldown or a smaller fraction")
+    return steps, decay
+
+
+def _reuse(recipe: BranchRecipe, cooldown: BranchRecipe | None, geometry: Mapping[str, Any]) -> BranchRecipe:
+    """The grid cooldown's recipe when `recipe` trains the same run (its only extra overrides being the
+    geometry snapshots, which do not change training); else `recipe` unchanged."""
+    if cooldown is None:
+        return recipe
+    with_snapshots = dataclasses.replace(recipe, overrides={**recipe.overrides, **{
+        k: v for k, v in geometry.items() if k in cooldown.overrides}})
+    return cooldown if with_snapshots == cooldown else recipe
 
 
 def geometry_snapshot_overrides(study: StudySpec, branch_step: int) -> dict[str, Any]:
@@ -277,11 +323,11 @@ def with_geometry_snapshots(study: StudySpec, spec: RunSpec) -> RunSpec:
 
 
 def _expand_hyperparams(study: StudySpec, branch: Any) -> None:
-    """Hyper-parameter panels, each with its baseline (the unchanged cooldown of the same shape/seed)."""
+    """Hyper-parameter panels per shape and seed, each with its baseline (the unchanged cooldown of the
+    same shape/seed). Keys `hp-<shape>-<setting>-s<seed>` do not depend on the other shapes listed."""
     hp, cd = study.hyperparams, study.cooldown
     seeds = hp.seeds if hp.seeds is not None else cd.seeds[:1]
-    shape = hp.shape
-    for seed in seeds:
+    for shape, seed in ((shape, seed) for shape in hp.shapes for seed in seeds):
         def add(name: str, panel: str, value: Any, **kw: Any) -> None:
             branch(f"hp-{shape.label}-{name}-s{seed}", "hyperparam",
                    {"shape": shape.label, "seed": seed, "panel": panel, "value": value},

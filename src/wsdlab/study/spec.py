@@ -117,28 +117,87 @@ class ReferenceRuns(StrictModel):
 
 
 class Averaging(StrictModel):
-    """Cooldowns on `num_portions` disjoint data portions (weights averaged) vs one run over all of them."""
+    """Averaging vs longer training (Dremov et al., §5, Fig. 10), for every cooldown shape.
+
+    The paper: "we perform a cooldown stage four times on non-intersecting dataset portions from the
+    same pre-cooldown model. Additionally, we train one model for longer on all data observed by the
+    shorter runs. The longer run uses the *sqrt* cooldown shape for a total of 52.8k steps and a 20%
+    cooldown portion. [...] Then, we average model weights trained on different dataset portions for
+    each cooldown shape".
+
+    So for each shape of `shapes` (None = every cooldown shape of the grid) there are `num_portions`
+    cooldowns of `cooldown.steps` steps, one per disjoint data portion, all from the base's final
+    checkpoint; their weights are averaged. One longer run (shape `long_shape`) continues from the same
+    checkpoint over the union of the portions for num_portions x cooldown.steps steps: stable LR, then
+    a decay of `long_cooldown_fraction` of its total length.
+
+    Reading of "a total of 52.8k steps and a 20% cooldown portion": the paper's pre-cooldown model has
+    26.4k steps and its cooldowns 6.6k (20% of 33k), so 52.8k = 26.4k + 4 x 6.6k counts from step 0, as
+    the paper's "33,000 steps in total" does; the decay is 20% of that total (10.56k steps), i.e.
+    round(long_cooldown_fraction x (base steps + num_portions x cooldown.steps)), and the rest of the
+    branch keeps the peak LR. It must fit in the branch (the base must not exceed (1/f - 1) x the branch).
+    """
 
     enabled: bool = True
-    num_portions: int = Field(4, ge=2)
-    shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"))
-    seed: int = 0
+    num_portions: int = Field(4, ge=2, description="N: disjoint data portions (cooldowns averaged per shape).")
+    shapes: list[ShapeChoice] | None = Field(None, description="Shapes averaged; None = every cooldown shape.")
+    seed: int = Field(0, description="Data-order seed of the portion cooldowns and of the longer run.")
+    long_shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"),
+                                    description="Decay shape of the longer run (the paper: sqrt).")
+    long_cooldown_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Decay of the longer run as a fraction of its total steps, counted from step 0.")
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "shape" in data:
+            raise ValueError("'shape' was replaced by 'shapes' (the shapes averaged; default: every cooldown shape) "
+                             "and 'long_shape' (the decay of the longer run; default: sqrt)")
+        return data
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> "Averaging":
+        if self.shapes is not None:
+            _require_unique([s.label for s in self.shapes], "shapes")
+        return self
 
 
 class HyperParams(StrictModel):
-    """Panels of AdamW changes applied at the branch point (one cooldown shape, a few seeds)."""
+    """Panels of AdamW changes applied at the branch point (Dremov et al., §6 and App. F; Figs. 11, 12, 25),
+    for each cooldown shape of `shapes` and each seed.
+
+    betas -> beta**p ("beta_hat = beta^p", base betas 0.9 / 0.95): p < 1 gives LARGER betas (a longer
+    memory; the half-life in steps grows 1/p-fold), p > 1 smaller ones. The paper finds larger beta2
+    during the cooldown helps, so sweep p on both sides of 1. The paper draws Fig. 12 and Fig. 25 for
+    several shapes ("grouped by different cooldown shapes"); `shape: sqrt` (one shape) is still accepted.
+    """
 
     enabled: bool = True
-    shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"))
+    shapes: list[ShapeChoice] = Field(default_factory=lambda: [ShapeChoice(shape="sqrt")], min_length=1,
+                                      description="Cooldown shapes of the panels ('shape: X' = [X]).")
     seeds: list[int] | None = Field(None, description="None = the first cooldown seed only.")
-    beta_powers: list[float] = Field(default_factory=list, description="betas -> betas**p (both).")
-    beta2_powers: list[float] = Field(default_factory=list, description="beta2 -> beta2**p only.")
+    beta_powers: list[float] = Field(
+        default_factory=list, description="Both betas -> beta**p; p < 1: larger betas (longer memory), p > 1: smaller.")
+    beta2_powers: list[float] = Field(
+        default_factory=list, description="beta2 -> beta2**p only (beta1 kept); p < 1: larger beta2 (longer memory).")
     batch_scales: list[float] = Field(default_factory=list, description="Batch x k at the same token count (steps / k).")
-    match_half_life: list[bool] = Field(default_factory=lambda: [False, True], description="Batch panel: with / without half-life-matched betas.")
+    match_half_life: list[bool] = Field(
+        default_factory=lambda: [False, True],
+        description="Batch panel: without / with betas -> beta**k (the EMA half-life in tokens kept).")
     weight_decay_off: bool = False
     reset_optimizer: bool = False
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "shape" in data:
+            if "shapes" in data:
+                raise ValueError("give 'shapes' (a list) or 'shape' (one), not both")
+            data = {**data, "shapes": [data["shape"]]}
+            del data["shape"]
+        return data
 
     @field_validator("beta_powers", "beta2_powers", "batch_scales")
     @classmethod
@@ -147,6 +206,11 @@ class HyperParams(StrictModel):
         if bad:
             raise ValueError(f"values must be > 0, got {bad}")
         return v
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> "HyperParams":
+        _require_unique([s.label for s in self.shapes], "shapes")
+        return self
 
 
 class AnalysisStep(StrictModel):

@@ -7,6 +7,7 @@ the first update of the branch (step parent_step + 1) already uses the cooldown 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,33 +15,56 @@ from typing import Any
 from pydantic import ValidationError
 
 from wsdlab.common.config import describe_validation_error, set_by_dotted_key
+from wsdlab.common.errors import ConfigError
 from wsdlab.train.batching import global_batch_size
 from wsdlab.train.checkpoint import open_checkpoint
 from wsdlab.train.config import RunSpec
 
 
 def scaled_beta(beta: float, power: float) -> float:
-    """beta -> beta**p: a p-times longer (p < 1: shorter) EMA horizon in steps."""
+    """beta -> beta**p, the paper's "beta_hat = beta^p" (Dremov et al., §6.2).
+
+    For beta in (0, 1), beta**p > beta when p < 1: p < 1 gives a LARGER beta, i.e. a longer memory
+    (the EMA half-life in steps, ln(1/2) / ln(beta), becomes 1/p times longer); p > 1 gives a smaller
+    beta and a shorter memory. The paper finds larger beta2 during the cooldown helps ("larger values
+    of beta2 consistently yielded [better results]"), i.e. p < 1 on beta2.
+    """
     return beta**power
+
+
+def half_life_steps(beta: float) -> float:
+    """Steps after which an EMA with decay `beta` has halved a past contribution: ln(1/2) / ln(beta)."""
+    if not 0.0 < beta < 1.0:
+        raise ConfigError(f"half-life: beta must be in (0, 1), got {beta}")
+    return math.log(0.5) / math.log(beta)
 
 
 def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: float | None = None,
                 alpha: float | None = None, seed: int | None = None, beta_power: float | None = None,
                 beta2_only: bool = False, batch_scale: float | None = None, match_half_life: bool = False,
                 weight_decay_off: bool = False, reset_optimizer: bool = False,
-                overrides: Mapping[str, object] | None = None) -> RunSpec:
+                cooldown_steps: int | None = None, overrides: Mapping[str, object] | None = None) -> RunSpec:
     """The spec of a cooldown of `steps` updates of shape `shape` from `checkpoint`.
 
     seed: data-order seed of the branch (order.seed). beta_power p: betas -> beta**p (beta2 alone
-    with beta2_only). batch_scale k: global batch x k and steps // k (the same number of tokens);
-    with match_half_life the betas become beta**k so the EMAs keep their half-life in tokens.
-    weight_decay_off: no weight decay. reset_optimizer: fresh AdamW moments. overrides: any other
-    dotted key (applied last).
+    with beta2_only); p < 1 makes the betas larger (longer memory), p > 1 smaller (`scaled_beta`).
+    batch_scale k: global batch x k and steps // k (the same number of tokens); with match_half_life
+    the betas become beta**k so the EMAs keep their half-life in tokens (the paper, §6.1: "For a new
+    batch size B^ = kB, the momentum is set as p^ = p^k": the half-life in steps is divided by k and
+    every step reads k times more tokens). weight_decay_off: no weight decay. reset_optimizer: fresh
+    AdamW moments. cooldown_steps: length of the decay at the end of the branch (None = the whole
+    branch); a shorter one keeps the parent's peak LR (stable continuation) for steps - cooldown_steps
+    updates first, as the longer run of the averaging study does. overrides: any other dotted key
+    (applied last).
     """
     if steps <= 0:
         raise ValueError(f"steps: must be > 0, got {steps}")
     if match_half_life and batch_scale is None:
         raise ValueError("match_half_life needs batch_scale")
+    if cooldown_steps is not None and not 1 <= cooldown_steps <= steps:
+        raise ConfigError(f"cooldown_steps: must be in [1, steps={steps}], got {cooldown_steps}")
+    if cooldown_steps is not None and batch_scale is not None:
+        raise ConfigError("cooldown_steps and batch_scale cannot be combined")
     ckpt = open_checkpoint(checkpoint)
     parent, parent_step = ckpt.spec, ckpt.step
     data = parent.model_dump(mode="json")
@@ -69,7 +93,7 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
     if seed is not None:
         data["data"]["order"]["seed"] = seed
 
-    sched.update(kind="wsd", cooldown_steps=steps, shape=shape, shape_param=shape_param, mid=None)
+    sched.update(kind="wsd", cooldown_steps=steps if cooldown_steps is None else cooldown_steps, shape=shape, shape_param=shape_param, mid=None)
     if shape != "expr":
         sched["shape_expr"] = None
     if alpha is not None:

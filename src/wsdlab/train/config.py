@@ -52,10 +52,11 @@ class BranchConfig(StrictModel):
     """How a branch departs from the checkpoint it starts at (recorded for provenance)."""
 
     reset_optimizer: bool = Field(False, description="Start the branch with fresh AdamW moments.")
-    beta_power: float | None = Field(None, gt=0.0, description="betas -> beta**p (provenance; the optim betas are already scaled).")
+    beta_power: float | None = Field(None, gt=0.0, description="betas -> beta**p; p < 1: larger betas, longer memory "
+                                      "(provenance; the optim betas are already scaled).")
     beta2_only: bool = False
     batch_scale: float | None = Field(None, gt=0.0, description="Batch size x k (provenance).")
-    match_half_life: bool = False
+    match_half_life: bool = Field(False, description="Betas -> beta**k with batch x k: the EMA half-life in tokens kept.")
     parent_step: int | None = None
 
 
