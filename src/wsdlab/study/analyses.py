@@ -28,11 +28,7 @@ from wsdlab.study.spec import StudySpec
 Row = dict[str, Any]
 TABLES_DIR = "tables"
 FINGERPRINTS = ".fingerprints.json"
-<<<<<<< HEAD
 STEP_VERSION = 2  # bump to recompute every table after a change in this glue (2: eq. 1-4 and App. G fixes)
-=======
-STEP_VERSION = 2  # bump to recompute every table after a change in this glue
->>>>>>> wt-design
 
 
 # ----------------------------------------------------------------------------------------- run groups
@@ -392,14 +388,9 @@ STEPS: tuple[TableStep, ...] = (
     TableStep("averaging", ("averaging",),
               lambda runs: [*(r for rs in runs.portions.values() for r in rs), *([runs.longer] if runs.longer else [])],
               _averaging, applies=lambda runs: bool(runs.portions)),
-<<<<<<< HEAD
     TableStep("recency", ("recency_curves", "recency"), lambda runs: [runs.base, *_all_cooldowns(runs)], _recency,
               needs=("bias_variance",)),
-    TableStep("hyperparams", ("hyperparams", "hyperparams_summary"), lambda runs: [r for _, _, r in runs.panels],
-=======
-    TableStep("recency", ("recency_curves", "recency"), _all_cooldowns, _recency, needs=("bias_variance",)),
     TableStep("hyperparams", ("hyperparams", "hyperparams_summary"), lambda runs: [r for *_, r in runs.panels],
->>>>>>> wt-design
               _hyperparams, applies=lambda runs: bool(runs.panels)),
     TableStep("alignment", ("alignment",), _all_cooldowns, _alignment),
     *(TableStep(name, (name,), _geometry_inputs, fn, applies=lambda runs: bool(runs.geometry))
