@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from wsdlab.common.errors import CheckpointError
 from wsdlab.models import batch_loss, build_model, model_config
 from wsdlab.train import checkpoint as ckpt_mod
 from wsdlab.train.checkpoint import (
@@ -46,7 +47,8 @@ def _trained(spec: RunSpec, steps: int = 2) -> tuple[torch.nn.Module, torch.opti
 def _save(directory: Path, spec: RunSpec, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int = 2) -> Path:
     return save_checkpoint(directory, model_state=model.state_dict(), optim_state=optimizer_tensors(opt),
                            rng_state=torch_rng_tensors(), spec=spec,
-                           state={"step": step, "start_step": 0, "data_cursor": 8, "tokens": 64, "rng": host_rng_json()})
+                           state={"step": step, "start_step": 0, "data_cursor": 32 * step,
+                                  "tokens": 32 * step * spec.data.seq_len, "rng": host_rng_json()})
 
 
 def test_round_trip_is_exact(tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     model, opt = _trained(spec)
     path = _save(tmp_path / "checkpoints" / "2", spec, model, opt)
     ckpt = open_checkpoint(path)
-    assert ckpt.step == 2 and ckpt.state["data_cursor"] == 8 and ckpt.spec == spec
+    assert ckpt.step == 2 and ckpt.state["data_cursor"] == 64 and ckpt.spec == spec
 
     fresh = build_model(spec.model)
     load_model_weights(fresh, ckpt.model_tensors(), path)
@@ -127,10 +129,10 @@ def test_model_mismatch_names_the_fields(tmp_path: Path) -> None:
         load_model_weights(small, build_model(b).state_dict(), tmp_path)
 
 
-def test_missing_checkpoint_is_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not found"):
+def test_missing_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nope: directory not found"):
         open_checkpoint(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="state.json"):
+    with pytest.raises(CheckpointError, match="state.json"):
         open_checkpoint(tmp_path / "half")

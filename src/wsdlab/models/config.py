@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from wsdlab.common.config import StrictModel
 
@@ -17,6 +17,8 @@ class ModelConfig(StrictModel):
     Language models (llama, neox) take token ids (B, T) and return logits (B, T, vocab_size).
     The CNN takes images (B, C, H, W) and returns logits (B, num_classes).
     """
+
+    model_config = ConfigDict(allow_inf_nan=False)  # NaN / inf numbers are rejected
 
     arch: Arch = "llama"
     preset: str | None = None
