@@ -136,3 +136,24 @@ def test_missing_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
     (tmp_path / "half" / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="state.json"):
         open_checkpoint(tmp_path / "half")
+
+
+def test_manifest_lists_every_file_and_is_verified(tmp_path: Path) -> None:
+    spec = _spec()
+    model, opt = _trained(spec, steps=1)
+    path = _save(tmp_path / "checkpoints" / "1", spec, model, opt, step=1)
+    manifest = json.loads((path / ckpt_mod.MANIFEST_FILE).read_text())
+    assert manifest["format"] == 2 and set(manifest["files"]) == set(ckpt_mod.REQUIRED_FILES)
+    for name, entry in manifest["files"].items():
+        assert entry["size"] == (path / name).stat().st_size
+        assert entry["sha256"] == ckpt_mod.file_sha256(path / name)
+    assert json.loads((path / "state.json").read_text())["format"] == 2
+    (path / "rng.safetensors").write_bytes((path / "rng.safetensors").read_bytes()[:-1])
+    with pytest.raises(CheckpointError, match=r"rng.safetensors: size \d+ bytes, manifest says \d+ \(truncated\)"):
+        open_checkpoint(path)
+
+
+def test_stub_checkpoint_verifies(tmp_path: Path) -> None:
+    spec = _spec()
+    ckpt = open_checkpoint(ckpt_mod.write_stub_checkpoint(tmp_path / "10", spec))
+    assert ckpt.step == 10 and ckpt.spec == spec and ckpt.model_tensors() == {}

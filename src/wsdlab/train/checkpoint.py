@@ -120,12 +120,13 @@ def verify_checkpoint(path: str | Path, *, checksums: bool = True) -> Checkpoint
         raise CheckpointError(f"checkpoint {path}: directory not found")
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
     if missing:
-        raise CheckpointError(f"checkpoint {path}: missing {', '.join(missing)}")
-    state = read_state(path)
+        more = f" (and {', '.join(missing[1:])})" if missing[1:] else ""
+        raise CheckpointError(f"checkpoint {path / missing[0]}: missing{more}")
     manifest = path / MANIFEST_FILE
     if manifest.is_file():
         _verify_manifest(path, manifest, checksums)
-    elif state.format >= 2:
+    state = read_state(path)
+    if state.format >= 2 and not manifest.is_file():
         raise CheckpointError(f"checkpoint {path}: missing {MANIFEST_FILE} (the checkpoint is incomplete or damaged)")
     for name in TENSOR_FILES:
         check_safetensors_header(path / name)
@@ -220,11 +221,11 @@ def write_stub_checkpoint(directory: str | Path, spec: RunSpec) -> Path:
 
 
 def is_checkpoint(path: Path) -> bool:
-    """A finished checkpoint directory: step-named (not `.tmp-*`) and holding state.json.
+    """A checkpoint directory: step-named (`.tmp-*` ones are unfinished and ignored).
 
-    Whether it is intact is checked by `verify_checkpoint` / `open_checkpoint`.
+    Whether it is complete and intact is checked by `verify_checkpoint` / `open_checkpoint`.
     """
-    return path.is_dir() and path.name.isdigit() and (path / STATE_FILE).is_file()
+    return path.is_dir() and path.name.isdigit()
 
 
 def list_checkpoints(run: str | Path) -> dict[int, Path]:
