@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wsdlab.common.errors import CheckpointError
 from wsdlab.data import SequenceOrder, load_data
 from wsdlab.schedules import build_schedule
 from wsdlab.train import RunSpec, branch_spec, run_preset, train
@@ -53,7 +54,7 @@ def test_branch_spec_overrides(parent) -> None:
     assert (matched.optim.beta1, matched.optim.beta2) == (b1**2, b2**2)  # token half-life kept
     with pytest.raises(ValueError, match="batch_scale"):
         branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=0.3)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="checkpoints/7: directory not found"):
         branch_spec(parent.path / "checkpoints" / "7", steps=8, shape="sqrt")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from wsdlab.common.errors import CheckpointError
 from wsdlab.models import batch_loss, build_model, model_config
 from wsdlab.train import checkpoint as ckpt_mod
 from wsdlab.train.checkpoint import (
@@ -46,7 +47,8 @@ def _trained(spec: RunSpec, steps: int = 2) -> tuple[torch.nn.Module, torch.opti
 def _save(directory: Path, spec: RunSpec, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int = 2) -> Path:
     return save_checkpoint(directory, model_state=model.state_dict(), optim_state=optimizer_tensors(opt),
                            rng_state=torch_rng_tensors(), spec=spec,
-                           state={"step": step, "start_step": 0, "data_cursor": 8, "tokens": 64, "rng": host_rng_json()})
+                           state={"step": step, "start_step": 0, "data_cursor": 32 * step,
+                                  "tokens": 32 * step * spec.data.seq_len, "rng": host_rng_json()})
 
 
 def test_round_trip_is_exact(tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     model, opt = _trained(spec)
     path = _save(tmp_path / "checkpoints" / "2", spec, model, opt)
     ckpt = open_checkpoint(path)
-    assert ckpt.step == 2 and ckpt.state["data_cursor"] == 8 and ckpt.spec == spec
+    assert ckpt.step == 2 and ckpt.state["data_cursor"] == 64 and ckpt.spec == spec
 
     fresh = build_model(spec.model)
     load_model_weights(fresh, ckpt.model_tensors(), path)
@@ -127,10 +129,31 @@ def test_model_mismatch_names_the_fields(tmp_path: Path) -> None:
         load_model_weights(small, build_model(b).state_dict(), tmp_path)
 
 
-def test_missing_checkpoint_is_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not found"):
+def test_missing_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nope: directory not found"):
         open_checkpoint(tmp_path / "nope")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="state.json"):
+    with pytest.raises(CheckpointError, match="state.json"):
         open_checkpoint(tmp_path / "half")
+
+
+def test_manifest_lists_every_file_and_is_verified(tmp_path: Path) -> None:
+    spec = _spec()
+    model, opt = _trained(spec, steps=1)
+    path = _save(tmp_path / "checkpoints" / "1", spec, model, opt, step=1)
+    manifest = json.loads((path / ckpt_mod.MANIFEST_FILE).read_text())
+    assert manifest["format"] == 2 and set(manifest["files"]) == set(ckpt_mod.REQUIRED_FILES)
+    for name, entry in manifest["files"].items():
+        assert entry["size"] == (path / name).stat().st_size
+        assert entry["sha256"] == ckpt_mod.file_sha256(path / name)
+    assert json.loads((path / "state.json").read_text())["format"] == 2
+    (path / "rng.safetensors").write_bytes((path / "rng.safetensors").read_bytes()[:-1])
+    with pytest.raises(CheckpointError, match=r"rng.safetensors: size \d+ bytes, manifest says \d+ \(truncated\)"):
+        open_checkpoint(path)
+
+
+def test_stub_checkpoint_verifies(tmp_path: Path) -> None:
+    spec = _spec()
+    ckpt = open_checkpoint(ckpt_mod.write_stub_checkpoint(tmp_path / "10", spec))
+    assert ckpt.step == 10 and ckpt.spec == spec and ckpt.model_tensors() == {}

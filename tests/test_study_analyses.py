@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from wsdlab.study.analyses import STEPS, StepContext, StudyRuns, _panel_runs, enabled_steps, evenly, step_fingerprint
 from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver
 from wsdlab.study.spec import parse_study
-from wsdlab.train.spec_io import write_spec
+from wsdlab.train.checkpoint import write_stub_checkpoint
 
 
 def make_study(**analyses):
@@ -29,10 +28,7 @@ def resolved(study, root: Path):
     resolver = Resolver(plan, root)
     base = resolver.resolve(plan["base"])
     ckpt = base.path / "checkpoints" / str(base.spec.train.steps)
-    ckpt.mkdir(parents=True)
-    (ckpt / "model.safetensors").write_bytes(b"")
-    (ckpt / "state.json").write_text(json.dumps({"step": base.spec.train.steps}))
-    write_spec(base.spec, ckpt / "spec.yaml")
+    write_stub_checkpoint(ckpt, base.spec)
     (base.path / "COMPLETE").write_text("10\n")
     return plan, resolver
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from wsdlab.data.orders import portion_bounds
 from wsdlab.study.plan import base_run_spec, continue_layout, expand_plan, fresh_layout
 from wsdlab.study.resolve import Resolver, run_identity
 from wsdlab.study.spec import load_study, parse_study, builtin_study_path
+from wsdlab.train.checkpoint import write_stub_checkpoint
 from wsdlab.train.spec_io import write_spec
 
 
@@ -249,10 +249,7 @@ def test_builtin_studies_expand() -> None:
 
 def _fake_checkpoint(run_dir: Path, spec) -> None:
     ckpt = run_dir / "checkpoints" / str(spec.train.steps)
-    ckpt.mkdir(parents=True)
-    (ckpt / "model.safetensors").write_bytes(b"")
-    (ckpt / "state.json").write_text(json.dumps({"step": spec.train.steps}))
-    write_spec(spec, ckpt / "spec.yaml")
+    write_stub_checkpoint(ckpt, spec)
     write_spec(spec, run_dir / "spec.yaml")
     (run_dir / "COMPLETE").write_text("done\n")
 

@@ -14,6 +14,7 @@ from wsdlab.study.progress import last_train_row
 from wsdlab.study.resolve import Resolver
 from wsdlab.study.runner import StudyError, plan_status, run_study, study_lock
 from wsdlab.study.spec import parse_study
+from wsdlab.train.checkpoint import write_stub_checkpoint
 from wsdlab.train.spec_io import write_spec
 
 
@@ -45,10 +46,7 @@ class FakeTrain:
         if any(out.name.startswith(prefix) for prefix in self.fail):
             raise RuntimeError(f"boom in {out.name}")
         ckpt = out / "checkpoints" / str(spec.train.steps)
-        ckpt.mkdir(parents=True, exist_ok=True)
-        (ckpt / "model.safetensors").write_bytes(b"")
-        (ckpt / "state.json").write_text(json.dumps({"step": spec.train.steps}))
-        write_spec(spec, ckpt / "spec.yaml")
+        write_stub_checkpoint(ckpt, spec)
         (out / "metrics.jsonl").write_text(json.dumps({"step": spec.train.steps, "loss": 1.0}) + "\n")
         (out / "COMPLETE").write_text(f"{spec.train.steps}\n")
 

@@ -88,5 +88,21 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert sorted(os.listdir(killed / "checkpoints")) == sorted(os.listdir(reference / "checkpoints"))
 
 
+def test_killed_between_final_checkpoint_and_complete_finishes(tmp_path: Path) -> None:
+    """The state a kill leaves after the final checkpoint: resume only writes COMPLETE (files unchanged)."""
+    from wsdlab.train import RunDir, train
+
+    data = run_preset("micro").model_dump()
+    data["train"].update(steps=4, checkpoint_every=2, eval_every=2, snapshot_every=None, progress=False)
+    spec = RunSpec.model_validate(data)
+    out = tmp_path / "run"
+    train(spec, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "COMPLETE"}
+    (out / "COMPLETE").unlink()
+    assert not RunDir(out).is_complete
+    assert train(spec, out).is_complete
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "COMPLETE"} == before
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from wsdlab.common.config import StrictModel
 
@@ -21,7 +21,7 @@ class OrderConfig(StrictModel):
     data cursor (sequences consumed) fully determines the position.
     """
 
-    seed: int = 0
+    seed: int = Field(0, le=2**64 - 1, description="Order seed, 0 .. 2**64-1 (negative: rejected by the run checks).")
     portion: int = Field(0, ge=0)
     num_portions: int = Field(1, ge=1)
     shuffle: bool = True
@@ -35,6 +35,8 @@ class OrderConfig(StrictModel):
 
 class DataConfig(StrictModel):
     """A corpus: source -> documents -> tokenizer -> packed sequences of seq_len + 1 tokens."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     source: SourceKind = "stdlib"
     path: str | None = Field(None, description="Local file or directory (text/jsonl/parquet).")
@@ -50,7 +52,7 @@ class DataConfig(StrictModel):
     vocab_size: int = Field(4096, gt=0, description="Vocabulary of a trained tokenizer (bpe/char).")
     seq_len: int = Field(128, gt=0)
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Share of documents held out (split by document).")
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=2**64 - 1)
     cache_dir: str | None = Field(None, description="Default: $WSDLAB_CACHE or ~/.cache/wsdlab.")
     order: OrderConfig = Field(default_factory=OrderConfig)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator, model_validator
 from pydantic_core import PydanticCustomError
 
 from wsdlab.common.config import StrictModel
@@ -26,6 +26,8 @@ DEFAULT_ARCH: Arch = "llama"
 
 class LMConfig(StrictModel):
     """Fields every decoder-only language model reads (the base of LlamaConfig and NeoXConfig)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # NaN / inf numbers are rejected
 
     arch: Literal["llama", "neox"]
     preset: str | None = None
@@ -96,6 +98,8 @@ class NeoXConfig(LMConfig):
 
 class CNNConfig(StrictModel):
     """The universality study's CNN: 3x3 conv stages of widths `channels`, then a linear classifier."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # NaN / inf numbers are rejected
 
     arch: Literal["cnn"] = "cnn"
     preset: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from wsdlab.common.config import StrictModel
 from wsdlab.schedules.shapes import EXPR, get_shape, is_known_shape
@@ -14,6 +14,8 @@ ScheduleKind = Literal["wsd", "wso", "cosine", "linear"]
 
 class MidTrainingConfig(StrictModel):
     """Optional mid-training stage after pre-training (WSO paper): linear decay to alpha_mid."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     steps: int = Field(gt=0, description="T_mid: number of mid-training steps.")
     alpha_mid: float = Field(0.0, ge=0.0, le=1.0, description="Final factor of the stage, relative to its start.")
@@ -27,6 +29,8 @@ class ScheduleConfig(StrictModel):
     wso: warmup then constant (the stable phase; no decay).
     cosine / linear: warmup then decay to `alpha` at the end.
     """
+
+    model_config = ConfigDict(allow_inf_nan=False)  # NaN / inf numbers are rejected
 
     kind: ScheduleKind = "wsd"
     warmup_steps: int = Field(0, ge=0)

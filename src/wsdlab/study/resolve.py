@@ -111,10 +111,9 @@ class Resolver:
 def check_branches(plan: Plan, branch_fn: BranchFn | None = None) -> None:
     """Build every branch spec against a stand-in of its parent's final checkpoint, before any training,
     so a bad override fails in seconds rather than after the base run. ValueError names the run."""
-    import json
     import tempfile
 
-    from wsdlab.train.spec_io import write_spec
+    from wsdlab.train.checkpoint import write_stub_checkpoint
 
     fn = branch_fn or _default_branch_fn()
     with tempfile.TemporaryDirectory(prefix=".tmp-check-") as tmp:
@@ -126,10 +125,7 @@ def check_branches(plan: Plan, branch_fn: BranchFn | None = None) -> None:
                 continue  # a branch of a branch: its parent spec exists only after resolution
             ckpt = Path(tmp) / parent.key / str(parent.spec.train.steps)
             if not ckpt.is_dir():
-                ckpt.mkdir(parents=True)
-                (ckpt / "model.safetensors").write_bytes(b"")
-                (ckpt / "state.json").write_text(json.dumps({"step": parent.spec.train.steps}))
-                write_spec(parent.spec, ckpt / "spec.yaml")
+                write_stub_checkpoint(ckpt, parent.spec)  # valid and verified, but holds no tensors
             try:
                 fn(ckpt, **run.recipe.branch_kwargs())
             except ValueError as err:

@@ -56,11 +56,18 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
     branch); a shorter one keeps the parent's peak LR (stable continuation) for steps - cooldown_steps
     updates first, as the longer run of the averaging study does. overrides: any other dotted key
     (applied last).
+
+    The checkpoint is verified first (CheckpointError names the damaged or missing file); bad
+    arguments are a ConfigError naming the argument.
     """
     if steps <= 0:
-        raise ValueError(f"steps: must be > 0, got {steps}")
+        raise ConfigError(f"steps: must be > 0, got {steps}")
     if match_half_life and batch_scale is None:
-        raise ValueError("match_half_life needs batch_scale")
+        raise ConfigError("match_half_life needs batch_scale")
+    for name, value in (("batch_scale", batch_scale), ("beta_power", beta_power), ("shape_param", shape_param),
+                        ("alpha", alpha)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{name}: must be a finite number, got {value}")
     if cooldown_steps is not None and not 1 <= cooldown_steps <= steps:
         raise ConfigError(f"cooldown_steps: must be in [1, steps={steps}], got {cooldown_steps}")
     if cooldown_steps is not None and batch_scale is not None:
@@ -73,14 +80,14 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
 
     if batch_scale is not None:
         if batch_scale <= 0:
-            raise ValueError(f"batch_scale: must be > 0, got {batch_scale}")
+            raise ConfigError(f"batch_scale: must be > 0, got {batch_scale}")
         _scale_batch(train, parent, batch_scale)
         steps = int(steps // batch_scale)
         if steps < 1:
-            raise ValueError(f"batch_scale ({batch_scale}) leaves no steps of the branch")
+            raise ConfigError(f"batch_scale ({batch_scale}) leaves no steps of the branch")
     if beta_power is not None:
         if beta_power <= 0:
-            raise ValueError(f"beta_power: must be > 0, got {beta_power}")
+            raise ConfigError(f"beta_power: must be > 0, got {beta_power}")
         if not beta2_only:
             optim["beta1"] = scaled_beta(optim["beta1"], beta_power)
         optim["beta2"] = scaled_beta(optim["beta2"], beta_power)
@@ -110,7 +117,7 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
     try:
         return RunSpec.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"invalid branch spec:\n{describe_validation_error(err)}") from None
+        raise ConfigError(f"invalid branch spec:\n{describe_validation_error(err)}") from None
 
 
 def _scale_batch(train: dict[str, Any], parent: RunSpec, k: float) -> None:
@@ -118,7 +125,7 @@ def _scale_batch(train: dict[str, Any], parent: RunSpec, k: float) -> None:
     key = "batch_tokens" if parent.train.batch_tokens is not None else "batch_size"
     scaled = train[key] * k
     if abs(scaled - round(scaled)) > 1e-9 or round(scaled) < 1:
-        raise ValueError(f"batch_scale: {key} {train[key]} x {k} is not a whole number")
+        raise ConfigError(f"batch_scale: {key} {train[key]} x {k} is not a whole number")
     train[key] = int(round(scaled))
     if key == "batch_tokens":
         tokens_per_item = 1 if parent.data.is_vision else parent.data.seq_len

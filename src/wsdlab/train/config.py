@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from wsdlab.common.config import StrictModel
 from wsdlab.data.config import DataConfig
 from wsdlab.models.config import LlamaConfig, LMConfig, ModelConfig
 from wsdlab.schedules.config import ScheduleConfig
 
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes at most 64 bits
+MAX_BATCH_ITEMS = 2**24  # sequences (or images) in one global / micro / eval batch
+MAX_BATCH_TOKENS = 2**36
+FINITE = ConfigDict(allow_inf_nan=False)  # NaN / inf floats are rejected with the field's name
+
 
 class OptimConfig(StrictModel):
-    """AdamW with decoupled weight decay (defaults: the papers' settings)."""
+    """AdamW with decoupled weight decay (defaults: the papers' settings). Every number must be finite."""
+
+    model_config = FINITE
 
     lr: float = Field(1e-3, gt=0.0, description="Peak learning rate; the schedule multiplies it.")
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
@@ -25,21 +32,27 @@ class OptimConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    """Loop settings. `steps` is the absolute step at which the run ends (a branch continues the count)."""
+    """Loop settings. `steps` is the absolute step at which the run ends (a branch continues the count).
+
+    Batch sizes are bounded (MAX_BATCH_ITEMS sequences, MAX_BATCH_TOKENS tokens) so an absurd value
+    fails here rather than in an allocation; `validate_run_start` also checks them against memory.
+    """
+
+    model_config = FINITE
 
     steps: int = Field(gt=0)
-    batch_size: int = Field(32, gt=0, description="Global batch in sequences (or images).")
-    batch_tokens: int | None = Field(None, gt=0, description="Global batch in tokens; overrides batch_size.")
-    micro_batch_size: int | None = Field(None, gt=0, description="Per-process micro batch; gradient accumulation fills the global batch.")
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH_ITEMS, description="Global batch in sequences (or images).")
+    batch_tokens: int | None = Field(None, gt=0, le=MAX_BATCH_TOKENS, description="Global batch in tokens; overrides batch_size.")
+    micro_batch_size: int | None = Field(None, gt=0, le=MAX_BATCH_ITEMS, description="Per-process micro batch; gradient accumulation fills the global batch.")
     eval_every: int = Field(50, gt=0)
     eval_batches: int = Field(8, gt=0)
-    eval_batch_size: int | None = Field(None, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0, le=MAX_BATCH_ITEMS)
     checkpoint_every: int | None = Field(None, gt=0)
     checkpoint_steps: list[int] = Field(default_factory=list, description="Extra steps to checkpoint at.")
     snapshot_every: int | None = Field(None, gt=0, description="Weight snapshots (trajectory) every k steps.")
     snapshot_steps: list[int] = Field(default_factory=list)
     log_every: int = Field(1, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Initialisation seed (0 .. 2**64-1).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU.")
     compile: bool = False
@@ -51,13 +64,15 @@ class TrainConfig(StrictModel):
 class BranchConfig(StrictModel):
     """How a branch departs from the checkpoint it starts at (recorded for provenance)."""
 
+    model_config = FINITE
+
     reset_optimizer: bool = Field(False, description="Start the branch with fresh AdamW moments.")
     beta_power: float | None = Field(None, gt=0.0, description="betas -> beta**p; p < 1: larger betas, longer memory "
                                       "(provenance; the optim betas are already scaled).")
     beta2_only: bool = False
     batch_scale: float | None = Field(None, gt=0.0, description="Batch size x k (provenance).")
     match_half_life: bool = Field(False, description="Betas -> beta**k with batch x k: the EMA half-life in tokens kept.")
-    parent_step: int | None = None
+    parent_step: int | None = Field(None, ge=0)
 
 
 class RunSpec(StrictModel):

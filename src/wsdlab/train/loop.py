@@ -4,12 +4,19 @@
 `spec.init_from`. Everything is validated before `out` is touched. Per step it appends a row to
 RUN/metrics.jsonl; evaluation, snapshots and checkpoints follow the spec's cadences (see
 docs/ARCHITECTURE.md, "train", for the files and the step convention).
+
+Faults. One process writes a run directory at a time (RUN/.lock, `runlock.run_lock`). Resume
+starts from the newest *intact* checkpoint (a damaged one is reported on stderr and skipped); a
+run killed after its final checkpoint but before COMPLETE just writes COMPLETE. A NaN/inf loss or
+gradient norm stops the run with NonFiniteError naming the step and the quantity, before anything
+of that step (row, snapshot, checkpoint) is written; the last good checkpoint stays.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ import torch
 from torch import nn
 
 from wsdlab import data as wsd_data
+from wsdlab.common.errors import CheckpointError, ConfigError, NonFiniteError
 from wsdlab.models import LMConfig, batch_loss, build_model, flops_per_token
 from wsdlab.schedules import build_schedule
 from wsdlab.train import distributed as dist_utils
@@ -34,9 +42,10 @@ from wsdlab.train.metrics import MetricsSink
 from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors, set_hyperparams
 from wsdlab.train.progress import TrainProgress
 from wsdlab.train.rng import restore_host_rng, restore_torch_rng, seed_everything
+from wsdlab.train.runlock import run_lock
 from wsdlab.train.runstore import COMPLETE, RunDir
 from wsdlab.train.runwriter import Cadence, RunWriter, TrainState
-from wsdlab.train.validate import check_resumable, check_spec, data_differs
+from wsdlab.train.validate import check_resumable, data_differs, validate_run_start
 
 # Peak dense bf16 FLOP/s per device name (no sparsity), for MFU; the first name contained in the device's wins.
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
@@ -77,22 +86,24 @@ class Setup:
     state: TrainState
     fresh: bool
     global_batch: int
+    watch: "FiniteWatch"
 
 
 def train(spec: RunSpec, out: str | Path, *, sinks: Sequence[MetricsSink] = ()) -> RunDir:
     """Run `spec` into directory `out` (resume from its latest checkpoint, or branch from spec.init_from)."""
     out = Path(out)
-    check_spec(spec)
+    validate_run_start(spec, out)
     if (out / COMPLETE).is_file():
-        check_resumable(spec, out)
         return RunDir(out)
     had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = dist_utils.init_distributed(spec.train.device)
     owns_group = ctx.distributed and not had_group  # a caller's process group is left alone
     try:
-        with deterministic(spec.train.deterministic):
-            setup = _prepare(spec, out, ctx)
-            _run(setup, sinks)
+        lock = run_lock(out) if ctx.is_main else contextlib.nullcontext()
+        with lock, deterministic(spec.train.deterministic):
+            if not (out / COMPLETE).is_file():  # another writer may have finished it meanwhile
+                setup = _prepare(spec, out, ctx)
+                _run(setup, sinks)
     finally:
         if owns_group:
             dist_utils.shutdown(ctx)
@@ -106,14 +117,13 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
     replaces the parameters), then the optimizer is built over the final parameters and its state loaded.
     """
     check_resumable(spec, out)
-    found = list_checkpoints(out)
-    resume = open_checkpoint(found[max(found)]) if found else None
+    resume = latest_intact_checkpoint(out, warn=ctx.is_main)
     parent = open_checkpoint(spec.init_from) if (resume is None and spec.init_from) else None
     source = resume or parent
     with dist_utils.main_first(ctx):
         data = wsd_data.load_data(spec.data, progress=spec.train.progress and ctx.is_main)
     if isinstance(spec.model, LMConfig) and data.vocab_size is not None and data.vocab_size > spec.model.vocab_size:
-        raise ValueError(f"model.vocab_size ({spec.model.vocab_size}) is smaller than the data's vocabulary "
+        raise ConfigError(f"model.vocab_size ({spec.model.vocab_size}) is smaller than the data's vocabulary "
                          f"({data.vocab_size}); set model.vocab_size >= {data.vocab_size}")
     batch = global_batch_size(spec.train, data.tokens_per_item)
     seed_everything(spec.train.seed)
@@ -134,10 +144,64 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
     else:
         state = TrainState(step=0, start_step=0, data_cursor=0, tokens=0)
     set_hyperparams(optimizer, spec.optim)
-    if state.step >= spec.train.steps:
-        raise ValueError(f"train.steps ({spec.train.steps}) must exceed the starting step ({state.step})")
+    if state.step > spec.train.steps or (resume is None and state.step == spec.train.steps):
+        # (a resumed run at exactly train.steps was killed before COMPLETE: it only completes)
+        raise ConfigError(f"train.steps ({spec.train.steps}) must exceed the starting step ({state.step})")
     return Setup(spec=spec, out=out, ctx=ctx, data=data, model=model, wrapped=wrapped, optimizer=optimizer,
-                 state=state, fresh=resume is None, global_batch=batch)
+                 state=state, fresh=resume is None, global_batch=batch, watch=FiniteWatch(ctx.device))
+
+
+def latest_intact_checkpoint(out: Path, *, warn: bool = True) -> Checkpoint | None:
+    """The newest checkpoint of `out` that verifies and can be resumed (None when there is none).
+
+    Each damaged one is named on stderr and skipped; CheckpointError when all of them are damaged.
+    """
+    found = list_checkpoints(out)
+    problems = []
+    for step in sorted(found, reverse=True):
+        try:
+            ckpt = open_checkpoint(found[step])
+            if not ckpt.state.get("rng"):
+                raise CheckpointError(f"checkpoint {found[step] / 'state.json'}: no RNG state, cannot resume from it")
+        except CheckpointError as err:
+            problems.append(str(err))
+            if warn:
+                print(f"warning: {err}; falling back to an older checkpoint", file=sys.stderr)
+            continue
+        if problems and warn:
+            print(f"warning: resuming {out} from checkpoint {step}", file=sys.stderr)
+        return ckpt
+    if problems:
+        raise CheckpointError(f"run {out}: no intact checkpoint to resume from ({len(problems)} damaged; "
+                              f"newest: {problems[0]}); move the run directory aside and start again")
+    return None
+
+
+class FiniteWatch:
+    """Remembers, on the device, the first step whose loss or gradient norm was NaN/inf, so steps
+    that write nothing never wait on the device; `check` (a sync) raises NonFiniteError for it."""
+
+    QUANTITIES = ("loss", "grad_norm")
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.full((), -1, dtype=torch.long, device=device)
+        self.kind = torch.zeros((), dtype=torch.long, device=device)  # index into QUANTITIES
+        self.value = torch.zeros((), dtype=torch.float64, device=device)
+
+    def update(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        loss, grad_norm = loss.detach().double().reshape(()), grad_norm.detach().double().reshape(())
+        bad_loss = ~torch.isfinite(loss)
+        new = (self.step < 0) & (bad_loss | ~torch.isfinite(grad_norm))
+        self.step = torch.where(new, step, self.step)
+        self.kind = torch.where(new, torch.where(bad_loss, 0, 1), self.kind)
+        self.value = torch.where(new, torch.where(bad_loss, loss, grad_norm), self.value)
+
+    def check(self, where: str) -> None:
+        step = int(self.step)
+        if step >= 0:
+            name, value = self.QUANTITIES[int(self.kind)], float(self.value)
+            raise NonFiniteError(f"non-finite {name} ({value}) at step {step} of {where}; training stopped "
+                                 "before writing that step")
 
 
 def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: RunSpec) -> TrainState:
@@ -180,6 +244,16 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
     reduce = (lambda x: dist_utils.all_reduce_sum(x, ctx)) if (ctx.distributed and spec.train.fsdp) else measures.no_reduce
     progress = TrainProgress(st.step, spec.train.steps, spec.train.progress and ctx.is_main, label=spec.name)
 
+    where = f"run '{spec.name}' in {setup.out}"
+
+    def stop_if_non_finite() -> None:
+        try:
+            setup.watch.check(where)
+        except NonFiniteError as err:
+            found = list_checkpoints(setup.out)
+            last = f"the last good checkpoint is {found[max(found)]}" if found else "no checkpoint was written"
+            raise NonFiniteError(f"{err}; {last} (lower optim.lr or check the data)") from None
+
     def run_eval() -> None:
         val = evaluate(model, setup.data, spec.train.eval_batches, eval_size, ctx.device, _autocast(spec, ctx.device))
         writer.row({"split": "val", "step": st.step, "val_loss": val})
@@ -202,6 +276,8 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
             st.step, st.data_cursor = t, st.data_cursor + setup.global_batch
             st.tokens += setup.global_batch * setup.data.tokens_per_item
             st.batch_rows.append(seq)
+            if row is not None or cadence.evaluate(t) or cadence.snapshot(t) or cadence.checkpoint(t):
+                stop_if_non_finite()  # before anything of step t is written
             if row is not None:
                 now = time.perf_counter()
                 tps = (st.tokens - last_tokens) / max(now - last_time, 1e-9)
@@ -252,14 +328,16 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
         prev = measures.copy_of(params)
     if spec.optim.grad_clip is not None:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.optim.grad_clip, foreach=True)
-    elif log:
+    else:
         grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    full_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+    setup.watch.update(setup.state.step + 1, loss_sum, full_norm)  # a rank's NaN loss reaches every rank's grad norm
     opt.step()
     row = None
     if log:
         ug = measures.cosine(grads, measures.difference(params, prev), reduce)
         row = {"loss": float(dist_utils.all_reduce_mean(loss_sum, ctx)), "lr": lr,
-               "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+               "grad_norm": float(full_norm),
                "param_norm": measures.global_norm(params, reduce), "grad_momentum_cos": gm_cos,
                "grad_momentum_cos_global": gm_cos_global,
                "update_grad_cos": None if ug is None else -ug}  # cos(-g_t, x_t - x_{t-1})

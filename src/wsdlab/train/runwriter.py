@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,11 +141,20 @@ class RunWriter:
 
 
 def remove_leftovers(out: Path) -> None:
-    """Delete temporaries a killed writer left behind (`.tmp-*` directories, `.<name>.*.tmp` files)."""
+    """Delete temporaries a killed writer left behind (`.tmp-*` directories, `.<name>.*.tmp` files).
+
+    A `.tmp-old-<step>-<pid>` checkpoint (moved aside by `atomic_directory` to be replaced) whose
+    replacement never arrived is put back rather than deleted.
+    """
     for folder in (out, out / "checkpoints", out / "snapshots"):
         if not folder.is_dir():
             continue
-        for p in folder.iterdir():
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".tmp-old-") and p.is_dir():
+                final = folder / p.name.removeprefix(".tmp-old-").rsplit("-", 1)[0]
+                if final.name.isdigit() and not final.exists():
+                    os.replace(p, final)
+                    continue
             if p.name.startswith(".tmp-") and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             elif p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
