@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.models.cnn import CNN, cnn_forward_macs, cnn_num_parameters
 from wsdlab.models.config import ModelConfig
 from wsdlab.models.llama import Llama, llama_num_parameters
@@ -18,7 +19,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         return NeoX(cfg)
     if cfg.arch == "cnn":
         return CNN(cfg)
-    raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}")
+    raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r}")
 
 
 def _vocab_parameters(cfg: ModelConfig) -> int:
@@ -46,7 +47,7 @@ def num_parameters(model_or_cfg: nn.Module | ModelConfig, *, exclude_embeddings:
     elif cfg.arch == "cnn":
         total = cnn_num_parameters(cfg)
     else:
-        raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}")
+        raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r}")
     return total - _vocab_parameters(cfg) if exclude_embeddings else total
 
 

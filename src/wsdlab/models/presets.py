@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from wsdlab.common.config import describe_validation_error
+from wsdlab.common.errors import ConfigError
 from wsdlab.models.config import ModelConfig
 
 
@@ -52,9 +53,9 @@ PRESETS: dict[str, ModelConfig] = {name: ModelConfig(preset=name, **fields) for 
 def model_config(preset: str, **overrides: Any) -> ModelConfig:
     """A fresh, validated copy of preset `preset` with `overrides` applied (field names of ModelConfig)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown model preset '{preset}'; known: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown model preset '{preset}'; known: {', '.join(PRESETS)}")
     data = {**PRESETS[preset].model_dump(), **overrides}
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"invalid overrides for model preset '{preset}':\n{describe_validation_error(err, 'model.')}") from None
+        raise ConfigError(f"invalid overrides for model preset '{preset}':\n{describe_validation_error(err, 'model.')}") from None

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from wsdlab.common.config import describe_validation_error, set_by_dotted_key
+from wsdlab.common.errors import ConfigError
 from wsdlab.train.batching import global_batch_size
 from wsdlab.train.checkpoint import open_checkpoint
 from wsdlab.train.config import RunSpec
@@ -38,9 +39,9 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
     dotted key (applied last).
     """
     if steps <= 0:
-        raise ValueError(f"steps: must be > 0, got {steps}")
+        raise ConfigError(f"steps: must be > 0, got {steps}")
     if match_half_life and batch_scale is None:
-        raise ValueError("match_half_life needs batch_scale")
+        raise ConfigError("match_half_life needs batch_scale")
     ckpt = open_checkpoint(checkpoint)
     parent, parent_step = ckpt.spec, ckpt.step
     data = parent.model_dump(mode="json")
@@ -49,14 +50,14 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
 
     if batch_scale is not None:
         if batch_scale <= 0:
-            raise ValueError(f"batch_scale: must be > 0, got {batch_scale}")
+            raise ConfigError(f"batch_scale: must be > 0, got {batch_scale}")
         _scale_batch(train, parent, batch_scale)
         steps = int(steps // batch_scale)
         if steps < 1:
-            raise ValueError(f"batch_scale ({batch_scale}) leaves no steps of the branch")
+            raise ConfigError(f"batch_scale ({batch_scale}) leaves no steps of the branch")
     if beta_power is not None:
         if beta_power <= 0:
-            raise ValueError(f"beta_power: must be > 0, got {beta_power}")
+            raise ConfigError(f"beta_power: must be > 0, got {beta_power}")
         if not beta2_only:
             optim["beta1"] = scaled_beta(optim["beta1"], beta_power)
         optim["beta2"] = scaled_beta(optim["beta2"], beta_power)
@@ -86,7 +87,7 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
     try:
         return RunSpec.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"invalid branch spec:\n{describe_validation_error(err)}") from None
+        raise ConfigError(f"invalid branch spec:\n{describe_validation_error(err)}") from None
 
 
 def _scale_batch(train: dict[str, Any], parent: RunSpec, k: float) -> None:
@@ -94,7 +95,7 @@ def _scale_batch(train: dict[str, Any], parent: RunSpec, k: float) -> None:
     key = "batch_tokens" if parent.train.batch_tokens is not None else "batch_size"
     scaled = train[key] * k
     if abs(scaled - round(scaled)) > 1e-9 or round(scaled) < 1:
-        raise ValueError(f"batch_scale: {key} {train[key]} x {k} is not a whole number")
+        raise ConfigError(f"batch_scale: {key} {train[key]} x {k} is not a whole number")
     train[key] = int(round(scaled))
     if key == "batch_tokens":
         tokens_per_item = 1 if parent.data.is_vision else parent.data.seq_len

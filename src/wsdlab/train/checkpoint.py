@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.io import atomic_directory
 from wsdlab.models.config import ModelConfig
 from wsdlab.train.config import RunSpec
@@ -107,7 +108,7 @@ def check_same_model(stored: ModelConfig, wanted: ModelConfig, where: str | Path
     keys = differing_keys(a, b)
     if keys:
         detail = describe_differences(a, b, keys, "checkpoint", "spec")
-        raise ValueError(f"checkpoint {where} holds another model: model fields differ: "
+        raise ConfigError(f"checkpoint {where} holds another model: model fields differ: "
                          f"{', '.join('model.' + k for k in keys)} ({detail})")
 
 

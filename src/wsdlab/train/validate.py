@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.data.config import DataConfig
 from wsdlab.schedules import build_schedule
 from wsdlab.train.checkpoint import check_same_model, list_checkpoints, open_checkpoint
@@ -17,7 +18,7 @@ def check_spec(spec: RunSpec) -> None:
     try:
         build_schedule(spec.schedule, spec.train.steps)
     except ValueError as e:
-        raise ValueError(f"schedule: {e}") from None
+        raise ConfigError(f"schedule: {e}") from None
     d = spec.data
     if d.source in ("text", "jsonl", "parquet") and not Path(d.path or "").exists():
         raise FileNotFoundError(f"data.path: not found: {d.path}")
@@ -25,14 +26,14 @@ def check_spec(spec: RunSpec) -> None:
         raise FileNotFoundError(f"data.tokenizer_path: not found: {d.tokenizer_path}")
     bad = [s for s in spec.train.checkpoint_steps + spec.train.snapshot_steps if s < 0 or s > spec.train.steps]
     if bad:
-        raise ValueError(f"train.checkpoint_steps / snapshot_steps: steps {bad} are outside 0..{spec.train.steps}")
+        raise ConfigError(f"train.checkpoint_steps / snapshot_steps: steps {bad} are outside 0..{spec.train.steps}")
 
 
 def check_resumable(spec: RunSpec, out: str | Path) -> None:
     """`out` is new, or holds a run of exactly this spec; a branch's parent checkpoint must match the model."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
+        raise ConfigError(f"out: {out} exists and is not a directory")
     stored_path = out / "spec.yaml"
     found = list_checkpoints(out)
     if not stored_path.is_file() and found:
@@ -43,7 +44,7 @@ def check_resumable(spec: RunSpec, out: str | Path) -> None:
         keys = differing_keys(stored, wanted)
         if keys:
             detail = describe_differences(stored, wanted, keys, "stored", "given")
-            raise ValueError(f"out: {out} holds a run of another spec (differing keys: {', '.join(keys)}): {detail}. "
+            raise ConfigError(f"out: {out} holds a run of another spec (differing keys: {', '.join(keys)}): {detail}. "
                              "Use a new --out directory, or the stored spec to resume.")
     if spec.init_from and not found:
         parent = open_checkpoint(spec.init_from)
