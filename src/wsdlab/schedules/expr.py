@@ -39,8 +39,8 @@ _UNARY: dict[type[ast.unaryop], Callable[[float], float]] = {ast.USub: operator.
 _ALLOWED = "numbers, x, pi, + - * / **, unary -, and sqrt cos sin exp log"
 
 
-def _reject(text: str, why: str) -> ValueError:
-    return ValueError(f"invalid shape_expr {text!r}: {why} (allowed: {_ALLOWED})")
+def _reject(text: str, why: str) -> ConfigError:
+    return ConfigError(f"invalid shape_expr {text!r}: {why} (allowed: {_ALLOWED})")
 
 
 def _compile_node(node: ast.AST, text: str) -> _Node:
