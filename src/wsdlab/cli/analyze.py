@@ -18,6 +18,7 @@ from typing import Any, Optional
 import typer
 
 from wsdlab.cli.errors import UserError, user_errors
+from wsdlab.cli.options import path_option
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -88,6 +89,12 @@ def _device(name: str) -> str:
     return name
 
 
+def _check_out(out: Path | None) -> None:
+    """Refuse an --out that cannot become a directory before any work is done (nothing is written on failure)."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+
+
 def _out_dir(out: Path | None, run: Path) -> Path:
     path = out if out is not None else run / "analysis"
     path.mkdir(parents=True, exist_ok=True)
@@ -113,9 +120,9 @@ def _finish(name: str, rows: Sequence[Row], out: Path, headline: dict[str, Any],
         from rich.console import Console
 
         console = Console()
-        console.print(f"wrote {csv_path} ({len(rows)} rows) and {png_path}", highlight=False)
+        console.print(f"wrote {csv_path} ({len(rows)} rows) and {png_path}", highlight=False, markup=False)
         for key, value in headline.items():
-            console.print(f"  {key}: {value}", highlight=False)
+            console.print(f"  {key}: {value}", highlight=False, markup=False)
 
 
 def _jsonable(x: Any) -> Any:
@@ -190,8 +197,8 @@ def _sharpness_headline(rows: Sequence[Row]) -> dict[str, Any]:
 
 @app.command("sharpness")
 def sharpness(
-    run: Optional[Path] = typer.Argument(None, help="Run directory (every snapshot/checkpoint, or --steps)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="One checkpoint directory instead of a run."),
+    run: Optional[Path] = typer.Argument(None, metavar="RUN", parser=path_option, help="Run directory (every snapshot/checkpoint, or --steps)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", parser=path_option, help="One checkpoint directory instead of a run."),
     method: Method = typer.Option(Method.trace, "--method", help="trace (Hutchinson), top-eigen (Lanczos), exact."),
     estimator: Estimator = typer.Option(Estimator.hutchinson, "--estimator", help="Trace estimator."),
     samples: int = typer.Option(100, "--samples", min=1, help="Hessian-vector products of the trace estimate."),
@@ -202,15 +209,16 @@ def sharpness(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per batch."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Cut sequences to this length."),
     split: Split = typer.Option(Split.val, "--split", help="Which split of the run's data."),
-    second_data: Optional[Path] = typer.Option(None, "--second-data", help="DataConfig YAML of a second dataset."),
+    second_data: Optional[Path] = typer.Option(None, "--second-data", parser=path_option, help="DataConfig YAML of a second dataset."),
     seed: int = typer.Option(0, "--seed", help="Seed of the probes and the evaluation items."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Comma-separated steps (run mode)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory [RUN/analysis]."),
+    out: Optional[Path] = typer.Option(None, "--out", parser=path_option, help="Output directory [RUN/analysis]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline numbers as JSON."),
 ) -> None:
     """Hessian trace (Hutchinson / Hutch++) and top eigenvalues along a run, or of one checkpoint."""
     with user_errors():
+        _check_out(out)
         from wsdlab.analysis.geometry_config import SharpnessConfig
         from wsdlab.analysis.geometry_tables import sharpness_of_checkpoint, sharpness_table
 
@@ -266,10 +274,10 @@ def interpolation_headline(rows: Sequence[Row]) -> dict[str, Any]:
 
 @app.command("interpolate")
 def interpolate(
-    run: Path = typer.Argument(..., help="Run directory."),
+    run: Path = typer.Argument(..., metavar="RUN", parser=path_option, help="Run directory."),
     from_step: int = typer.Option(..., "--from", help="Step of theta0 (snapshot or checkpoint)."),
     to_step: Optional[int] = typer.Option(None, "--to", help="Step of theta1 [final checkpoint]."),
-    to_run: Optional[Path] = typer.Option(None, "--to-run", help="Take theta1 from this run [RUN]."),
+    to_run: Optional[Path] = typer.Option(None, "--to-run", parser=path_option, help="Take theta1 from this run [RUN]."),
     alphas: str = typer.Option("-0.5:1.5:21", "--alphas", help="'a,b,c' or 'start:stop:num'."),
     batches: int = typer.Option(2, "--batches", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
@@ -277,12 +285,13 @@ def interpolate(
     split: Split = typer.Option(Split.val, "--split"),
     seed: int = typer.Option(0, "--seed"),
     chunk_size: int = typer.Option(8, "--chunk-size", min=1, help="Grid points per vmapped forward."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory [RUN/analysis]."),
+    out: Optional[Path] = typer.Option(None, "--out", parser=path_option, help="Output directory [RUN/analysis]."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """1-D loss along theta(a) = (1 - a) theta0 + a theta1 between two checkpoints/snapshots."""
     with user_errors():
+        _check_out(out)
         from wsdlab.analysis.geometry_config import InterpolateConfig
         from wsdlab.analysis.geometry_tables import interpolate_table
 
@@ -334,7 +343,7 @@ def landscape_headline(rows: Sequence[Row]) -> dict[str, Any]:
 
 @app.command("landscape")
 def landscape(
-    run: Path = typer.Argument(..., help="Run directory (a cooldown with snapshots)."),
+    run: Path = typer.Argument(..., metavar="RUN", parser=path_option, help="Run directory (a cooldown with snapshots)."),
     points: str = typer.Option(..., "--points", help="Comma-separated cooldown steps."),
     pre_step: Optional[int] = typer.Option(None, "--pre", help="Pre-cooldown step [the decay start]."),
     final: Optional[int] = typer.Option(None, "--final", help="Final step [latest checkpoint]."),
@@ -348,12 +357,13 @@ def landscape(
     split: Split = typer.Option(Split.val, "--split"),
     seed: int = typer.Option(0, "--seed"),
     chunk_size: int = typer.Option(8, "--chunk-size", min=1),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory [RUN/analysis]."),
+    out: Optional[Path] = typer.Option(None, "--out", parser=path_option, help="Output directory [RUN/analysis]."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """2-D perplexity landscape at cooldown points along (pre-cooldown -> final) x (offset optimizer steps)."""
     with user_errors():
+        _check_out(out)
         from wsdlab.analysis.geometry_config import LandscapeConfig
         from wsdlab.analysis.geometry_tables import landscape_table
 
@@ -402,10 +412,10 @@ def trajectory_headline(rows: Sequence[Row]) -> dict[str, Any]:
 
 @app.command("trajectory")
 def trajectory(
-    run: Path = typer.Argument(..., help="Run directory with snapshots."),
+    run: Path = typer.Argument(..., metavar="RUN", parser=path_option, help="Run directory with snapshots."),
     decay_start: Optional[int] = typer.Option(None, "--decay-start", help="First decay step [from the schedule]."),
     stable_start: Optional[int] = typer.Option(None, "--stable-start", help="First stable step [warmup_steps]."),
-    parent: Optional[Path] = typer.Option(None, "--parent", help="Run a cooldown branch started from (its iterates)."),
+    parent: Optional[Path] = typer.Option(None, "--parent", parser=path_option, help="Run a cooldown branch started from (its iterates)."),
     every: int = typer.Option(1, "--every", min=1, help="Use every k-th iterate."),
     fraction: float = typer.Option(0.2, "--fraction", help="S'/D': last/first fraction of stable/decay."),
     hessian: bool = typer.Option(True, "--hessian/--no-hessian", help="||H v_s|| and ||H v_d|| at the decay start."),
@@ -414,12 +424,13 @@ def trajectory(
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1),
     split: Split = typer.Option(Split.train, "--split"),
     seed: int = typer.Option(0, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory [RUN/analysis]."),
+    out: Optional[Path] = typer.Option(None, "--out", parser=path_option, help="Output directory [RUN/analysis]."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """PCA of stable/decay iterates, ||H v|| along their directions, quasi-convexity and norms."""
     with user_errors():
+        _check_out(out)
         from wsdlab.analysis.geometry_config import TrajectoryConfig
         from wsdlab.analysis.geometry_tables import trajectory_run_table
 
@@ -458,7 +469,7 @@ def probes_headline(rows: Sequence[Row]) -> dict[str, Any]:
 
 @app.command("probes")
 def probes(
-    run: Path = typer.Argument(..., help="Run directory (a cooldown with checkpoints)."),
+    run: Path = typer.Argument(..., metavar="RUN", parser=path_option, help="Run directory (a cooldown with checkpoints)."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Comma-separated checkpoint steps [decay on]."),
     reference_step: Optional[int] = typer.Option(None, "--reference-step", help="Cooldown start [first step]."),
     probe_steps: int = typer.Option(50, "--probe-steps", min=0, help="AdamW steps per probe."),
@@ -468,12 +479,13 @@ def probes(
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1),
     seed: int = typer.Option(0, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory [RUN/analysis]."),
+    out: Optional[Path] = typer.Option(None, "--out", parser=path_option, help="Output directory [RUN/analysis]."),
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Linear probes per layer (head initialised from the LM head) along the cooldown."""
     with user_errors():
+        _check_out(out)
         from wsdlab.analysis.geometry_config import EvalSetConfig, ProbeConfig
         from wsdlab.analysis.geometry_tables import probes_table
 

@@ -6,35 +6,31 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 from rich.console import Console
 
-from wsdlab.cli.errors import user_errors
-from wsdlab.common.config import set_by_dotted_key
+from wsdlab.cli.errors import UserError, user_errors
+from wsdlab.cli.options import path_option
+from wsdlab.common.config import read_yaml_mapping, set_by_dotted_key
 from wsdlab.data.bundle import DataBundle, TokenBundle, load_data
 from wsdlab.data.config import DataConfig
 
 app = typer.Typer(no_args_is_help=True)
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, markup=False)  # paths and text are printed literally
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file holding a DataConfig (default: the embedded corpus).")
+ConfigOpt = typer.Option(None, "--config", "-c", parser=path_option, help="YAML file holding a DataConfig (default: the embedded corpus).")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a field: key=value (dotted keys, e.g. order.seed=1).")
-CacheOpt = typer.Option(None, "--cache-dir", help="Cache directory (default: $WSDLAB_CACHE or ~/.cache/wsdlab).")
+CacheOpt = typer.Option(None, "--cache-dir", parser=path_option, help="Cache directory (default: $WSDLAB_CACHE or ~/.cache/wsdlab).")
 
 
 def build_config(config: Path | None, sets: list[str] | None, cache_dir: Path | None) -> DataConfig:
     """DataConfig from an optional YAML file, then `--set key=value` overrides, then --cache-dir."""
     data: dict[str, Any] = {}
     if config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"--config: {config} not found")
-        data = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"--config: {config} must hold a mapping of DataConfig fields")
+        data = read_yaml_mapping(config, "DataConfig")
     for item in sets or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item}: expected key=value")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item}: expected key=value")
         set_by_dotted_key(data, key.strip(), value)
     if cache_dir is not None:
         data["cache_dir"] = str(cache_dir)
@@ -83,7 +79,7 @@ def show(
         _print_counts(bundle)
         if isinstance(bundle, TokenBundle):
             if not 0 <= index < bundle.num_val:
-                raise ValueError(f"--index: {index} not in [0, {bundle.num_val})")
+                raise UserError(f"--index: {index} not in [0, {bundle.num_val})")
             text = bundle.decode(bundle.val_batch([index])[0])
             console.rule(f"val sequence {index}")
             console.print(text[:chars], markup=False)

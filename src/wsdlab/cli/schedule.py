@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from wsdlab.cli.errors import UserError, user_errors
+from wsdlab.cli.options import name_option, path_option
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -62,7 +63,7 @@ def values(
     warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear warmup length T_w."),
     cooldown_fraction: Optional[float] = typer.Option(None, "--cooldown-fraction", help="wsd: F in (0,1) [0.2]."),
     cooldown_steps: Optional[int] = typer.Option(None, "--cooldown-steps", help="wsd: exact cooldown length."),
-    shape: Optional[str] = typer.Option(None, "--shape", help="wsd cooldown shape [sqrt]."),
+    shape: Optional[str] = typer.Option(None, "--shape", parser=name_option, help="wsd cooldown shape [sqrt]."),
     shape_param: Optional[float] = typer.Option(None, "--shape-param", help="Shape parameter (p of lowered_linear)."),
     shape_expr: Optional[str] = typer.Option(None, "--shape-expr", help="Shape as an expression of x, e.g. '1 - x**3'."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Minimum-LR factor at the end of the decay [0]."),
@@ -99,7 +100,7 @@ def _parse_shape_list(text: str) -> list[tuple[str, str, float | None]]:
 
 @app.command("plot")
 def plot(
-    out: Path = typer.Option(..., "--out", help="PNG file to write (atomically)."),
+    out: Path = typer.Option(..., "--out", parser=path_option, help="PNG file to write (atomically)."),
     shapes: Optional[str] = typer.Option(
         None, "--shapes", help="Comma-separated shapes, NAME or NAME:PARAM [all built-in and registered]."
     ),

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from wsdlab.cli.errors import UserError, user_errors
-from wsdlab.common.config import set_by_dotted_key
+from wsdlab.cli.options import name_option, path_option
+from wsdlab.common.config import read_yaml_mapping, set_by_dotted_key
 from wsdlab.train import RunDir, RunSpec, branch_spec, run_preset, train
 from wsdlab.train.metrics import MetricsSink, TensorBoardSink, WandbSink
 
@@ -39,13 +40,9 @@ def build_spec(config: Path | None, preset: str | None, steps: int | None, check
     if config is not None and preset is not None:
         raise UserError("give either --config or --preset, not both")
     if config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"--config: file not found: {config}")
-        data: dict[str, Any] = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise UserError(f"--config: {config} does not hold a mapping")
+        data: dict[str, Any] = read_yaml_mapping(config, "RunSpec")
     else:
-        data = run_preset(preset or "tiny").model_dump(mode="json")
+        data = run_preset("tiny" if preset is None else preset).model_dump(mode="json")
     if steps is not None:
         set_by_dotted_key(data, "train.steps", steps)
     if checkpoint_every is not None:
@@ -79,21 +76,21 @@ def print_summary(run: RunDir) -> None:
     def fmt(x: float | None, spec: str) -> str:
         return "n/a" if x is None else format(x, spec)
 
-    console.print(f"[bold]done[/] {run.spec.name}: step {rows[-1]['step'] if rows else '-'} | "
+    console.print(f"[bold]done[/] {escape(run.spec.name)}: step {rows[-1]['step'] if rows else '-'} | "
                   f"loss {fmt(loss, '.4f')} | val loss {fmt(val, '.4f')} | {fmt(tps, ',.0f')} tokens/s | "
-                  f"out {run.path}", highlight=False, soft_wrap=True)
+                  f"out {escape(str(run.path))}", highlight=False, soft_wrap=True)
 
 
 def train_command(
-    out: Path = typer.Option(..., "--out", help="Run directory (resumed when it holds checkpoints)."),
-    config: Path | None = typer.Option(None, "--config", help="RunSpec YAML file."),
-    preset: str | None = typer.Option(None, "--preset", help="Named run spec (default tiny)."),
+    out: Path = typer.Option(..., "--out", parser=path_option, help="Run directory (resumed when it holds checkpoints)."),
+    config: Path | None = typer.Option(None, "--config", parser=path_option, help="RunSpec YAML file."),
+    preset: str | None = typer.Option(None, "--preset", parser=name_option, help="Named run spec (default tiny)."),
     steps: int | None = typer.Option(None, "--steps", help="train.steps"),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="train.checkpoint_every"),
     seed: int | None = typer.Option(None, "--seed", help="train.seed (initialisation)"),
     sets: list[str] = typer.Option([], "--set", help="Dotted override key=value, e.g. optim.lr=3e-3 (repeatable)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to OUT/tensorboard."),
-    wandb: str | None = typer.Option(None, "--wandb", help="Also log to this W&B project."),
+    wandb: str | None = typer.Option(None, "--wandb", parser=name_option, help="Also log to this W&B project."),
 ) -> None:
     """Train a run (warmup + stable phase by default) with checkpoints, evals and snapshots."""
     with user_errors():
@@ -103,10 +100,10 @@ def train_command(
 
 
 def cooldown_command(
-    from_: Path = typer.Option(..., "--from", help="Checkpoint directory RUN/checkpoints/<step>."),
-    shape: str = typer.Option(..., "--shape", help="Cooldown shape (linear, cosine, sqrt, ...)."),
+    from_: Path = typer.Option(..., "--from", parser=path_option, help="Checkpoint directory RUN/checkpoints/<step>."),
+    shape: str = typer.Option(..., "--shape", parser=name_option, help="Cooldown shape (linear, cosine, sqrt, ...)."),
     steps: int = typer.Option(..., "--steps", help="Cooldown length in steps."),
-    out: Path = typer.Option(..., "--out", help="Run directory of the branch."),
+    out: Path = typer.Option(..., "--out", parser=path_option, help="Run directory of the branch."),
     shape_param: float | None = typer.Option(None, "--shape-param", help="Shape parameter (p of lowered_linear)."),
     alpha: float | None = typer.Option(None, "--alpha", help="Final LR factor."),
     seed: int | None = typer.Option(None, "--seed", help="Data-order seed of the branch."),
@@ -118,7 +115,7 @@ def cooldown_command(
     reset_optimizer: bool = typer.Option(False, "--reset-optimizer", help="Fresh AdamW moments."),
     sets: list[str] = typer.Option([], "--set", help="Dotted override key=value (repeatable)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to OUT/tensorboard."),
-    wandb: str | None = typer.Option(None, "--wandb", help="Also log to this W&B project."),
+    wandb: str | None = typer.Option(None, "--wandb", parser=name_option, help="Also log to this W&B project."),
 ) -> None:
     """Branch a cooldown from a checkpoint and train it."""
     with user_errors():

@@ -8,13 +8,15 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from wsdlab.common.errors import ConfigError
+
 M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors, assignments are validated."""
+    """Base for every config: unknown keys are errors, assignments are validated, floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
@@ -49,19 +51,61 @@ def set_by_dotted_key(data: dict[str, Any], key: str, value: Any) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ValueError(f"--set {key}: '{part}' is not a section")
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
         node = child
     node[parts[-1]] = value
 
 
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Parse a YAML file; every way the file can be unreadable is one line naming it.
+
+    A missing file is FileNotFoundError; a directory, a binary or non-UTF-8 file and a YAML syntax
+    error (with its line and column) are ConfigError; other OS errors (permissions, ...) propagate
+    as OSError with `filename` set, which the CLI prints as `error: <file>: <reason>`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a {what} YAML file")
+    raw = path.read_bytes()
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(f"{path}: binary file (NUL byte at offset {nul}), expected a {what} YAML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = err.problem or err.context or "invalid YAML"
+        raise ConfigError(f"{path}: YAML syntax error at {where}{problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """`read_yaml` of a file that must hold a mapping (an empty file is an empty mapping)."""
+    data = read_yaml(path, what)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} fields at the top level, got {_kind(data)}")
+    return data
+
+
+def _kind(data: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(data), type(data).__name__)
+
+
 def load_yaml_model(path: str | Path, model: type[M]) -> M:
     """Read a YAML file into `model`; errors name the file and each bad field."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with path.open() as f:
-        data = yaml.safe_load(f) or {}
+    data = read_yaml_mapping(path)
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"invalid config {path}:\n{describe_validation_error(err)}") from None
+        raise ConfigError(f"invalid config {path}:\n{describe_validation_error(err)}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.data.config import OrderConfig
 
 
@@ -31,7 +32,7 @@ class SequenceOrder:
         if num_train < 1:
             raise ValueError(f"num_train must be >= 1, got {num_train}")
         if order.seed < 0:
-            raise ValueError(f"order.seed must be >= 0, got {order.seed}")
+            raise ConfigError(f"order.seed must be >= 0, got {order.seed}")
         self.order = order
         self.num_train = num_train
         self.lo, self.hi = portion_bounds(num_train, order.num_portions, order.portion)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tokenizers import Tokenizer
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.hashing import spec_hash
 from wsdlab.common.io import atomic_directory, default_cache_dir
 from wsdlab.data.config import DataConfig
@@ -128,9 +130,9 @@ def split_documents(num_documents: int, val_fraction: float, seed: int) -> tuple
     portions of the packed train split are random subsets of documents.
     """
     if num_documents < 2:
-        raise ValueError(f"data: need at least 2 documents to split train/val, got {num_documents}")
+        raise ConfigError(f"data: need at least 2 documents to split train/val, got {num_documents}")
     if seed < 0:
-        raise ValueError(f"data.split_seed must be >= 0, got {seed}")
+        raise ConfigError(f"data.split_seed must be >= 0, got {seed}")
     num_val = min(max(1, round(num_documents * val_fraction)), num_documents - 1)
     perm = np.random.default_rng(seed).permutation(num_documents)
     return perm[num_val:], perm[:num_val]
@@ -227,7 +229,7 @@ def _build(cfg: DataConfig, out: Path, name: str, progress: bool) -> dict[str, A
         arrays = tokenize_documents(tok, [docs[i] for i in ids.tolist()], dtype, budget, progress, f"tokenizing {split}")
         seqs = pack_sequences(arrays, cfg.seq_len, sep, dtype)
         if len(seqs) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data: the {split} split has {sum(len(a) + 1 for a in arrays)} tokens, fewer than one sequence of "
                 f"seq_len + 1 = {cfg.seq_len + 1}; raise max_documents/max_tokens/val_fraction or lower seq_len"
             )
@@ -243,25 +245,51 @@ def _build(cfg: DataConfig, out: Path, name: str, progress: bool) -> dict[str, A
 
 @contextlib.contextmanager
 def _lock(final: Path) -> Iterator[None]:
-    """An exclusive lock on a sibling lock file (one preparer at a time; others wait, then reuse)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    """An exclusive lock on a sibling lock file (one preparer at a time; others wait, then reuse).
+
+    The lock file is removed when we leave without a published corpus (a failed build), so a
+    failure leaves no new cache entry. Since it can be unlinked while another process waits on it,
+    a waiter that wakes up holding an unlinked file retries on the current one.
+    """
+    cache = final.parent
+    created_cache = not cache.exists()
+    created_hf = not (cache / "hf").exists()  # the Hugging Face cache of `_build`
+    cache.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX: fall back to the rename check alone
         yield
         return
-    with open(final.parent / f".{final.name}.lock", "w") as f:
+    path = cache / f".{final.name}.lock"
+    while True:
+        f = open(path, "w")
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()  # unlinked by a failed preparer while we waited: lock the current file instead
+    try:
+        yield
+    finally:
+        if not is_prepared(final):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if created_hf:
+                with contextlib.suppress(OSError):
+                    (cache / "hf").rmdir()  # only if empty
+            if created_cache:
+                with contextlib.suppress(OSError):
+                    cache.rmdir()  # only if empty
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def prepare_corpus(cfg: DataConfig, progress: bool = True) -> Path:
     """The prepared corpus directory of `cfg`, building it on first use (a later call does no work)."""
     if cfg.is_vision:
-        raise ValueError(f"data.source: '{cfg.source}' is an image dataset; it has no token corpus")
+        raise ConfigError(f"data.source: '{cfg.source}' is an image dataset; it has no token corpus")
     final = corpus_dir(cfg)
     if is_prepared(final):
         return final

@@ -11,11 +11,13 @@ Kinds (`DataConfig.source`):
 - `hf`: `datasets.load_dataset(hf_name, hf_config, split=hf_split, streaming=streaming)`, field
   `text_field`. A local packaged builder (`hf_name` in json/parquet/text/csv) takes `path` as its
   `data_files` (a file, or a directory whose files are all used).
+A hub dataset that is neither cached nor reachable (no network) raises `DataUnavailableError`.
 `max_documents` caps the number of documents of every kind. Empty documents are skipped.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from wsdlab.common.errors import ConfigError, DataUnavailableError
 from wsdlab.data.config import DataConfig
 
 STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
@@ -97,7 +100,7 @@ def iter_text(path: str) -> Iterator[str]:
 
 def _field(record: dict[str, Any], text_field: str, where: str) -> str:
     if text_field not in record:
-        raise ValueError(f"data.text_field: '{text_field}' not found in {where} (keys: {sorted(record)[:10]})")
+        raise ConfigError(f"data.text_field: '{text_field}' not found in {where} (keys: {sorted(record)[:10]})")
     value = record[text_field]
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
@@ -118,7 +121,7 @@ def iter_parquet(path: str, text_field: str, batch_size: int = 1024) -> Iterator
     for file in _files_with_suffix(_existing(path), (".parquet",)):
         pf = pq.ParquetFile(file)
         if text_field not in pf.schema_arrow.names:
-            raise ValueError(f"data.text_field: column '{text_field}' not in {file} (columns: {pf.schema_arrow.names})")
+            raise ConfigError(f"data.text_field: column '{text_field}' not in {file} (columns: {pf.schema_arrow.names})")
         for batch in pf.iter_batches(batch_size=batch_size, columns=[text_field]):
             for value in batch.column(0).to_pylist():
                 yield "" if value is None else str(value)
@@ -142,22 +145,40 @@ def iter_hf(cfg: DataConfig, cache_dir: Path | None = None) -> Iterator[str]:
     import datasets
 
     if cfg.hf_name in LOCAL_BUILDERS and not cfg.path:
-        raise ValueError(f"data.path: hf builder '{cfg.hf_name}' needs path (its data files)")
+        raise ConfigError(f"data.path: hf builder '{cfg.hf_name}' needs path (its data files)")
     kwargs: dict[str, Any] = {"split": cfg.hf_split, "streaming": cfg.streaming}
     files = hf_data_files(cfg)
     if files is not None:
         kwargs["data_files"] = files
     if cache_dir is not None and not cfg.streaming:
         kwargs["cache_dir"] = str(cache_dir)
-    ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config, **kwargs)
-    for i, record in enumerate(ds):
-        yield _field(record, cfg.text_field, f"{cfg.hf_name} row {i}")
+    try:
+        ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config, **kwargs)
+        for i, record in enumerate(ds):
+            yield _field(record, cfg.text_field, f"{cfg.hf_name} row {i}")
+    except Exception as err:
+        if _is_unreachable(err) and files is None:
+            raise DataUnavailableError(
+                f"data.hf_name: dataset '{cfg.hf_name}' cannot be loaded here ({type(err).__name__}: "
+                f"{' '.join(str(err).split())}); without network only datasets already in the Hugging Face "
+                f"cache load: prepare it once online, or use a local source (text/jsonl/parquet)") from None
+        raise
+
+
+def _is_unreachable(err: BaseException) -> bool:
+    """A hub dataset that is neither reachable nor cached: network errors, offline mode, not found."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS):
+        return False  # a local disk problem: let it through with its filename
+    names = {c.__name__ for c in type(err).__mro__}
+    return isinstance(err, (ConnectionError, TimeoutError)) or bool(names & {
+        "ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFoundError", "DatasetNotFoundError",
+        "HfHubHTTPError", "RepositoryNotFoundError", "Timeout"})
 
 
 def iter_documents(cfg: DataConfig, hf_cache_dir: Path | None = None) -> Iterator[str]:
     """The non-empty documents of `cfg`'s text source, at most `max_documents` of them."""
     if cfg.is_vision:
-        raise ValueError(f"data.source: '{cfg.source}' is an image dataset, not a text source")
+        raise ConfigError(f"data.source: '{cfg.source}' is an image dataset, not a text source")
     if cfg.source == "stdlib":
         docs = iter_stdlib()
     elif cfg.source == "text":

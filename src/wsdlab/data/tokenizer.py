@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.data.config import DataConfig
 
 END_OF_TEXT = "<|endoftext|>"
@@ -28,7 +29,7 @@ MIN_CHAR_VOCAB = 3  # <unk>, separator, one character
 def train_bpe(documents: Iterable[str], vocab_size: int, progress: bool = False) -> Tokenizer:
     """Byte-level BPE with `vocab_size` entries (fewer if the corpus runs out of merges)."""
     if vocab_size < MIN_BPE_VOCAB:
-        raise ValueError(f"data.vocab_size: a byte-level BPE needs at least {MIN_BPE_VOCAB}, got {vocab_size}")
+        raise ConfigError(f"data.vocab_size: a byte-level BPE needs at least {MIN_BPE_VOCAB}, got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -66,7 +67,7 @@ def char_tokenizer(chars: Sequence[str]) -> Tokenizer:
 def train_char(documents: Iterable[str], vocab_size: int) -> Tokenizer:
     """Character tokenizer of size at most `vocab_size` over the train documents."""
     if vocab_size < MIN_CHAR_VOCAB:
-        raise ValueError(f"data.vocab_size: a char tokenizer needs at least {MIN_CHAR_VOCAB}, got {vocab_size}")
+        raise ConfigError(f"data.vocab_size: a char tokenizer needs at least {MIN_CHAR_VOCAB}, got {vocab_size}")
     return char_tokenizer(char_vocabulary(documents, vocab_size))
 
 
@@ -86,7 +87,7 @@ def separator_id(tok: Tokenizer, where: str = "tokenizer") -> int:
         idx = tok.token_to_id(name)
         if idx is not None:
             return idx
-    raise ValueError(f"{where}: no end-of-text token found (tried {', '.join(EOT_CANDIDATES)})")
+    raise ConfigError(f"{where}: no end-of-text token found (tried {', '.join(EOT_CANDIDATES)})")
 
 
 def build_tokenizer(cfg: DataConfig, train_documents: Sequence[str], progress: bool = False) -> Tokenizer:

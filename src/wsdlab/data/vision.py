@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.data.config import DataConfig
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -148,4 +149,4 @@ def load_images(cfg: DataConfig, cache_root: Path) -> ImageSplits:
         return load_fashion_mnist(cfg.path)
     if cfg.source == "cifar10":
         return load_cifar10(cifar10_dir(cfg, cache_root))
-    raise ValueError(f"data.source: '{cfg.source}' is not an image dataset")
+    raise ConfigError(f"data.source: '{cfg.source}' is not an image dataset")

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from wsdlab.report.aggregate import Row, Tables, curve_stats, floats, group_by, has_values, require, sort_values
-from wsdlab.report.panels import band, legend, log_if_positive, log_scale, panels, step_axis
+from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
 from wsdlab.report.style import color_map, group_label
 
 MAX_LANDSCAPES = 6  # contour panels drawn at most (evenly spread over the cooldown points)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.schedules.config import ScheduleConfig
 from wsdlab.schedules.core import (
     Schedule,
@@ -19,17 +20,17 @@ from wsdlab.schedules.shapes import get_shape
 def pretrain_steps(cfg: ScheduleConfig, total_steps: int) -> int:
     """T_pre: the steps before the mid-training stage (all of them without one)."""
     if isinstance(total_steps, bool):
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
     try:
         total_steps = operator.index(total_steps)
     except TypeError:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}") from None
+        raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}") from None
     if total_steps < 1:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps}")
+        raise ConfigError(f"total_steps must be a positive integer, got {total_steps}")
     if cfg.mid is None:
         return total_steps
     if cfg.mid.steps >= total_steps:
-        raise ValueError(f"mid.steps ({cfg.mid.steps}) must be < total_steps ({total_steps})")
+        raise ConfigError(f"mid.steps ({cfg.mid.steps}) must be < total_steps ({total_steps})")
     return total_steps - cfg.mid.steps
 
 
@@ -45,12 +46,12 @@ def cooldown_steps(cfg: ScheduleConfig, total_steps: int) -> int:
         cool = cfg.cooldown_steps if cfg.cooldown_steps is not None else round(cfg.cooldown_fraction * total)
         if cfg.warmup_steps + cool > total:
             field = "cooldown_steps" if cfg.cooldown_steps is not None else f"round(cooldown_fraction * {total})"
-            raise ValueError(
+            raise ConfigError(
                 f"warmup_steps ({cfg.warmup_steps}) + {field} ({cool}) exceed the {_total_name(cfg)} ({total})"
             )
         return cool
     if cfg.warmup_steps > total:
-        raise ValueError(f"warmup_steps ({cfg.warmup_steps}) exceed the {_total_name(cfg)} ({total})")
+        raise ConfigError(f"warmup_steps ({cfg.warmup_steps}) exceed the {_total_name(cfg)} ({total})")
     return 0 if cfg.kind == "wso" else total - cfg.warmup_steps
 
 
@@ -72,7 +73,7 @@ def build_schedule(cfg: ScheduleConfig, total_steps: int) -> Schedule:
     elif cfg.kind == "linear":
         schedule = warmup_linear_decay(total, cfg.warmup_steps, cfg.alpha)
     else:  # unreachable: pydantic checks the Literal
-        raise ValueError(f"kind: unknown schedule kind '{cfg.kind}'")
+        raise ConfigError(f"kind: unknown schedule kind '{cfg.kind}'")
     if cfg.mid is not None:
         schedule = with_mid_training(schedule, total, cfg.mid.steps, cfg.mid.alpha_mid)
     return schedule

@@ -13,6 +13,7 @@ import bisect
 import operator
 from collections.abc import Callable, Sequence
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.schedules.shapes import Shape, cosine, get_shape, linear
 
 Schedule = Callable[[int], float]  # step -> LR factor (multiplies optim.lr)
@@ -20,19 +21,19 @@ Schedule = Callable[[int], float]  # step -> LR factor (multiplies optim.lr)
 
 def _check_int(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
     try:
         value = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
 def _check_fraction(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -40,7 +41,7 @@ def _resolve_shape(shape: Shape | str) -> Shape:
     if isinstance(shape, str):
         return get_shape(shape)
     if not callable(shape):
-        raise ValueError(f"shape must be a shape name or a function of x, got {type(shape).__name__}")
+        raise ConfigError(f"shape must be a shape name or a function of x, got {type(shape).__name__}")
     return shape
 
 
@@ -123,7 +124,7 @@ def warmup_stable_decay(
     warmup = _check_int("warmup", warmup, 0)
     cooldown = _check_int("cooldown", cooldown, 0)
     if warmup + cooldown > total:
-        raise ValueError(f"warmup ({warmup}) + cooldown ({cooldown}) exceed total ({total}) steps")
+        raise ConfigError(f"warmup ({warmup}) + cooldown ({cooldown}) exceed total ({total}) steps")
     fn = _resolve_shape(shape)
     alpha = _check_fraction("alpha", alpha)
     pieces: list[Schedule] = [constant_schedule(1.0)]
@@ -142,7 +143,7 @@ def warmup_cosine(total: int, warmup: int, alpha: float = 0.0) -> Schedule:
     total = _check_int("total", total, 1)
     warmup = _check_int("warmup", warmup, 0)
     if warmup > total:
-        raise ValueError(f"warmup ({warmup}) exceeds total ({total}) steps")
+        raise ConfigError(f"warmup ({warmup}) exceeds total ({total}) steps")
     return warmup_stable_decay(total, warmup, total - warmup, cosine, alpha)
 
 
@@ -151,7 +152,7 @@ def warmup_linear_decay(total: int, warmup: int, alpha: float = 0.0) -> Schedule
     total = _check_int("total", total, 1)
     warmup = _check_int("warmup", warmup, 0)
     if warmup > total:
-        raise ValueError(f"warmup ({warmup}) exceeds total ({total}) steps")
+        raise ConfigError(f"warmup ({warmup}) exceeds total ({total}) steps")
     return warmup_stable_decay(total, warmup, total - warmup, linear, alpha)
 
 

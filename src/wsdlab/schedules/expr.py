@@ -13,6 +13,8 @@ import math
 import operator
 from collections.abc import Callable
 
+from wsdlab.common.errors import ConfigError
+
 Shape = Callable[[float], float]
 _Node = Callable[[float], float]
 
@@ -37,8 +39,8 @@ _UNARY: dict[type[ast.unaryop], Callable[[float], float]] = {ast.USub: operator.
 _ALLOWED = "numbers, x, pi, + - * / **, unary -, and sqrt cos sin exp log"
 
 
-def _reject(text: str, why: str) -> ValueError:
-    return ValueError(f"invalid shape_expr {text!r}: {why} (allowed: {_ALLOWED})")
+def _reject(text: str, why: str) -> ConfigError:
+    return ConfigError(f"invalid shape_expr {text!r}: {why} (allowed: {_ALLOWED})")
 
 
 def _compile_node(node: ast.AST, text: str) -> _Node:
@@ -82,9 +84,9 @@ def compile_shape_expr(text: str) -> Shape:
     The returned shape raises ValueError naming the expression when it fails or is not finite at x.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("shape_expr must be a non-empty expression of x, e.g. '1 - x**2'")
+        raise ConfigError("shape_expr must be a non-empty expression of x, e.g. '1 - x**2'")
     if len(text) > MAX_EXPR_CHARS:
-        raise ValueError(f"shape_expr is too long ({len(text)} > {MAX_EXPR_CHARS} characters)")
+        raise ConfigError(f"shape_expr is too long ({len(text)} > {MAX_EXPR_CHARS} characters)")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
@@ -95,9 +97,9 @@ def compile_shape_expr(text: str) -> Shape:
         try:
             y = body(float(x))
         except (ArithmeticError, ValueError) as e:
-            raise ValueError(f"shape_expr {text!r} fails at x={x}: {e}") from None
+            raise ConfigError(f"shape_expr {text!r} fails at x={x}: {e}") from None
         if not math.isfinite(y):
-            raise ValueError(f"shape_expr {text!r} is not finite at x={x}")
+            raise ConfigError(f"shape_expr {text!r} is not finite at x={x}")
         return y
 
     return shape

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.schedules.shapes import Shape
 
 Curve = tuple[str, Sequence[float], Sequence[float]]  # (label, xs, ys)
@@ -25,7 +26,7 @@ def shape_curves(shapes: Sequence[tuple[str, Shape]], points: int = 201) -> list
 def render_png(shape_lines: Sequence[Curve], schedule_lines: Sequence[Curve] = (), dpi: int = 120) -> bytes:
     """One panel of cooldown shapes (factor vs x) and, when given, one of schedules (factor vs step)."""
     if not shape_lines and not schedule_lines:
-        raise ValueError("nothing to plot: give at least one shape or schedule")
+        raise ConfigError("nothing to plot: give at least one shape or schedule")
     panels = [(lines, xlabel, title) for lines, xlabel, title in (
         (shape_lines, "x = fraction of the cooldown", "Cooldown shapes"),
         (schedule_lines, "step", "Schedules"),

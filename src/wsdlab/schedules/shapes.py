@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.schedules.expr import Shape, compile_shape_expr
 
 ShapeFactory = Callable[[float | None], Shape]  # shape_param (None = the shape's default) -> shape
@@ -54,7 +55,7 @@ def lowered_linear(p: float) -> Shape:
 def _without_param(name: str, shape: Shape) -> ShapeFactory:
     def factory(param: float | None) -> Shape:
         if param is not None:
-            raise ValueError(f"shape_param: shape '{name}' takes no parameter (got {param})")
+            raise ConfigError(f"shape_param: shape '{name}' takes no parameter (got {param})")
         return shape
 
     return factory
@@ -63,7 +64,7 @@ def _without_param(name: str, shape: Shape) -> ShapeFactory:
 def _lowered_linear_factory(param: float | None) -> Shape:
     p = LOWERED_LINEAR_DEFAULT_P if param is None else float(param)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"shape_param: lowered_linear needs 0 <= p <= 1, got {param}")
+        raise ConfigError(f"shape_param: lowered_linear needs 0 <= p <= 1, got {param}")
     return lowered_linear(p)
 
 
@@ -103,25 +104,25 @@ def _check_on_grid(shape: Shape, label: str) -> None:
     for x in _GRID:
         y = shape(x)
         if not isinstance(y, (int, float)) or not math.isfinite(y) or not -1e-12 <= y <= 1.0 + 1e-12:
-            raise ValueError(f"{label} must map [0,1] into [0,1]; at x={x} it gives {y}")
+            raise ConfigError(f"{label} must map [0,1] into [0,1]; at x={x} it gives {y}")
 
 
 def get_shape(name: str, param: float | None = None, expr: str | None = None) -> Shape:
     """The shape called `name` with parameter `param`; `expr` is the formula of shape 'expr'."""
     if name == EXPR:
         if expr is None:
-            raise ValueError("shape 'expr' needs shape_expr, e.g. shape_expr: '1 - x**2'")
+            raise ConfigError("shape 'expr' needs shape_expr, e.g. shape_expr: '1 - x**2'")
         if param is not None:
-            raise ValueError(f"shape_param: shape 'expr' takes no parameter (got {param})")
+            raise ConfigError(f"shape_param: shape 'expr' takes no parameter (got {param})")
         shape = compile_shape_expr(expr)
         _check_on_grid(shape, f"shape_expr {expr!r}")
         return shape
     if expr is not None:
-        raise ValueError(f"shape_expr is only used with shape 'expr' (shape is '{name}')")
+        raise ConfigError(f"shape_expr is only used with shape 'expr' (shape is '{name}')")
     factory = _FACTORIES.get(name)
     if factory is None:
         known = ", ".join(SHAPE_NAMES)
-        raise ValueError(f"shape: unknown cooldown shape '{name}'; known: {known}, expr (with shape_expr)")
+        raise ConfigError(f"shape: unknown cooldown shape '{name}'; known: {known}, expr (with shape_expr)")
     shape = factory(param)
     if name not in BUILTIN_SHAPES:
         if not callable(shape):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wsdlab.analysis.tables import read_table, write_table
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.hashing import spec_hash
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.plan import BASE_KEY, Plan
@@ -340,7 +341,7 @@ def _landscape(ctx: StepContext) -> dict[str, list[Row]]:
         have = set(weight_steps(run))
         candidates = [p for p in sorted(have) if p >= k and p + cfg.offset in have]
         if not candidates:
-            raise ValueError(f"landscape: run {run.path.name} has no cooldown point with weights {cfg.offset} steps "
+            raise ConfigError(f"landscape: run {run.path.name} has no cooldown point with weights {cfg.offset} steps "
                              f"later (snapshots at {sorted(have)}); make analyses.landscape.options.offset a "
                              "multiple of analyses.snapshot_every and shorter than the cooldown")
         points = evenly(candidates, own.get("points", 2))

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.spec import SlurmConfig
 from wsdlab.study.worker import RunFn, SinkOptions, format_cpus, run_job, short_traceback
@@ -107,7 +108,7 @@ class Slot:
 def plan_slots(workers: int, cpus: list[int] | None = None, num_gpus: int = 0) -> list[Slot]:
     """Split the CPUs evenly between `workers` slots; with GPUs, slot i uses GPU i mod num_gpus."""
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     cpus = cpus if cpus is not None else sorted(_available_cpus())
     per = max(1, len(cpus) // workers)
     slots = []
@@ -285,7 +286,7 @@ def import_submitit() -> Any:
     try:
         import submitit
     except ImportError:
-        raise ValueError("--executor slurm needs submitit: pip install 'wsdlab[slurm]'") from None
+        raise ConfigError("--executor slurm needs submitit: pip install 'wsdlab[slurm]'") from None
     return submitit
 
 
@@ -347,9 +348,9 @@ def make_executor(kind: str, study_dir: Path, *, workers: int = 1, sinks: SinkOp
                   slurm: SlurmConfig | None = None, run_fn: RunFn | None = None) -> Executor:
     """The executor named on the command line (`local` with --workers > 1 means `processes`)."""
     if kind not in EXECUTORS:
-        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got '{kind}'")
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got '{kind}'")
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     if kind == "slurm":
         return SlurmExecutor(study_dir, slurm or SlurmConfig(), sinks)
     if kind == "processes" or workers > 1:

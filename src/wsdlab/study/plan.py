@@ -122,7 +122,7 @@ def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int) -> Data
     p = num_parts
     q = p * (num_train // (seqs_per_cooldown * p))
     if q < 2 * p:
-        raise ValueError(
+        raise ConfigError(
             f"cooldown.data 'fresh': the corpus has {num_train} train sequences but a cooldown reads {seqs_per_cooldown} "
             f"and the study needs {p} such parts outside the base's half ({2 * p * seqs_per_cooldown} sequences); "
             "use more data, a shorter cooldown or a smaller batch, or set cooldown.data: continue")
@@ -142,7 +142,7 @@ def data_layout(study: StudySpec, num_train: int | None) -> DataLayout:
     if study.cooldown.data == "continue":
         return continue_layout(num_parts)
     if num_train is None:
-        raise ValueError("cooldown.data 'fresh' needs the number of train sequences (num_train) to plan the study")
+        raise ConfigError("cooldown.data 'fresh' needs the number of train sequences (num_train) to plan the study")
     from wsdlab.train.batching import global_batch_size
 
     spec = base_run_spec(study)
@@ -180,20 +180,20 @@ def base_run_spec(study: StudySpec, layout: DataLayout | None = None) -> RunSpec
         try:
             set_by_dotted_key(data, key, value)
         except ValueError as err:
-            raise ValueError(f"base.overrides.{key}: {err}") from None
+            raise ConfigError(f"base.overrides.{key}: {err}") from None
     for key, value in (layout.base if layout else {}).items():
         set_by_dotted_key(data, key, value)
     data.setdefault("train", {})["progress"] = False
     try:
         spec = RunSpec.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"invalid base run of study '{study.name}':\n{describe_validation_error(err, 'base.spec.')}") from None
+        raise ConfigError(f"invalid base run of study '{study.name}':\n{describe_validation_error(err, 'base.spec.')}") from None
     if spec.schedule.kind != "wso":
-        raise ValueError(
+        raise ConfigError(
             f"base.spec.schedule.kind: must be 'wso' (the base is warmup + stable phase; cooldowns branch from it), "
             f"got '{spec.schedule.kind}'")
     if spec.init_from is not None:
-        raise ValueError("base.spec.init_from: the base run must start from scratch")
+        raise ConfigError("base.spec.init_from: the base run must start from scratch")
     return spec
 
 
@@ -274,7 +274,7 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
     keys = [r.key for r in runs]
     dups = sorted({k for k in keys if keys.count(k) > 1})
     if dups:
-        raise ValueError(f"study '{study.name}': several runs would be named {dups}; make shape labels/variant names distinct")
+        raise ConfigError(f"study '{study.name}': several runs would be named {dups}; make shape labels/variant names distinct")
     return Plan(study, tuple(runs))
 
 
@@ -341,7 +341,7 @@ def _expand_hyperparams(study: StudySpec, branch: Any) -> None:
             add(f"beta2{_num(p)}", "beta2_p", p, beta_power=p, beta2_only=True)
         for k in hp.batch_scales:  # branch_spec runs steps // k steps: the same number of tokens
             if cd.steps // k < 1:
-                raise ValueError(f"hyperparams.batch_scales: {k:g} leaves no step of the {cd.steps}-step cooldown")
+                raise ConfigError(f"hyperparams.batch_scales: {k:g} leaves no step of the {cd.steps}-step cooldown")
             for matched in hp.match_half_life:
                 add(f"batch{_num(k)}{'-hl' if matched else ''}", "batch_x_half_life" if matched else "batch_x", k,
                     batch_scale=k, match_half_life=matched)

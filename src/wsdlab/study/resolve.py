@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.hashing import spec_hash
 from wsdlab.study.plan import Plan, PlannedRun
 from wsdlab.train.config import RunSpec
@@ -129,7 +130,7 @@ def check_branches(plan: Plan, branch_fn: BranchFn | None = None) -> None:
             try:
                 fn(ckpt, **run.recipe.branch_kwargs())
             except ValueError as err:
-                raise ValueError(f"run '{run.key}' of study '{plan.study.name}': {err}") from None
+                raise ConfigError(f"run '{run.key}' of study '{plan.study.name}': {err}") from None
 
 
 def relative(path: Path, start: Path) -> str:

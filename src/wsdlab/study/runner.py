@@ -20,7 +20,7 @@ from typing import Any, Literal
 from rich.console import Console
 
 from wsdlab.analysis.tables import write_table
-from wsdlab.common.errors import WsdlabError
+from wsdlab.common.errors import ConfigError, RunLockedError, WsdlabError
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.executors import Executor, Job, SequentialExecutor
 from wsdlab.study.plan import Plan, base_run_spec, expand_plan
@@ -58,7 +58,7 @@ def study_lock(study_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"another `wsdlab study run` is using {study_dir} (lock {study_dir / LOCK_FILE})") from None
+            raise RunLockedError(f"another `wsdlab study run` is using {study_dir} (lock {study_dir / LOCK_FILE})") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield
@@ -91,7 +91,7 @@ def load_study_dir(study_dir: str | Path) -> tuple[StudySpec, Plan]:
     try:
         num_train = json.loads(plan_path.read_text())["num_train"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"unreadable {plan_path}: {err}") from None
+        raise ConfigError(f"unreadable {plan_path}: {err}") from None
     return study, expand_plan(study, num_train)
 
 
@@ -199,10 +199,14 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
     """
     study_dir = Path(study_dir).absolute()
     prog = progress if progress is not None else StudyProgress(study.name, 0, Console(quiet=True), live=False)
+    # everything that can reject the study runs before the folder and its lock exist, so a bad study
+    # leaves nothing behind (preparing the corpus needs no lock of ours: the data cache has its own)
+    if study_dir.exists() and not study_dir.is_dir():
+        raise ConfigError(f"{study_dir}: exists and is not a directory")
+    num_train = study_num_train(study, progress=prog.live_enabled)  # prepares the corpus on first use
+    plan = expand_plan(study, num_train)
+    check_branches(plan, branch_fn)
     with study_lock(study_dir):
-        num_train = study_num_train(study, progress=prog.live_enabled)  # prepares the corpus on first use
-        plan = expand_plan(study, num_train)
-        check_branches(plan, branch_fn)
         write_study_file(study, study_dir, num_train)
         resolver = Resolver(plan, study_dir, branch_fn)
         prog.total = len(plan)
@@ -241,7 +245,7 @@ def redo_report(study_dir: str | Path, progress: StudyProgress | None = None) ->
     statuses = plan_status(plan, resolver)
     missing = [k for k, s in statuses.items() if s.state != "complete"]
     if missing:
-        raise ValueError(f"study {study_dir} has {len(missing)} incomplete run(s) ({', '.join(missing[:5])}"
+        raise ConfigError(f"study {study_dir} has {len(missing)} incomplete run(s) ({', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}); finish it with `wsdlab study run` first")
     with study_lock(study_dir):
         write_runs_index(statuses, study_dir)

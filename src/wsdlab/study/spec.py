@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from wsdlab.common.config import StrictModel, describe_validation_error
+from wsdlab.common.config import StrictModel, describe_validation_error, read_yaml_mapping
+from wsdlab.common.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -343,30 +344,23 @@ BUILTIN_STUDIES = ("default", "quick", "paper-60M", "paper-210M")
 def builtin_study_path(name: str) -> Path:
     """Path of a study YAML shipped inside the package (wsdlab/studies/<name>.yaml)."""
     if name not in BUILTIN_STUDIES:
-        raise ValueError(f"unknown built-in study '{name}'; known: {', '.join(BUILTIN_STUDIES)}")
+        raise ConfigError(f"unknown built-in study '{name}'; known: {', '.join(BUILTIN_STUDIES)}")
     return Path(str(resources.files("wsdlab").joinpath("studies", f"{name}.yaml")))
 
 
 def parse_study(data: dict[str, Any], source: str = "study") -> StudySpec:
     """Validate a study mapping; errors list every bad field by its dotted path."""
     if not isinstance(data, dict):
-        raise ValueError(f"invalid study {source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(f"invalid study {source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         return StudySpec.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"invalid study {source}:\n{describe_validation_error(err)}") from None
+        raise ConfigError(f"invalid study {source}:\n{describe_validation_error(err)}") from None
 
 
 def load_study(path: str | Path) -> StudySpec:
     """Read and validate a study YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"study file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"study file {path} is not valid YAML: {err}") from None
-    return parse_study(data, str(path))
+    return parse_study(read_yaml_mapping(path, "study"), str(path))
 
 
 def dump_study(spec: StudySpec) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.train.config import TrainConfig
 
 
@@ -13,7 +14,7 @@ def global_batch_size(train: TrainConfig, tokens_per_item: int) -> int:
         return train.batch_size
     items = train.batch_tokens // tokens_per_item
     if items < 1:
-        raise ValueError(f"train.batch_tokens ({train.batch_tokens}) is smaller than one item ({tokens_per_item} tokens)")
+        raise ConfigError(f"train.batch_tokens ({train.batch_tokens}) is smaller than one item ({tokens_per_item} tokens)")
     return items
 
 
@@ -21,7 +22,7 @@ def rank_slice(positions: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This rank's contiguous share of the global batch; the global batch must divide evenly."""
     n = len(positions)
     if n % world_size:
-        raise ValueError(f"global batch ({n}) must be divisible by the number of processes ({world_size})")
+        raise ConfigError(f"global batch ({n}) must be divisible by the number of processes ({world_size})")
     per = n // world_size
     return positions[rank * per:(rank + 1) * per]
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.models import batch_loss
 
 
@@ -26,9 +27,9 @@ def to_device(batch: Any, device: torch.device | str) -> Any:
 def eval_index_chunks(num_val: int, num_batches: int, batch_size: int) -> list[np.ndarray]:
     """Indices 0..n-1 of the val split (n = num_batches * batch_size, at most num_val) in batches."""
     if num_batches <= 0 or batch_size <= 0:
-        raise ValueError(f"eval needs num_batches > 0 and batch_size > 0, got {num_batches}, {batch_size}")
+        raise ConfigError(f"eval needs num_batches > 0 and batch_size > 0, got {num_batches}, {batch_size}")
     if num_val <= 0:
-        raise ValueError("the validation split is empty; raise data.val_fraction or add documents")
+        raise ConfigError("the validation split is empty; raise data.val_fraction or add documents")
     n = min(num_batches * batch_size, num_val)
     idx = np.arange(n, dtype=np.int64)
     return [idx[i:i + batch_size] for i in range(0, n, batch_size)]

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.io import atomic_write_text
 
 
@@ -95,7 +96,7 @@ class JsonlSink(MetricsSink):
 
 def _require(module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise ValueError(f"{module} is not installed; install it with: pip install 'wsdlab[{extra}]'")
+        raise ConfigError(f"{module} is not installed; install it with: pip install 'wsdlab[{extra}]'")
 
 
 class TensorBoardSink(MetricsSink):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.data.config import DataConfig
 from wsdlab.models import model_config
 from wsdlab.schedules.config import ScheduleConfig
@@ -124,5 +125,5 @@ RUN_PRESETS: dict[str, Callable[[], RunSpec]] = {
 def run_preset(name: str) -> RunSpec:
     """A fresh RunSpec of preset `name`; ValueError listing the presets when unknown."""
     if name not in RUN_PRESETS:
-        raise ValueError(f"unknown preset '{name}'; known: {', '.join(RUN_PRESETS)}")
+        raise ConfigError(f"unknown preset '{name}'; known: {', '.join(RUN_PRESETS)}")
     return RUN_PRESETS[name]()

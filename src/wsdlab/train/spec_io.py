@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from wsdlab.common.config import describe_validation_error
+from wsdlab.common.config import describe_validation_error, read_yaml_mapping
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.io import atomic_write_text
 from wsdlab.train.config import RunSpec
 
@@ -24,13 +25,11 @@ def write_spec(spec: RunSpec, path: str | Path) -> None:
 
 def read_spec(path: str | Path) -> RunSpec:
     """Load a spec.yaml; errors name the file and the bad fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"spec file not found: {path}")
+    data = read_yaml_mapping(path, "spec")
     try:
-        return RunSpec.model_validate(yaml.safe_load(path.read_text()) or {})
+        return RunSpec.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"invalid spec {path}:\n{describe_validation_error(err)}") from None
+        raise ConfigError(f"invalid spec {path}:\n{describe_validation_error(err)}") from None
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
