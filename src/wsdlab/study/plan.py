@@ -74,6 +74,11 @@ class PlannedRun:
     parent: str | None = None
     recipe: BranchRecipe | None = None
 
+    @property
+    def stage(self) -> str:
+        """The stage this run belongs to (the cooldown study's stages are its roles)."""
+        return self.role
+
 
 @dataclass(frozen=True)
 class Plan:
