@@ -1,14 +1,14 @@
 """Cooldown branches: a new spec that starts at a checkpoint of a stable run.
 
-The branch keeps the parent's model, data, optimizer and warmup; its schedule is WSD whose
-cooldown is exactly the branch (`cooldown_steps = steps`, `train.steps = parent_step + steps`), so
-the first update of the branch (step parent_step + 1) already uses the cooldown LR.
+The branch keeps the parent's model, data, optimizer and warmup; in mode `cooldown` its schedule is
+WSD whose cooldown is the branch (`cooldown_steps = steps`, `train.steps = parent_step + steps`), so
+the first update of the branch (step parent_step + 1) already uses the cooldown LR; in mode `mid` the
+parent's schedule goes on with a mid-training decay (`schedule.mid`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from wsdlab.common.config import describe_validation_error, set_by_dotted_key
 from wsdlab.common.errors import ConfigError
 from wsdlab.train.batching import global_batch_size
 from wsdlab.train.checkpoint import open_checkpoint
-from wsdlab.train.config import RunSpec
+from wsdlab.train.config import BranchConfig, RunSpec
 
 
 def scaled_beta(beta: float, power: float) -> float:
@@ -39,12 +39,8 @@ def half_life_steps(beta: float) -> float:
     return math.log(0.5) / math.log(beta)
 
 
-def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: float | None = None,
-                alpha: float | None = None, seed: int | None = None, beta_power: float | None = None,
-                beta2_only: bool = False, batch_scale: float | None = None, match_half_life: bool = False,
-                weight_decay_off: bool = False, reset_optimizer: bool = False,
-                cooldown_steps: int | None = None, overrides: Mapping[str, object] | None = None) -> RunSpec:
-    """The spec of a cooldown of `steps` updates of shape `shape` from `checkpoint`.
+def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, **fields: Any) -> RunSpec:
+    """The spec of a branch from `checkpoint`: `config`, or BranchConfig(**fields) (`steps=`, `shape=`, ...).
 
     seed: data-order seed of the branch (order.seed). beta_power p: betas -> beta**p (beta2 alone
     with beta2_only); p < 1 makes the betas larger (longer memory), p > 1 smaller (`scaled_beta`).
@@ -54,65 +50,67 @@ def branch_spec(checkpoint: str | Path, *, steps: int, shape: str, shape_param: 
     every step reads k times more tokens). weight_decay_off: no weight decay. reset_optimizer: fresh
     AdamW moments. cooldown_steps: length of the decay at the end of the branch (None = the whole
     branch); a shorter one keeps the parent's peak LR (stable continuation) for steps - cooldown_steps
-    updates first, as the longer run of the averaging study does. overrides: any other dotted key
-    (applied last).
+    updates first, as the longer run of the averaging study does. data: DataConfig fields replaced.
+    overrides: any other dotted key (applied last). The result records the config with its parent step
+    in `RunSpec.branch`.
 
     The checkpoint is verified first (CheckpointError names the damaged or missing file); bad
     arguments are a ConfigError naming the argument.
     """
-    if steps <= 0:
-        raise ConfigError(f"steps: must be > 0, got {steps}")
-    if match_half_life and batch_scale is None:
-        raise ConfigError("match_half_life needs batch_scale")
-    for name, value in (("batch_scale", batch_scale), ("beta_power", beta_power), ("shape_param", shape_param),
-                        ("alpha", alpha)):
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"{name}: must be a finite number, got {value}")
-    if cooldown_steps is not None and not 1 <= cooldown_steps <= steps:
-        raise ConfigError(f"cooldown_steps: must be in [1, steps={steps}], got {cooldown_steps}")
-    if cooldown_steps is not None and batch_scale is not None:
-        raise ConfigError("cooldown_steps and batch_scale cannot be combined")
+    if config is None:
+        try:
+            config = BranchConfig(**fields)
+        except ValidationError as err:
+            raise ConfigError(f"invalid branch: {describe_validation_error(err)}") from None
+    elif fields:
+        raise TypeError("branch_spec: give a BranchConfig or its fields, not both")
+    cfg = config
     ckpt = open_checkpoint(checkpoint)
     parent, parent_step = ckpt.spec, ckpt.step
     data = parent.model_dump(mode="json")
     data.pop("branch", None)
     optim, train, sched = data["optim"], data["train"], data["schedule"]
+    steps = cfg.steps
 
-    if batch_scale is not None:
-        if batch_scale <= 0:
-            raise ConfigError(f"batch_scale: must be > 0, got {batch_scale}")
-        _scale_batch(train, parent, batch_scale)
-        steps = int(steps // batch_scale)
+    if cfg.batch_scale is not None:
+        _scale_batch(train, parent, cfg.batch_scale)
+        steps = int(steps // cfg.batch_scale)
         if steps < 1:
-            raise ConfigError(f"batch_scale ({batch_scale}) leaves no steps of the branch")
-    if beta_power is not None:
-        if beta_power <= 0:
-            raise ConfigError(f"beta_power: must be > 0, got {beta_power}")
-        if not beta2_only:
-            optim["beta1"] = scaled_beta(optim["beta1"], beta_power)
-        optim["beta2"] = scaled_beta(optim["beta2"], beta_power)
-    if match_half_life:
+            raise ConfigError(f"batch_scale ({cfg.batch_scale:g}) leaves no steps of the {cfg.steps}-step branch")
+    if cfg.beta_power is not None:
+        if not cfg.beta2_only:
+            optim["beta1"] = scaled_beta(optim["beta1"], cfg.beta_power)
+        optim["beta2"] = scaled_beta(optim["beta2"], cfg.beta_power)
+    if cfg.match_half_life:
         # token half-life matched: k-times larger batches take k-times fewer EMA steps, beta -> beta**k
-        optim["beta1"] = scaled_beta(optim["beta1"], batch_scale)
-        optim["beta2"] = scaled_beta(optim["beta2"], batch_scale)
-    if weight_decay_off:
+        assert cfg.batch_scale is not None
+        optim["beta1"] = scaled_beta(optim["beta1"], cfg.batch_scale)
+        optim["beta2"] = scaled_beta(optim["beta2"], cfg.batch_scale)
+    if cfg.weight_decay_off:
         optim["weight_decay"] = 0.0
-    if seed is not None:
-        data["data"]["order"]["seed"] = seed
+    if cfg.seed is not None:
+        data["data"]["order"]["seed"] = cfg.seed
+    data["data"].update(cfg.data)
 
-    sched.update(kind="wsd", cooldown_steps=steps if cooldown_steps is None else cooldown_steps, shape=shape, shape_param=shape_param, mid=None)
-    if shape != "expr":
-        sched["shape_expr"] = None
-    if alpha is not None:
-        sched["alpha"] = alpha
+    if cfg.mode == "cooldown":
+        sched.update(kind="wsd", cooldown_steps=steps if cfg.cooldown_steps is None else cfg.cooldown_steps,
+                     shape=cfg.shape, shape_param=cfg.shape_param, shape_expr=cfg.shape_expr, mid=None)
+        if cfg.alpha is not None:
+            sched["alpha"] = cfg.alpha
+        name = f"cd-{cfg.shape}-{steps}"
+    else:  # mid-training continues the parent's (finished) pre-training schedule, eq. 11
+        if parent_step != parent.train.steps or parent.schedule.mid is not None:
+            raise ConfigError(f"mode 'mid': branch from the final step of a pre-training run (the checkpoint is at "
+                              f"step {parent_step} of {parent.train.steps})")
+        sched["mid"] = {"steps": steps, "alpha_mid": cfg.alpha_mid}
+        name = f"mid-{steps}"
     train["steps"] = parent_step + steps
     train["checkpoint_steps"] = [s for s in train["checkpoint_steps"] if s > parent_step]
     train["snapshot_steps"] = [s for s in train["snapshot_steps"] if s >= parent_step]
     data["init_from"] = str(Path(checkpoint).resolve())
-    data["name"] = f"{parent.name}-cd-{shape}-{steps}"
-    data["branch"] = {"reset_optimizer": reset_optimizer, "beta_power": beta_power, "beta2_only": beta2_only,
-                      "batch_scale": batch_scale, "match_half_life": match_half_life, "parent_step": parent_step}
-    for key, value in (overrides or {}).items():
+    data["name"] = f"{parent.name}-{name}"
+    data["branch"] = cfg.model_copy(update={"parent_step": parent_step}).model_dump(mode="json")
+    for key, value in cfg.overrides.items():
         set_by_dotted_key(data, key, value)
     try:
         return RunSpec.model_validate(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -62,17 +62,48 @@ class TrainConfig(StrictModel):
 
 
 class BranchConfig(StrictModel):
-    """How a branch departs from the checkpoint it starts at (recorded for provenance)."""
+    """How a branch departs from the checkpoint it starts at: the one definition that `branch_spec`,
+    the study stages, `wsdlab cooldown` and the branch's provenance record (`RunSpec.branch`) share.
+
+    mode `cooldown` (the cooldown paper's branches): a WSD schedule whose decay of shape `shape` is the
+    last `cooldown_steps` (default: all `steps`) of the branch, so a shorter decay first continues the
+    parent's peak LR. mode `mid` (mid-training, WSO paper eq. 11): the parent's schedule continues from
+    its final LR, decaying linearly to `alpha_mid` of it over the branch (the parent must end there).
+    """
 
     model_config = FINITE
 
-    reset_optimizer: bool = Field(False, description="Start the branch with fresh AdamW moments.")
-    beta_power: float | None = Field(None, gt=0.0, description="betas -> beta**p; p < 1: larger betas, longer memory "
-                                      "(provenance; the optim betas are already scaled).")
-    beta2_only: bool = False
-    batch_scale: float | None = Field(None, gt=0.0, description="Batch size x k (provenance).")
+    steps: int = Field(gt=0, description="Updates of the branch (train.steps = parent step + steps).")
+    mode: Literal["cooldown", "mid"] = "cooldown"
+    shape: str = Field("sqrt", description="Cooldown shape (mode cooldown).")
+    shape_param: float | None = Field(None, description="Shape parameter (p of lowered_linear).")
+    shape_expr: str | None = Field(None, description="Expression of x, for shape 'expr'.")
+    cooldown_steps: int | None = Field(None, gt=0, description="Decay length at the end (None = the whole branch).")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="Final LR factor; None keeps the parent's.")
+    alpha_mid: float = Field(0.0, ge=0.0, le=1.0, description="Mode mid: final factor relative to the start.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Data-order seed of the branch (data.order.seed).")
+    beta_power: float | None = Field(None, gt=0.0, description="betas -> beta**p; p < 1: larger betas, longer memory.")
+    beta2_only: bool = Field(False, description="beta_power scales beta2 alone.")
+    batch_scale: float | None = Field(None, gt=0.0, description="Global batch x k for steps // k (the same tokens).")
     match_half_life: bool = Field(False, description="Betas -> beta**k with batch x k: the EMA half-life in tokens kept.")
-    parent_step: int | None = Field(None, ge=0)
+    weight_decay_off: bool = Field(False, description="No weight decay in the branch.")
+    reset_optimizer: bool = Field(False, description="Start the branch with fresh AdamW moments.")
+    data: dict[str, Any] = Field(default_factory=dict, description="DataConfig fields replaced in the branch "
+                                 "(e.g. another source for mid-training).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Any other dotted RunSpec key, applied last.")
+    parent_step: int | None = Field(None, ge=0, description="Provenance: the step the branch started at.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BranchConfig":
+        if self.match_half_life and self.batch_scale is None:
+            raise ValueError("match_half_life needs batch_scale")
+        if self.cooldown_steps is not None and self.cooldown_steps > self.steps:
+            raise ValueError(f"cooldown_steps ({self.cooldown_steps}) exceeds the branch's steps ({self.steps})")
+        if self.cooldown_steps is not None and self.batch_scale is not None:
+            raise ValueError("cooldown_steps and batch_scale cannot be combined")
+        if self.mode == "mid" and (self.cooldown_steps is not None or self.batch_scale is not None):
+            raise ValueError("mode 'mid' takes neither cooldown_steps nor batch_scale")
+        return self
 
 
 class RunSpec(StrictModel):
