@@ -48,7 +48,7 @@ def test_key_template_and_duplicate_keys():
                                                     "grid": {"branch.shape": ["linear", "sqrt"], "train.seed": [0]}}}))
     assert [r.key for r in runs] == ["base", "cd-linear-s0", "cd-sqrt-s0"]
     with pytest.raises(ConfigError, match="several runs would be named"):
-        expand_stages(stages({"base": {}, "cd": {"from": "base", "key": "cd", "grid": {"branch.shape": ["a", "b"]}}}))
+        expand_stages(stages({"base": {}, "cd": {"from": "base", "key": "cd", "grid": {"branch.shape": ["linear", "cosine"]}}}))
     with pytest.raises(ConfigError, match="unknown label"):
         expand_stages(stages({"base": {}, "cd": {"from": "base", "key": "cd-{nope}"}}))
 
@@ -95,3 +95,22 @@ def test_selectors_pick_the_step_the_paper_names():
         selector_step(Selector(fraction_of_stable=0.5), spec("cosine"))
     with pytest.raises(ConfigError, match="outside the parent run"):
         selector_step(Selector(step=1001), wsd)
+
+
+def test_explicit_runs_labels_and_shape_labels():
+    runs = expand_stages(stages({
+        "base": {},
+        "cd": {"from": "base", "grid": {"branch.shape": ["linear", {"shape": "lowered_linear", "param": 0.7}]},
+               "runs": [{"branch.seed": 0, "labels.geometry": True, "train.snapshot_every": 2},
+                        {"branch.seed": 1, "labels.geometry": False}]},
+        "one": {"from": "base", "runs": [{"branch.seed": 3, "key": "custom"}]},
+    }))
+    cd = [r for r in runs if r.stage == "cd"]
+    assert [r.labels["shape"] for r in cd] == ["linear", "linear", "lowered_linear-0.7", "lowered_linear-0.7"]
+    assert [r.labels["geometry"] for r in cd] == [True, False, True, False]
+    assert cd[0].values == {"branch.shape": "linear", "branch.seed": 0, "labels.geometry": True,
+                            "train.snapshot_every": 2}
+    assert [r.key for r in cd] == ["cd-linear-seed0-snapshot_every2", "cd-linear-seed1",
+                                   "cd-lowered_linear-0.7-seed0-snapshot_every2", "cd-lowered_linear-0.7-seed1"]
+    one = [r for r in runs if r.stage == "one"]
+    assert one[0].key == "custom" and "key" not in one[0].values

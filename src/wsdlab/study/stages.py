@@ -38,6 +38,40 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 GridValue = Any
 
 
+class ShapeChoice(StrictModel):
+    """A cooldown shape: a name from wsdlab.schedules (with its parameter), or `expr` with an expression.
+
+    In YAML a bare name is accepted: `- linear` means `- {shape: linear}`.
+    """
+
+    shape: str
+    param: float | None = Field(None, description="Shape parameter (p of lowered_linear).")
+    expr: str | None = Field(None, description="Expression of x, for shape 'expr'.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"shape": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _check_known(self) -> "ShapeChoice":
+        from wsdlab.schedules import get_shape  # leaf module; imported lazily to keep spec loading light
+
+        get_shape(self.shape, self.param, self.expr)  # raises ValueError naming the shape
+        return self
+
+    @property
+    def label(self) -> str:
+        """Readable and unique within a study: `linear`, `lowered_linear-0.7`, `expr-1-x**2`."""
+        if self.expr is not None:
+            return f"{self.shape}-{self.expr}"
+        return self.shape if self.param is None else f"{self.shape}-{self.param:g}"
+
+    def branch_fields(self) -> dict[str, Any]:
+        """The BranchConfig fields of this shape."""
+        return {"shape": self.shape, "shape_param": self.param, "shape_expr": self.expr}
+
+
 class Selector(StrictModel):
     """Which checkpoint of a parent run a branch starts at; exactly one field is set.
 
@@ -124,6 +158,9 @@ class Stage(StrictModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted RunSpec keys applied last.")
     grid: dict[str, list[GridValue]] = Field(default_factory=dict, description="Axes multiplied together.")
     zip: dict[str, list[GridValue]] = Field(default_factory=dict, description="Axes that move together.")
+    runs: list[dict[str, Any]] = Field(
+        default_factory=list, description="Explicit points (dotted key -> value, `labels.<name>` for a label only, "
+        "`key` for the run key), multiplied with the grid; for designs a grid cannot write.")
     labels: dict[str, Any] = Field(default_factory=dict, description="Constant labels of every run.")
     keep: list[Selector] = Field(default_factory=list, description="Extra checkpoints each run keeps (analyses).")
     key: str | None = Field(None, description="Run key template over labels, e.g. 'cd-{shape}-s{seed}'.")
@@ -148,7 +185,7 @@ class Stage(StrictModel):
         both = set(self.grid) & set(self.zip)
         if both:
             raise ValueError(f"axes {sorted(both)} are in both grid and zip")
-        root_only = [k for k in self.axes() if k.split(".")[0] in ("branch", "at")]
+        root_only = [k for k in [*self.axes(), *(k for r in self.runs for k in r)] if k.split(".")[0] in ("branch", "at")]
         if self.from_ is None:
             if self.branch:
                 raise ValueError("branch: only a stage with `from:` branches")
@@ -163,15 +200,30 @@ class Stage(StrictModel):
         return [*self.grid, *self.zip]
 
     def points(self) -> list[dict[str, Any]]:
-        """The grid points in order: dotted key -> value (the zip moves as one axis, after the grid)."""
+        """The grid points in order: dotted key -> value (the zip moves as one axis after the grid, then
+        the explicit `runs`)."""
         grid_axes = [[(k, v) for v in vs] for k, vs in self.grid.items()]
         zipped = [list(zip(self.zip, col)) for col in zip(*self.zip.values())] if self.zip else [[]]
-        return [dict([*combo, *z]) for combo in itertools.product(*grid_axes) for z in zipped]
+        explicit = [list(r.items()) for r in self.runs] or [[]]
+        return [dict([*combo, *z, *e]) for combo in itertools.product(*grid_axes) for z in zipped for e in explicit]
 
 
 def label_name(dotted: str) -> str:
     """The label an axis gives its runs: the last segment of its key (`train.seed` -> `seed`)."""
     return dotted.rsplit(".", 1)[-1]
+
+
+def point_labels(point: Mapping[str, Any]) -> dict[str, Any]:
+    """Labels of a grid point: `labels.<name>` as given, a shape as its label, other axes by last segment."""
+    out: dict[str, Any] = {}
+    for key, value in point.items():
+        if key == "key":
+            continue
+        name = key.removeprefix("labels.") if key.startswith("labels.") else label_name(key)
+        if name == "shape" and not key.startswith("labels."):
+            value = ShapeChoice.model_validate(value).label
+        out[name] = value
+    return out
 
 
 def _canon(value: Any) -> str:
@@ -238,7 +290,7 @@ def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
         parents: Sequence[StageRun | None] = by_stage[stage.from_] if stage.from_ is not None else [None]
         mine: list[StageRun] = []
         for point in stage.points():
-            own = {**stage.labels, **{label_name(k): v for k, v in point.items()}}
+            own = {**stage.labels, **point_labels(point)}
             for parent in parents:
                 inherited = dict(parent.labels) if parent is not None else {}
                 if parent is not None and stage.match == "same":
@@ -246,7 +298,9 @@ def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
                     if any(_canon(own[n]) != _canon(inherited[n]) for n in shared):
                         continue
                 labels = {**inherited, **own}
-                mine.append(StageRun(name, _run_key(name, stage, labels, own, parent), labels, point,
+                label_only = frozenset(k.removeprefix("labels.") for k in point if k.startswith("labels."))
+                key = slug(point["key"]) if "key" in point else _run_key(name, stage, labels, own, parent, label_only)
+                mine.append(StageRun(name, key, labels, {k: v for k, v in point.items() if k != "key"},
                                      parent.key if parent is not None else None, tuple(own)))
         if not mine:
             raise ConfigError(f"stages.{name}: no run matches a run of stage '{stage.from_}' "
@@ -261,7 +315,8 @@ def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
     return runs
 
 
-def _run_key(name: str, stage: Stage, labels: Mapping[str, Any], own: Mapping[str, Any], parent: StageRun | None) -> str:
+def _run_key(name: str, stage: Stage, labels: Mapping[str, Any], own: Mapping[str, Any], parent: StageRun | None,
+             label_only: frozenset[str] = frozenset()) -> str:
     """`key` template formatted with the labels, else `<stage>[-<parent suffix>]-<value>-<value>...`."""
     if stage.key is not None:
         try:
@@ -273,7 +328,7 @@ def _run_key(name: str, stage: Stage, labels: Mapping[str, Any], own: Mapping[st
     if parent is not None:  # the parent's own values, those the child overrides marked by the parent stage
         parts += [_part(n, parent.labels[n]) if n not in own else f"{parent.stage}_{_part(n, parent.labels[n])}"
                   for n in parent.own_labels if n not in own or _canon(own[n]) != _canon(parent.labels[n])]
-    parts += [_part(n, v) for n, v in own.items() if n not in stage.labels]
+    parts += [_part(n, v) for n, v in own.items() if n not in stage.labels and n not in label_only]
     return slug("-".join(parts))
 
 
