@@ -123,8 +123,8 @@ def test_missing_tables_are_skipped_and_listed(tmp_path: Path) -> None:
     skipped = html[html.index("Not drawn"):]
     assert "<b>val_curves</b>: no table val_curves.csv" in skipped
     assert "<b>schedules</b>" not in skipped
-    # without runs.csv, run counts come from the run folders (one of three is incomplete)
-    assert "runs: 3 (2 complete)" in html
+    # without runs.csv there are no run counts: the report reads tables only, never the run folders
+    assert "runs: 0 (0 complete)" in html
 
 
 def test_malformed_table_skips_only_its_figure_with_the_reason(tmp_path: Path) -> None:

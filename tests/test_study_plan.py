@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from wsdlab.data.orders import portion_bounds
-from wsdlab.study.plan import base_run_spec, continue_layout, expand_plan, fresh_layout
+from wsdlab.study.cooldown import base_run_spec, continue_layout, fresh_layout
+from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver, run_identity
 from wsdlab.study.spec import load_study, parse_study, builtin_study_path
 from wsdlab.train.checkpoint import write_stub_checkpoint
@@ -32,7 +33,7 @@ def study_data(**extra) -> dict:
 
 def test_expansion_counts_and_keys() -> None:
     plan = expand_plan(parse_study(study_data()))
-    roles = [r.role for r in plan]
+    roles = [r.stage for r in plan]
     assert roles.count("base") == 1 and plan.runs[0].key == "base"
     assert roles.count("cooldown") == 3 * 2
     assert roles.count("reference") == 2
@@ -42,18 +43,18 @@ def test_expansion_counts_and_keys() -> None:
     assert len({r.key for r in plan}) == len(plan)
     assert all(r.parent == "base" for r in plan.runs[1:])
     ref = plan["ref-sqrt-s1"]
-    assert ref.recipe.steps == 12 and ref.recipe.seed == 1 and ref.recipe.shape.shape == "sqrt"
+    assert ref.branch.steps == 12 and ref.branch.seed == 1 and ref.branch.shape == "sqrt"
     long = plan["avg-long-sqrt-all3"]
-    assert long.recipe.steps == 18 and long.recipe.overrides["data.order.num_portions"] == 1
+    assert long.branch.steps == 18 and long.branch.overrides["data.order.num_portions"] == 1
     # stable, then a sqrt decay of 20% of the run's 20 + 18 steps counted from step 0
-    assert long.recipe.shape.shape == "sqrt" and long.recipe.cooldown_steps == round(0.2 * 38)
+    assert long.branch.shape == "sqrt" and long.branch.cooldown_steps == round(0.2 * 38)
     for label in ("linear", "sqrt", "lowered_linear-0.7"):
         portions = [plan[f"avg-{label}-p{i}of3"] for i in range(3)]
-        assert [r.recipe.overrides["data.order.portion"] for r in portions] == [0, 1, 2]
-        assert all(r.recipe.shape.label == label and r.recipe.steps == 6 and r.recipe.seed == 0 for r in portions)
+        assert [r.branch.overrides["data.order.portion"] for r in portions] == [0, 1, 2]
+        assert all(r.labels["shape"] == label and r.branch.steps == 6 and r.branch.seed == 0 for r in portions)
     batch = plan["hp-sqrt-batch2-hl-s1"]
-    assert batch.labels["panel"] == "batch_x_half_life" and batch.recipe.batch_scale == 2 and batch.recipe.match_half_life
-    assert plan["hp-sqrt-beta20.5-s0"].recipe.beta2_only
+    assert batch.labels["panel"] == "batch_x_half_life" and batch.branch.batch_scale == 2 and batch.branch.match_half_life
+    assert plan["hp-sqrt-beta20.5-s0"].branch.beta2_only
 
 
 def test_variants_multiply_the_grid() -> None:
@@ -61,8 +62,8 @@ def test_variants_multiply_the_grid() -> None:
     data["cooldown"]["variants"] = [{"name": "a"}, {"name": "b", "overrides": {"optim.weight_decay": 0.0}}]
     plan = expand_plan(parse_study(data))
     assert len(plan) == 1 + 3 * 2 * 2
-    assert plan["cd-linear-s0-b"].recipe.overrides["optim.weight_decay"] == 0.0
-    assert "optim.weight_decay" not in plan["cd-linear-s0-a"].recipe.overrides
+    assert plan["cd-linear-s0-b"].branch.overrides["optim.weight_decay"] == 0.0
+    assert "optim.weight_decay" not in plan["cd-linear-s0-a"].branch.overrides
 
 
 def test_base_spec_precedence() -> None:
@@ -113,9 +114,9 @@ def test_fresh_plan_needs_num_train_and_sets_orders() -> None:
         expand_plan(study)
     plan = expand_plan(study, num_train=10_000)
     assert plan["base"].spec.data.order.num_portions == 2
-    q = plan["cd-linear-s0"].recipe.overrides["data.order.num_portions"]
-    assert q % 3 == 0 and plan["cd-linear-s0"].recipe.overrides["data.order.portion"] == q - 1
-    assert plan["ref-sqrt-s0"].recipe.overrides["data.order.portion"] == q - 1
+    q = plan["cd-linear-s0"].branch.overrides["data.order.num_portions"]
+    assert q % 3 == 0 and plan["cd-linear-s0"].branch.overrides["data.order.portion"] == q - 1
+    assert plan["ref-sqrt-s0"].branch.overrides["data.order.portion"] == q - 1
 
 
 def _fresh_study(**extra):
@@ -129,8 +130,8 @@ def test_averaging_sets_per_shape_and_the_longer_run_over_their_union() -> None:
     num_train = 10_000
     study = _fresh_study()
     plan = expand_plan(study, num_train=num_train)
-    bounds = lambda r: portion_bounds(num_train, r.recipe.overrides["data.order.num_portions"],  # noqa: E731
-                                      r.recipe.overrides["data.order.portion"])
+    bounds = lambda r: portion_bounds(num_train, r.branch.overrides["data.order.num_portions"],  # noqa: E731
+                                      r.branch.overrides["data.order.portion"])
     sets = {}
     for run in plan.with_role("portion"):
         sets.setdefault(run.labels["shape"], []).append(bounds(run))
@@ -140,7 +141,7 @@ def test_averaging_sets_per_shape_and_the_longer_run_over_their_union() -> None:
     assert all(a[1] == b[0] for a, b in zip(first, first[1:])) and len(first) == 3  # disjoint, adjacent
     (long,) = plan.with_role("long")
     assert bounds(long) == (first[0][0], first[-1][1])  # exactly the union of the portions
-    assert long.recipe.steps == 3 * study.cooldown.steps and long.recipe.seed == study.averaging.seed
+    assert long.branch.steps == 3 * study.cooldown.steps and long.branch.seed == study.averaging.seed
 
 
 def test_longer_run_schedule_is_stable_then_sqrt_over_a_fifth_of_its_total(tmp_path: Path) -> None:
@@ -166,7 +167,7 @@ def test_longer_run_schedule_is_stable_then_sqrt_over_a_fifth_of_its_total(tmp_p
 def test_longer_run_matches_the_paper_numbers() -> None:
     """The paper: pre-cooldown 26,400 steps, cooldowns of 6,600 (20% of 33,000), four portions; the longer
     run has "a total of 52.8k steps and a 20% cooldown portion" -> 26,400 steps after the branch, 10,560 decay."""
-    from wsdlab.study.plan import long_run_steps
+    from wsdlab.study.cooldown import long_run_steps
 
     data = study_data(averaging={"num_portions": 4})
     data["cooldown"]["steps"] = 6600
@@ -194,13 +195,13 @@ def test_runs_equal_to_a_grid_cooldown_reuse_its_recipe() -> None:
                          analyses={"landscape": {"enabled": True, "options": {"offset": 1}}})
     plan = expand_plan(study, num_train=10_000)
     for label in ("linear", "sqrt", "lowered_linear-0.7"):
-        grid = plan[f"cd-{label}-s0"].recipe
+        grid = plan[f"cd-{label}-s0"].branch
         assert "train.snapshot_every" in grid.overrides  # the geometry run of the shape
-        assert plan[f"avg-{label}-p1of2"].recipe == grid
-        assert plan[f"avg-{label}-p0of2"].recipe != grid  # another portion: another run
-    assert plan["hp-sqrt-baseline-s0"].recipe == plan["cd-sqrt-s0"].recipe
-    assert plan["hp-sqrt-baseline-s1"].recipe == plan["cd-sqrt-s1"].recipe
-    assert plan["hp-sqrt-beta22-s0"].recipe.beta_power == 2.0
+        assert plan[f"avg-{label}-p1of2"].branch == grid
+        assert plan[f"avg-{label}-p0of2"].branch != grid  # another portion: another run
+    assert plan["hp-sqrt-baseline-s0"].branch == plan["cd-sqrt-s0"].branch
+    assert plan["hp-sqrt-baseline-s1"].branch == plan["cd-sqrt-s1"].branch
+    assert plan["hp-sqrt-beta22-s0"].branch.beta_power == 2.0
 
 
 def test_hyperparameter_panels_expand_per_shape() -> None:
@@ -212,8 +213,8 @@ def test_hyperparameter_panels_expand_per_shape() -> None:
     for label in ("sqrt", "linear"):
         mine = [r for r in runs if r.labels["shape"] == label]
         assert {r.labels["panel"] for r in mine} == {"baseline", "betas_p", "beta2_p", "weight_decay_off"}
-        assert all(r.recipe.shape.label == label for r in mine)
-    assert plan["hp-linear-betas0.5-s0"].recipe.beta_power == 0.5
+        assert all(r.labels["shape"] == label for r in mine)
+    assert plan["hp-linear-betas0.5-s0"].branch.beta_power == 0.5
 
 
 def test_single_shape_panels_keep_their_keys_and_recipes() -> None:
@@ -221,7 +222,7 @@ def test_single_shape_panels_keep_their_keys_and_recipes() -> None:
     hp = {"seeds": [0, 1], "beta2_powers": [0.5, 2.0], "batch_scales": [2], "reset_optimizer": True}
     one = expand_plan(parse_study(study_data(hyperparams={**hp, "shape": "sqrt"}))).with_role("hyperparam")
     listed = expand_plan(parse_study(study_data(hyperparams={**hp, "shapes": ["sqrt"]}))).with_role("hyperparam")
-    assert [(r.key, r.recipe, dict(r.labels)) for r in one] == [(r.key, r.recipe, dict(r.labels)) for r in listed]
+    assert [(r.key, r.branch, dict(r.labels)) for r in one] == [(r.key, r.branch, dict(r.labels)) for r in listed]
     assert [r.key for r in one][:2] == ["hp-sqrt-baseline-s0", "hp-sqrt-beta20.5-s0"]
 
 
@@ -231,8 +232,8 @@ def test_default_study_run_count() -> None:
     plan = expand_plan(study, num_train=30_000)
     distinct: list = []
     for run in plan:
-        if not any(run.recipe == other for other in distinct):
-            distinct.append(run.recipe)  # the base has no recipe (None): counted once
+        if not any(run.branch == other for other in distinct):
+            distinct.append(run.branch)  # the base has no recipe (None): counted once
     assert len(plan) == 1 + 21 + 3 + 7 * 2 + 1 + 9
     assert len(distinct) == len(plan) - 7 - 1  # the last portion of each shape and the panel baseline are reused
     for panel in ("betas_p", "beta2_p"):  # p on both sides of 1 (1 = the baseline)
@@ -241,10 +242,22 @@ def test_default_study_run_count() -> None:
 
 
 def test_builtin_studies_expand() -> None:
-    for name in ("default", "quick", "paper-60M", "paper-210M"):
-        study = load_study(builtin_study_path(name))
-        plan = expand_plan(study, num_train=12_000_000 if name.startswith("paper") else 30_000)
-        assert len({r.key for r in plan}) == len(plan) > 10
+    """Every built-in study and its quick variant expand to uniquely named runs, specs included."""
+    from wsdlab.study.resolve import planned_specs
+    from wsdlab.study.spec import builtin_studies, QUICK_SUFFIX
+
+    names = list(builtin_studies())
+    assert {"default", "paper-60M", "paper-210M"} <= set(names)
+    for name in names:
+        for quick in (False, True):
+            path = builtin_study_path(name).with_name(f"{name}{QUICK_SUFFIX if quick else ''}.yaml")
+            if not path.is_file():
+                continue
+            study = load_study(path)
+            plan = expand_plan(study, num_train=12_000_000 if name.startswith("paper") else 30_000)
+            assert len({r.key for r in plan}) == len(plan) > 1
+            if not name.startswith("paper"):  # their presets need a local tokenizer/data to build specs
+                assert set(planned_specs(plan)) == {r.key for r in plan}
 
 
 def _fake_checkpoint(run_dir: Path, spec) -> None:
@@ -261,7 +274,7 @@ def test_resolution_hashes_are_unique_stable_and_location_independent(tmp_path: 
     assert resolver.resolve(plan["cd-linear-s0"]) is None  # the base is not complete yet
     base = resolver.resolve(plan["base"])
     _fake_checkpoint(base.path, base.spec)
-    runs = resolver.resolve_all()
+    runs = {run.key: resolver.resolve(run) for run in plan}
     assert all(r is not None for r in runs.values())
     dirs = {r.path for r in runs.values()}
     hashes = {r.hash for r in runs.values()}
@@ -276,7 +289,7 @@ def test_resolution_hashes_are_unique_stable_and_location_independent(tmp_path: 
     other = Resolver(expand_plan(parse_study(study_data())), tmp_path / "b")
     base_b = other.resolve(other.plan["base"])
     _fake_checkpoint(base_b.path, base_b.spec)
-    assert {k: r.hash for k, r in other.resolve_all().items()} == {k: r.hash for k, r in runs.items()}
+    assert {run.key: other.resolve(run).hash for run in other.plan} == {k: r.hash for k, r in runs.items()}
     # and a change anywhere changes the hashes
     changed = study_data()
     changed["cooldown"]["steps"] = 7

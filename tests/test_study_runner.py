@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from wsdlab.common.errors import RunLockedError
+
 from wsdlab.study.executors import Job, ProcessExecutor, SequentialExecutor, make_executor, plan_slots
 from wsdlab.study.plan import expand_plan
 from wsdlab.study.progress import last_train_row
@@ -65,7 +67,7 @@ def test_runs_everything_in_dependency_order_then_skips(tmp_path: Path) -> None:
     assert len(fake.calls) == len(set(fake.calls)) == 8
     assert (tmp_path / "study.yaml").is_file() and (tmp_path / "tables" / "runs.csv").is_file()
     index = (tmp_path / "tables" / "runs.csv").read_text().splitlines()
-    assert index[0].startswith("key,role") and len(index) == 1 + len(statuses)
+    assert index[0].startswith("key,stage") and len(index) == 1 + len(statuses)
 
     mtimes = {p: os.stat(p).st_mtime_ns for p in tmp_path.rglob("*") if "runs" in p.parts and p.is_file()}
     again = FakeTrain()
@@ -104,7 +106,7 @@ def test_failed_base_blocks_its_branches(tmp_path: Path) -> None:
 
 def test_study_lock_refuses_a_second_runner(tmp_path: Path) -> None:
     with study_lock(tmp_path):
-        with pytest.raises(ValueError, match="another `wsdlab study run`"):
+        with pytest.raises(RunLockedError, match="another `wsdlab study run`"):
             with study_lock(tmp_path):
                 pass
     with study_lock(tmp_path):  # released

@@ -35,9 +35,13 @@ def test_builtin_studies_validate_and_repo_copies_are_identical(name: str) -> No
 
 
 def test_no_stray_study_files() -> None:
+    """Every shipped file is a built-in study or its quick variant, and the repo's studies/ holds the same."""
     shipped = {p.name for p in builtin_study_path("default").parent.glob("*.yaml")}
-    assert shipped == {f"{n}.yaml" for n in BUILTIN_STUDIES}
+    assert {n.removesuffix(".yaml").removesuffix("-quick") for n in shipped} == set(BUILTIN_STUDIES)
+    assert {"default-quick.yaml"} <= shipped
     assert {p.name for p in (REPO / "studies").glob("*.yaml")} == shipped
+    for name in shipped:
+        assert (REPO / "studies" / name).read_bytes() == (builtin_study_path("default").parent / name).read_bytes()
 
 
 def test_minimal_spec_defaults() -> None:
@@ -71,7 +75,6 @@ def test_shape_labels() -> None:
         (lambda d: d.update(hyperparams={"shapes": []}), "hyperparams.shapes"),
         (lambda d: d.update(analyses={"sharpnes": {}}), "analyses.sharpnes"),
         (lambda d: d["cooldown"].update(variants=[{"name": "a/b"}]), "cooldown.variants.0.name"),
-        (lambda d: d.pop("base"), "base"),
     ],
 )
 def test_errors_name_the_field(edit, field: str) -> None:
@@ -124,3 +127,13 @@ def test_load_study_file_errors(tmp_path: Path) -> None:
         load_study(wrong)
     with pytest.raises(ValueError, match="unknown built-in study"):
         builtin_study_path("nope")
+
+
+def test_a_study_needs_stages_or_the_cooldown_sections() -> None:
+    data = minimal()
+    data.pop("base")
+    assert "needs `stages`, or `base` and `cooldown`" in error_of(data)
+    data = minimal()
+    data["stages"] = {"wsd": {"preset": "tiny"}}
+    assert "either stages or the cooldown study's sections" in error_of(data)
+    assert parse_study({"name": "s", "stages": {"wsd": {"preset": "tiny"}}}).stages["wsd"].preset == "tiny"

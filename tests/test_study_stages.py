@@ -101,16 +101,17 @@ def test_explicit_runs_labels_and_shape_labels():
     runs = expand_stages(stages({
         "base": {},
         "cd": {"from": "base", "grid": {"branch.shape": ["linear", {"shape": "lowered_linear", "param": 0.7}]},
-               "runs": [{"branch.seed": 0, "labels.geometry": True, "train.snapshot_every": 2},
-                        {"branch.seed": 1, "labels.geometry": False}]},
+               "key": "cd-{shape}-s{seed}",
+               "runs": [{"branch.seed": 0, "labels.seed": 0, "labels.geometry": True, "train.snapshot_every": 2},
+                        {"branch.seed": 1, "labels.seed": 1, "labels.geometry": False}]},
         "one": {"from": "base", "runs": [{"branch.seed": 3, "key": "custom"}]},
     }))
     cd = [r for r in runs if r.stage == "cd"]
     assert [r.labels["shape"] for r in cd] == ["linear", "linear", "lowered_linear-0.7", "lowered_linear-0.7"]
     assert [r.labels["geometry"] for r in cd] == [True, False, True, False]
-    assert cd[0].values == {"branch.shape": "linear", "branch.seed": 0, "labels.geometry": True,
+    assert cd[0].values == {"branch.shape": "linear", "branch.seed": 0, "labels.seed": 0, "labels.geometry": True,
                             "train.snapshot_every": 2}
-    assert [r.key for r in cd] == ["cd-linear-seed0-snapshot_every2", "cd-linear-seed1",
-                                   "cd-lowered_linear-0.7-seed0-snapshot_every2", "cd-lowered_linear-0.7-seed1"]
+    assert "snapshot_every" not in cd[0].labels  # an explicit run's other entries set no label
+    assert [r.key for r in cd] == ["cd-linear-s0", "cd-linear-s1", "cd-lowered_linear-0.7-s0", "cd-lowered_linear-0.7-s1"]
     one = [r for r in runs if r.stage == "one"]
     assert one[0].key == "custom" and "key" not in one[0].values

@@ -1,4 +1,5 @@
-"""`wsdlab study run | status | report`: run a whole cooldown study, see where it stands, redo its report."""
+"""`wsdlab study run | plan | list | status | report`: run a study, see its plan and cost before it
+runs, list the built-in studies, see where a study stands, redo its report."""
 
 from __future__ import annotations
 
@@ -9,27 +10,26 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from wsdlab.cli.errors import UserError, user_errors
+from wsdlab.cli.errors import user_errors
 from wsdlab.cli.options import name_option, path_option
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
+STUDY_ARG_HELP = "Built-in study name (see `wsdlab study list`) or a study YAML file; default: default."
+QUICK_HELP = "The study's quick variant (<name>-quick): a small version that runs in a minute or two."
 
-def _study_spec(spec: Path | None, quick: bool):  # -> StudySpec
-    from wsdlab.study.spec import builtin_study_path, load_study
 
-    if spec is not None and quick:
-        raise UserError("give either a study file or --quick, not both")
-    if spec is None:
-        spec = builtin_study_path("quick" if quick else "default")
-    return load_study(spec)
+def _load(spec: str | None, quick: bool):  # -> StudySpec
+    from wsdlab.study.spec import find_study, load_study
+
+    return load_study(find_study(spec, quick))
 
 
 @app.command()
 def run(
-    spec: Path | None = typer.Argument(None, metavar="SPEC", parser=path_option, help="Study YAML; default: the built-in default study."),
-    quick: bool = typer.Option(False, "--quick", help="Run the built-in quick study (well under a minute)."),
+    spec: str | None = typer.Argument(None, metavar="NAME|FILE", parser=name_option, help=STUDY_ARG_HELP),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
     out: Path | None = typer.Option(None, "--out", parser=path_option, help="Study folder; default ./wsdlab-out/<study name>."),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Runs trained at once; > 1 trains in worker processes. Default: the study's "
@@ -42,22 +42,65 @@ def run(
     """Run a study (skipping complete runs, resuming partial ones), then write its tables and report."""
     from wsdlab.study.executors import auto_workers, make_executor
     from wsdlab.study.progress import StudyProgress
-    from wsdlab.study.runner import StudyError, run_study
+    from wsdlab.study.runner import run_study
     from wsdlab.study.worker import SinkOptions, check_sinks
 
     with user_errors():
-        study = _study_spec(spec, quick)
+        study = _load(spec, quick)
         study_dir = (out or Path("wsdlab-out") / study.name).absolute()
         sinks = SinkOptions(tensorboard=tensorboard, wandb_project=wandb)
         check_sinks(sinks)
         if workers is None:
             workers = 1 if executor == "slurm" else study.workers or auto_workers()
         ex = make_executor(executor, study_dir, workers=workers, sinks=sinks, slurm=study.slurm)
-        try:
-            run_study(study, study_dir, executor=ex, progress=StudyProgress(study.name, 0, Console(stderr=True)))
-        except StudyError as err:
-            raise UserError(str(err)) from None
+        run_study(study, study_dir, executor=ex, progress=StudyProgress(study.name, 0, Console(stderr=True)))
         console.print(f"study [bold]{escape(study.name)}[/] complete: {escape(str(study_dir))}", highlight=False)
+
+
+@app.command()
+def plan(
+    spec: str | None = typer.Argument(None, metavar="NAME|FILE", parser=name_option, help=STUDY_ARG_HELP),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    out: Path | None = typer.Option(None, "--out", parser=path_option, help="Study folder (to show done/left); default ./wsdlab-out/<study name>."),
+    device: str = typer.Option("h100", "--device", parser=name_option, help="GPU for the GPU-hours estimate (h100, a100, h200, ...)."),
+    mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation assumed for the GPU-hours estimate."),
+) -> None:
+    """Print the study's expanded runs and their compute, without running anything."""
+    from wsdlab.study.compute import gpu_hours
+    from wsdlab.study.runner import plan_costs
+
+    with user_errors():
+        study = _load(spec, quick)
+        study_dir = (out or Path("wsdlab-out") / study.name).absolute()
+        rows = plan_costs(study, study_dir)
+        total_flops = sum(r["flops"] for r in rows if not r["shared"])
+        hours = gpu_hours(total_flops, device, mfu)
+    table = Table(title=escape(f"study {study.name}: {len(rows)} runs"))
+    for col, justify in (("stage", "left"), ("run", "left"), ("parent", "left"), ("differs from the template", "left"),
+                         ("tokens", "right"), ("FLOPs", "right"), ("state", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        table.add_row(escape(r["stage"]), escape(r["key"]), escape(r["parent"] or "-"), escape(r["differs"]),
+                      f"{r['tokens']:,}", f"{r['flops']:.3g}", r["state"] + (" (same run as above)" if r["shared"] else ""))
+    console.print(table)
+    done = sum(r["state"] == "done" for r in rows)
+    tokens = sum(r["tokens"] for r in rows if not r["shared"])
+    console.print(f"{len(rows)} runs ({sum(not r['shared'] for r in rows)} distinct), {done} done, {len(rows) - done} left; "
+                  f"total {tokens:,} tokens, {total_flops:.3g} training FLOPs = {hours:.3g} GPU-hours on one {device} "
+                  f"at {mfu:.0%} MFU", highlight=False, markup=False)
+
+
+@app.command("list")
+def list_studies() -> None:
+    """The built-in studies, one line each (run one with `wsdlab study run NAME [--quick]`)."""
+    from wsdlab.study.spec import builtin_studies
+
+    table = Table(show_header=True)
+    table.add_column("study")
+    table.add_column("what it reproduces")
+    for name, line in builtin_studies().items():
+        table.add_row(escape(name), escape(line))
+    console.print(table)
 
 
 @app.command()
@@ -72,13 +115,13 @@ def status(
         study, plan = load_study_dir(study_dir)
         statuses = plan_status(plan, Resolver(plan, study_dir))
     table = Table(title=escape(f"study {study.name} ({study_dir})"))
-    for col in ("run", "role", "state", "steps", "folder"):
+    for col in ("run", "stage", "state", "steps", "folder"):
         table.add_column(col)
     style = {"complete": "green", "waiting": "yellow"}
     for s in statuses.values():
         r = s.resolved
         state = s.state if not s.detail else f"{s.state} ({s.detail})"
-        table.add_row(escape(s.key), s.role, f"[{style.get(s.state, 'red')}]{escape(state)}[/]",
+        table.add_row(escape(s.key), escape(s.stage), f"[{style.get(s.state, 'red')}]{escape(state)}[/]",
                       str(r.spec.train.steps) if r else "?", escape(relative(r.path, study_dir)) if r else "-")
     console.print(table)
     done = sum(s.state == "complete" for s in statuses.values())
@@ -94,23 +137,3 @@ def report(study_dir: Path = typer.Argument(..., metavar="STUDY_DIR", parser=pat
     with user_errors():
         path = redo_report(study_dir, StudyProgress(study_dir.name, 0, Console(stderr=True), live=False))
     console.print(f"report: {path}", highlight=False, markup=False)
-
-
-@app.command("worker", hidden=True)
-def worker(
-    job: Path = typer.Argument(..., metavar="JOB", parser=path_option, help="Run spec YAML written by the process executor."),
-    out: Path = typer.Argument(..., metavar="OUT", parser=path_option, help="Run folder."),
-    name: str = typer.Option("run", "--name", parser=name_option),
-    threads: int | None = typer.Option(None, "--threads"),
-    cpus: str | None = typer.Option(None, "--cpus", help="CPU list, e.g. 0,1 or 0-3."),
-    tensorboard: bool = typer.Option(False, "--tensorboard"),
-    wandb: str | None = typer.Option(None, "--wandb", parser=name_option),
-) -> None:
-    """Train one run of a study (used by `--workers N`; not meant to be called by hand)."""
-    from wsdlab.common.config import read_yaml_mapping
-    from wsdlab.study.worker import SinkOptions, parse_cpus, pin_threads, run_job
-
-    with user_errors():
-        pin_threads(threads, parse_cpus(cpus))
-        data = read_yaml_mapping(job, "run spec")
-        run_job(data, out, name, SinkOptions(tensorboard=tensorboard, wandb_project=wandb))

@@ -109,8 +109,8 @@ def draw_figures(tables: Tables, figures_dir: Path, *, progress: bool = False
 def study_info(study_dir: Path, tables: Tables | None = None) -> dict[str, Any]:
     """Name, description, title and run counts of a study (study.yaml and tables/runs.csv are optional).
 
-    Run counts come from runs.csv (one row per planned run, with `role` and `state`) when present,
-    else from the run folders under STUDY/runs/ (complete = holds COMPLETE).
+    Run counts come from runs.csv (one row per planned run, with `stage` and `state`) when present;
+    the report reads tables only, never the run folders.
     """
     spec: dict[str, Any] = {}
     spec_path = study_dir / "study.yaml"
@@ -122,11 +122,9 @@ def study_info(study_dir: Path, tables: Tables | None = None) -> dict[str, Any]:
     index = (tables or {}).get("runs", [])
     if index and "state" in index[0]:
         runs, complete = len(index), sum(r.get("state") == "complete" for r in index)
-        roles = dict(Counter(str(r.get("role")) for r in index)) if "role" in index[0] else {}
+        roles = dict(Counter(str(r.get("stage")) for r in index)) if "stage" in index[0] else {}
     else:
-        runs_dir = study_dir / "runs"
-        dirs = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] if runs_dir.is_dir() else []
-        runs, complete, roles = len(dirs), sum((p / "COMPLETE").is_file() for p in dirs), {}
+        runs, complete, roles = 0, 0, {}
     return {
         "name": name,
         "title": str(report_cfg.get("title") or f"wsdlab report: {name}"),

@@ -45,8 +45,8 @@ def synthetic_tables(seed: int = 0, *, stable_steps: int = 80, cooldown_steps: i
     t.update(_recency(rng, k, n))
     t.update(_hyperparams_and_alignment(rng, k, n))
     t.update(_geometry(rng, k, n))
-    t["runs"] = [{"key": "base", "role": "base", "state": "complete"}] + [
-        {"key": f"cooldown-{s}-s{sd}", "role": "cooldown", "shape": s, "seed": sd, "state": "complete"}
+    t["runs"] = [{"key": "base", "stage": "base", "state": "complete"}] + [
+        {"key": f"cooldown-{s}-s{sd}", "stage": "cooldown", "shape": s, "seed": sd, "state": "complete"}
         for s in SHAPES for sd in SEEDS
     ]
     return t

@@ -25,9 +25,9 @@ class JobKind(ABC):
         """Do (or finish: resume from what `out` holds) the job's work into `out`."""
 
     def is_complete(self, out: Path) -> bool:
-        from wsdlab.train.runstore import RunDir
+        from wsdlab.train.runstore import is_complete
 
-        return RunDir(out).is_complete
+        return is_complete(out)
 
 
 _JOBS: dict[str, JobKind] = {}

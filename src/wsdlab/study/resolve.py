@@ -1,10 +1,12 @@
 """From planned runs to run directories: the full RunSpec of each run, its hash, and its folder.
 
 A run is identified by the hash of its full RunSpec (`wsdlab.common.spec_hash`) with `init_from`
-written relative to the study folder, so hashes do not depend on where the study lives. Its folder
-is STUDY/runs/<key>-<hash>/; two planned runs with the same spec (e.g. a panel's baseline equal to a
-grid cooldown) share the folder of the first. A branch is resolved once its parent is complete,
-because `branch_spec` reads the parent's checkpoint.
+written relative to the study folder, so hashes do not depend on where the study lives (a moved or
+copied study resumes). Its folder is STUDY/runs/<key>-<hash>/; two planned runs with the same spec
+(e.g. a panel's baseline equal to a grid cooldown) share the folder of the first. A branch is resolved
+once the checkpoint its selector picks exists (intact) in its parent's folder, because `branch_spec`
+reads it: a branch from step 400 may start while its parent still trains. Each run's spec also
+checkpoints the steps its own branches and analyses need (`PlannedRun.keep`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsdlab.common.errors import ConfigError
+from wsdlab.common.errors import ConfigError, WsdlabError
 from wsdlab.common.hashing import spec_hash
+from wsdlab.study.jobs import get_job
 from wsdlab.study.plan import Plan, PlannedRun
-from wsdlab.train.config import RunSpec
+from wsdlab.study.stages import Selector, selector_step
+from wsdlab.train.config import BranchConfig, RunSpec
+from wsdlab.train.checkpoint import checkpoint_dir
 
-BranchFn = Callable[..., RunSpec]  # branch_spec(checkpoint: Path, **BranchRecipe.branch_kwargs()) -> RunSpec
+BranchFn = Callable[[Path, BranchConfig], RunSpec]  # wsdlab.train.branch_spec
 RUNS_DIR = "runs"
-COMPLETE = "COMPLETE"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,11 @@ class ResolvedRun:
     def key(self) -> str:
         return self.run.key
 
+    @property
+    def start_step(self) -> int:
+        """The step it starts from: its parent checkpoint's (a branch), else 0."""
+        return self.spec.branch.parent_step or 0 if self.spec.branch is not None else 0
+
 
 def run_identity(spec: RunSpec, study_dir: Path) -> str:
     """spec_hash of the spec with `init_from` made relative to the study folder (location independent)."""
@@ -51,14 +60,20 @@ def run_identity(spec: RunSpec, study_dir: Path) -> str:
     return spec_hash(data)
 
 
-def run_is_complete(path: Path) -> bool:
-    """True when the run folder holds COMPLETE (written last, atomically, by train())."""
-    return (path / COMPLETE).is_file()
+def run_is_complete(run: PlannedRun | None, path: Path) -> bool:
+    """True when the run's job says its folder holds finished work (training: COMPLETE)."""
+    return get_job(run.job if run is not None else "train").is_complete(path)
 
 
-def final_checkpoint(path: Path, spec: RunSpec) -> Path:
-    """RUN/checkpoints/<train.steps>: where the branches of a complete run start."""
-    return path / "checkpoints" / str(spec.train.steps)
+def with_kept_checkpoints(spec: RunSpec, keep: tuple[Selector, ...]) -> RunSpec:
+    """`spec` with `train.checkpoint_steps` holding every step the selectors in `keep` pick."""
+    steps = {selector_step(sel, spec) for sel in keep} - {spec.train.steps}
+    start = spec.branch.parent_step if spec.branch is not None and spec.branch.parent_step else 0
+    extra = sorted(s for s in steps if s > start and s not in spec.train.checkpoint_steps)
+    if not extra:
+        return spec
+    train = spec.train.model_copy(update={"checkpoint_steps": sorted({*spec.train.checkpoint_steps, *extra})})
+    return spec.model_copy(update={"train": train})
 
 
 def _default_branch_fn() -> BranchFn:
@@ -68,7 +83,7 @@ def _default_branch_fn() -> BranchFn:
 
 
 class Resolver:
-    """Resolves planned runs lazily, memoizing results; parents must be resolved (and complete) first."""
+    """Resolves planned runs lazily, memoizing results; a branch waits for its parent's checkpoint."""
 
     def __init__(self, plan: Plan, study_dir: Path, branch_fn: BranchFn | None = None) -> None:
         self.plan = plan
@@ -86,51 +101,72 @@ class Resolver:
     def get(self, key: str) -> ResolvedRun | None:
         return self._done.get(key)
 
+    def parent_checkpoint(self, run: PlannedRun) -> Path | None:
+        """The checkpoint a branch starts from, once its parent is resolved and the checkpoint is on disk."""
+        assert run.parent is not None and run.at is not None
+        parent = self.resolve(self.plan[run.parent])
+        if parent is None:
+            return None
+        step = selector_step(run.at, parent.spec)
+        path = checkpoint_dir(parent.path, step)
+        if step == parent.spec.train.steps and not run_is_complete(self.plan[run.parent], parent.path):
+            return None  # the final checkpoint counts once the parent is complete
+        return path if path.is_dir() else None
+
     def resolve(self, run: PlannedRun) -> ResolvedRun | None:
-        """The resolved run, or None while its parent is not complete."""
+        """The resolved run, or None while the checkpoint it branches from does not exist yet."""
         if run.key in self._done:
             return self._done[run.key]
         if run.spec is not None:
             spec = run.spec
         else:
-            assert run.parent is not None and run.recipe is not None
-            parent = self.resolve(self.plan[run.parent])
-            if parent is None or not run_is_complete(parent.path):
+            assert run.branch is not None
+            ckpt = self.parent_checkpoint(run)
+            if ckpt is None:
                 return None
-            spec = self.branch_fn(final_checkpoint(parent.path, parent.spec), **run.recipe.branch_kwargs())
+            spec = self.branch_fn(ckpt, run.branch)
+        spec = with_kept_checkpoints(spec, run.keep)
         digest = run_identity(spec, self.study_dir)
         path = self._by_hash.setdefault(digest, self.study_dir / RUNS_DIR / f"{run.key}-{digest}")
         resolved = ResolvedRun(run, spec, digest, path)
         self._done[run.key] = resolved
         return resolved
 
-    def resolve_all(self) -> dict[str, ResolvedRun | None]:
-        """Every run of the plan that can be resolved now (None for the others)."""
-        return {run.key: self.resolve(run) for run in self.plan}
 
-
-def check_branches(plan: Plan, branch_fn: BranchFn | None = None) -> None:
-    """Build every branch spec against a stand-in of its parent's final checkpoint, before any training,
-    so a bad override fails in seconds rather than after the base run. ValueError names the run."""
+def planned_specs(plan: Plan, branch_fn: BranchFn | None = None) -> dict[str, RunSpec]:
+    """The RunSpec of every planned run, before any training: each branch is built against a stand-in
+    of the checkpoint it starts from (valid and verified, but holding no tensors), parents first, so
+    branches of branches get specs too. A bad override fails here in seconds rather than after the
+    parent trained; ConfigError names the run. (`init_from` points into a temporary folder: these
+    specs are for checking and costing, not for training.)"""
     import tempfile
 
     from wsdlab.train.checkpoint import write_stub_checkpoint
 
     fn = branch_fn or _default_branch_fn()
+    specs: dict[str, RunSpec] = {}
     with tempfile.TemporaryDirectory(prefix=".tmp-check-") as tmp:
         for run in plan:
-            if run.recipe is None or run.parent is None:
-                continue
-            parent = plan[run.parent]
-            if parent.spec is None:
-                continue  # a branch of a branch: its parent spec exists only after resolution
-            ckpt = Path(tmp) / parent.key / str(parent.spec.train.steps)
-            if not ckpt.is_dir():
-                write_stub_checkpoint(ckpt, parent.spec)  # valid and verified, but holds no tensors
             try:
-                fn(ckpt, **run.recipe.branch_kwargs())
-            except ValueError as err:
+                if run.spec is not None:
+                    spec = run.spec
+                else:
+                    assert run.parent is not None and run.at is not None and run.branch is not None
+                    parent = specs[run.parent]
+                    step = selector_step(run.at, parent)
+                    ckpt = Path(tmp) / run.parent / str(step)
+                    if not ckpt.is_dir():
+                        write_stub_checkpoint(ckpt, parent, step)
+                    spec = fn(ckpt, run.branch)
+                specs[run.key] = with_kept_checkpoints(spec, run.keep)
+            except (WsdlabError, ValueError) as err:
                 raise ConfigError(f"run '{run.key}' of study '{plan.study.name}': {err}") from None
+    return specs
+
+
+def check_branches(plan: Plan, branch_fn: BranchFn | None = None) -> None:
+    """Build every run's spec before any training (`planned_specs`); ConfigError names the bad run."""
+    planned_specs(plan, branch_fn)
 
 
 def relative(path: Path, start: Path) -> str:
@@ -143,5 +179,5 @@ def relative(path: Path, start: Path) -> str:
 
 def describe(resolved: ResolvedRun) -> dict[str, Any]:
     """A flat row about a resolved run (runs.csv, status tables)."""
-    return {"key": resolved.key, "role": resolved.run.role, **resolved.run.labels,
+    return {"key": resolved.key, "stage": resolved.run.stage, **resolved.run.labels,
             "hash": resolved.hash, "dir": resolved.path.name, "steps": resolved.spec.train.steps}

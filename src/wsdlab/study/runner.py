@@ -23,7 +23,8 @@ from wsdlab.analysis.tables import write_table
 from wsdlab.common.errors import ConfigError, RunLockedError, WsdlabError
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.executors import Executor, Job, SequentialExecutor
-from wsdlab.study.plan import Plan, base_run_spec, expand_plan
+from wsdlab.study.cooldown import base_run_spec
+from wsdlab.study.plan import Plan, expand_plan
 from wsdlab.study.progress import StudyProgress
 from wsdlab.study.resolve import BranchFn, ResolvedRun, Resolver, check_branches, describe, run_is_complete
 from wsdlab.study.spec import StudySpec, dump_study, load_study
@@ -43,7 +44,7 @@ class RunStatus:
     """Where one planned run stands (status tables, runs.csv)."""
 
     key: str
-    role: str
+    stage: str
     state: State
     resolved: ResolvedRun | None
     detail: str = ""
@@ -74,7 +75,7 @@ def write_study_file(study: StudySpec, study_dir: Path, num_train: int | None) -
 
 def study_num_train(study: StudySpec, progress: bool = False) -> int | None:
     """Train sequences of the base's data (prepared on first use), when the plan needs them."""
-    if study.cooldown.data != "fresh":
+    if study.cooldown is None or study.cooldown.data != "fresh":
         return None
     from wsdlab.data import load_data
 
@@ -118,22 +119,26 @@ def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: Stu
                 continue
             resolved = resolver.resolve(run)
             if resolved is None:
+                if run.parent is not None and states[run.parent] == "complete":  # its checkpoint never came
+                    states[run.key] = "failed"
+                    details[run.key] = (f"parent '{run.parent}' completed without the checkpoint "
+                                        f"'{run.at.describe() if run.at else 'final'}' this run starts from")
+                    progress.finished(run.key, details[run.key])
+                    continue
                 pending = True
                 continue
-            if run_is_complete(resolved.path):
+            if run_is_complete(run, resolved.path):
                 states[run.key] = "complete"
                 progress.skipped(run.key)
                 continue
             pending = True
             if resolved.path in running_paths or executor.free_slots() <= 0:
                 continue  # an identical run is training into the same folder, or no slot is free
-            if run.parent is not None:
-                parent = resolver.get(run.parent)
-                start_steps[run.key] = parent.spec.train.steps if parent else 0
+            start_steps[run.key] = resolved.start_step
             states[run.key] = "running"
             running_paths[resolved.path] = run.key
             progress.started(run.key, resolved.path, start_steps[run.key], resolved.spec.train.steps)
-            executor.submit(Job(run.key, resolved.spec, resolved.path))
+            executor.submit(Job(run.key, resolved.spec, resolved.path, run.job))
         return pending or bool(running_paths)
 
     try:
@@ -142,7 +147,7 @@ def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: Stu
                 key = result.job.key
                 running_paths.pop(result.job.path, None)
                 error = result.error
-                if error is None and not run_is_complete(result.job.path):
+                if error is None and not run_is_complete(plan[key], result.job.path):
                     error = f"run ended without writing COMPLETE in {result.job.path}"
                 states[key] = "failed" if error else "complete"
                 if error:
@@ -156,7 +161,7 @@ def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: Stu
                         details[other.key] = f"same run as '{key}', which failed"
     finally:
         executor.close()
-    return {r.key: RunStatus(r.key, r.role, states[r.key], resolver.get(r.key), details.get(r.key, "")) for r in plan}
+    return {r.key: RunStatus(r.key, r.stage, states[r.key], resolver.get(r.key), details.get(r.key, "")) for r in plan}
 
 
 def plan_status(plan: Plan, resolver: Resolver) -> dict[str, RunStatus]:
@@ -167,24 +172,24 @@ def plan_status(plan: Plan, resolver: Resolver) -> dict[str, RunStatus]:
         if resolved is None:
             state: State = "waiting"
             detail = f"waits for '{run.parent}'"
-        elif run_is_complete(resolved.path):
+        elif run_is_complete(run, resolved.path):
             state, detail = "complete", ""
         elif resolved.path.is_dir():
             state, detail = "waiting", "partial: resumes from its latest checkpoint"
         else:
             state, detail = "waiting", ""
-        out[run.key] = RunStatus(run.key, run.role, state, resolved, detail)
+        out[run.key] = RunStatus(run.key, run.stage, state, resolved, detail)
     return out
 
 
 def write_runs_index(statuses: dict[str, RunStatus], study_dir: Path) -> Path:
-    """STUDY/tables/runs.csv: one row per planned run (key, role, labels, hash, folder, state)."""
+    """STUDY/tables/runs.csv: one row per planned run (key, stage, labels, hash, folder, state)."""
     rows: list[dict[str, Any]] = []
     for status in statuses.values():
         if status.resolved is not None:
             row = describe(status.resolved)
         else:
-            row = {"key": status.key, "role": status.role}
+            row = {"key": status.key, "stage": status.stage}
         rows.append({**row, "state": status.state})
     return write_table(rows, study_dir / "tables" / "runs.csv")
 
@@ -251,3 +256,59 @@ def redo_report(study_dir: str | Path, progress: StudyProgress | None = None) ->
         write_runs_index(statuses, study_dir)
         compute_tables(plan, resolver, study_dir, progress, force=True)
         return write_report(study, study_dir)
+
+
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    """A grid point's values as flat `key=value` items (mappings spread, labels left out)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.startswith("labels."):
+            continue
+        key = key.removeprefix("branch.")
+        if isinstance(value, dict) and key != "shape":
+            out.update({f"{k}" if key == "overrides" else f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _differences(points: list[dict[str, Any]]) -> list[str]:
+    """For the runs of one stage, what sets each apart: the items not shared by all of them."""
+    flat = [_flat(p) for p in points]
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    return [" ".join(f"{k}={f[k]}" for k in varying if f.get(k) not in (None,)) for f in flat]
+
+
+def plan_costs(study: StudySpec, study_dir: Path) -> list[dict[str, Any]]:
+    """One row per planned run (`wsdlab study plan`): stage, key, parent, what differs from its stage's
+    template, tokens and training FLOPs of its own steps, done/left in `study_dir`, and whether it is
+    the same run as an earlier one (it then costs nothing). Nothing is trained or written."""
+    from wsdlab.study.compute import run_cost
+    from wsdlab.study.plan import study_stages
+    from wsdlab.study.resolve import planned_specs, run_identity
+    from wsdlab.study.stages import expand_stages
+
+    num_train = study_num_train(study)
+    plan = expand_plan(study, num_train)
+    specs = planned_specs(plan)
+    stage_runs = expand_stages(study_stages(study, num_train))
+    differs: dict[str, str] = {}
+    for stage in dict.fromkeys(r.stage for r in stage_runs):
+        mine = [r for r in stage_runs if r.stage == stage]
+        differs.update(zip((r.key for r in mine), _differences([dict(r.values) for r in mine])))
+    resolver = Resolver(plan, study_dir) if (study_dir / PLAN_FILE).is_file() else None
+    seen: set[str] = set()
+    rows = []
+    for run in plan:
+        spec = specs[run.key]
+        start = spec.branch.parent_step or 0 if spec.branch is not None else 0
+        cost = run_cost(spec, start)
+        identity = run_identity(spec, study_dir)
+        resolved = resolver.resolve(run) if resolver is not None else None
+        done = resolved is not None and run_is_complete(run, resolved.path)
+        rows.append({"stage": run.stage, "key": run.key, "parent": run.parent, "differs": differs[run.key] or "-",
+                     "tokens": cost.tokens, "flops": cost.flops, "state": "done" if done else "left",
+                     "shared": identity in seen})
+        seen.add(identity)
+    return rows

@@ -1,14 +1,14 @@
-"""The study spec: one YAML file describing a whole cooldown study, validated by pydantic.
+"""The study spec: one YAML file describing a whole study, validated by pydantic.
 
-A study is a base (warmup + stable phase) run and, branched from its final checkpoint, a grid of
-cooldowns (shapes x data-order seeds x override variants), longer reference cooldowns, disjoint-
-portion cooldowns plus one longer run for weight averaging, and hyper-parameter panels; then the
-analyses to compute and the report to write. Errors name the dotted field (`cooldown.shapes.1`).
+A study is a graph of stages (`stages:`, see `wsdlab.study.stages`), or the cooldown study's shorthand
+(`base`, `cooldown`, `reference`, `averaging`, `hyperparams`; see `wsdlab.study.cooldown`) that expands
+into stages; then the analyses to compute and the report to write. Errors name the dotted field
+(`cooldown.shapes.1`, `stages.wsd.grid`). Built-in studies ship inside the package as
+`wsdlab/studies/<name>.yaml`, each with a quick variant `<name>-quick.yaml`.
 """
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -18,200 +18,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from wsdlab.common.config import StrictModel, describe_validation_error, read_yaml_mapping
 from wsdlab.common.errors import ConfigError
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class ShapeChoice(StrictModel):
-    """A cooldown shape: a name from wsdlab.schedules (with its parameter), or `expr` with an expression.
-
-    In YAML a bare name is accepted: `- linear` means `- {shape: linear}`.
-    """
-
-    shape: str
-    param: float | None = Field(None, description="Shape parameter (p of lowered_linear).")
-    expr: str | None = Field(None, description="Expression of x, for shape 'expr'.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, data: Any) -> Any:
-        return {"shape": data} if isinstance(data, str) else data
-
-    @model_validator(mode="after")
-    def _check_known(self) -> "ShapeChoice":
-        from wsdlab.schedules import get_shape  # leaf module; imported lazily to keep spec loading light
-
-        get_shape(self.shape, self.param, self.expr)  # raises ValueError naming the shape
-        return self
-
-    @property
-    def label(self) -> str:
-        """Readable and unique within a study: `linear`, `lowered_linear-0.7`, `expr-1-x**2`."""
-        if self.expr is not None:
-            return f"{self.shape}-{self.expr}"
-        return self.shape if self.param is None else f"{self.shape}-{self.param:g}"
-
-
-class BaseRun(StrictModel):
-    """The stable-phase run every branch starts from: warmup then constant LR up to `train.steps`.
-
-    Built as: the model preset's config, then `spec` (nested RunSpec fields) merged over it, then
-    `overrides` (dotted keys). Its schedule kind defaults to (and must be) 'wso'.
-    """
-
-    preset: str | None = Field(None, description="Model preset (wsdlab.models.PRESETS), e.g. tiny, 60M, 210M.")
-    spec: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields, nested as in a run's spec.yaml.")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys applied last, e.g. train.steps: 400.")
-
-
-class Variant(StrictModel):
-    """One point of the grid's override axis: a name and the dotted overrides it applies to a branch."""
-
-    name: str
-    overrides: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"'{v}' must be letters, digits, '.', '_' or '-'")
-        return v
-
-
-class CooldownGrid(StrictModel):
-    """Cooldown branches from the base's final checkpoint: shapes x seeds x variants, each `steps` long."""
-
-    steps: int = Field(gt=0, description="N: length of every cooldown branch in optimizer steps.")
-    data: Literal["fresh", "continue"] = Field(
-        "fresh",
-        description="fresh: the base reads the first half of the train split; every cooldown reads the same "
-        "cooldown-sized portion of the second half (seeds change only the order; references repeat it; "
-        "averaging portions are its neighbours). continue: branches keep the base's data (portions of the whole split).",
-    )
-    shapes: list[ShapeChoice] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1, description="Data-order seeds (data.order.seed of each branch).")
-    alpha: float | None = Field(None, ge=0.0, le=1.0, description="Final LR factor; None keeps the base's.")
-    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")])
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for every branch of the study.")
-
-    @model_validator(mode="after")
-    def _check_unique(self) -> "CooldownGrid":
-        _require_unique([s.label for s in self.shapes], "shapes")
-        _require_unique(self.seeds, "seeds")
-        _require_unique([v.name for v in self.variants], "variants")
-        return self
-
-
-class ReferenceRuns(StrictModel):
-    """Longer cooldowns (one per seed) approximating the ideal model of the bias-variance analysis.
-
-    Each reads the same data order (seed and portion) as that seed's cooldowns for `steps` steps:
-    the stream re-permutes its portion whenever it is exhausted, so a small portion is repeated.
-    """
-
-    enabled: bool = True
-    shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"))
-    steps: int | None = Field(None, gt=0, description="Length; None = multiplier x cooldown.steps.")
-    multiplier: float = Field(4.0, gt=1.0)
-    seeds: list[int] | None = Field(None, description="None = the cooldown seeds.")
-    overrides: dict[str, Any] = Field(default_factory=dict)
-
-
-class Averaging(StrictModel):
-    """Averaging vs longer training (Dremov et al., §5, Fig. 10), for every cooldown shape.
-
-    The paper: "we perform a cooldown stage four times on non-intersecting dataset portions from the
-    same pre-cooldown model. Additionally, we train one model for longer on all data observed by the
-    shorter runs. The longer run uses the *sqrt* cooldown shape for a total of 52.8k steps and a 20%
-    cooldown portion. [...] Then, we average model weights trained on different dataset portions for
-    each cooldown shape".
-
-    So for each shape of `shapes` (None = every cooldown shape of the grid) there are `num_portions`
-    cooldowns of `cooldown.steps` steps, one per disjoint data portion, all from the base's final
-    checkpoint; their weights are averaged. One longer run (shape `long_shape`) continues from the same
-    checkpoint over the union of the portions for num_portions x cooldown.steps steps: stable LR, then
-    a decay of `long_cooldown_fraction` of its total length.
-
-    Reading of "a total of 52.8k steps and a 20% cooldown portion": the paper's pre-cooldown model has
-    26.4k steps and its cooldowns 6.6k (20% of 33k), so 52.8k = 26.4k + 4 x 6.6k counts from step 0, as
-    the paper's "33,000 steps in total" does; the decay is 20% of that total (10.56k steps), i.e.
-    round(long_cooldown_fraction x (base steps + num_portions x cooldown.steps)), and the rest of the
-    branch keeps the peak LR. It must fit in the branch (the base must not exceed (1/f - 1) x the branch).
-    """
-
-    enabled: bool = True
-    num_portions: int = Field(4, ge=2, description="N: disjoint data portions (cooldowns averaged per shape).")
-    shapes: list[ShapeChoice] | None = Field(None, description="Shapes averaged; None = every cooldown shape.")
-    seed: int = Field(0, description="Data-order seed of the portion cooldowns and of the longer run.")
-    long_shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"),
-                                    description="Decay shape of the longer run (the paper: sqrt).")
-    long_cooldown_fraction: float = Field(
-        0.2, gt=0.0, lt=1.0, description="Decay of the longer run as a fraction of its total steps, counted from step 0.")
-    overrides: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed_shape(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "shape" in data:
-            raise ValueError("'shape' was replaced by 'shapes' (the shapes averaged; default: every cooldown shape) "
-                             "and 'long_shape' (the decay of the longer run; default: sqrt)")
-        return data
-
-    @model_validator(mode="after")
-    def _check_unique(self) -> "Averaging":
-        if self.shapes is not None:
-            _require_unique([s.label for s in self.shapes], "shapes")
-        return self
-
-
-class HyperParams(StrictModel):
-    """Panels of AdamW changes applied at the branch point (Dremov et al., §6 and App. F; Figs. 11, 12, 25),
-    for each cooldown shape of `shapes` and each seed.
-
-    betas -> beta**p ("beta_hat = beta^p", base betas 0.9 / 0.95): p < 1 gives LARGER betas (a longer
-    memory; the half-life in steps grows 1/p-fold), p > 1 smaller ones. The paper finds larger beta2
-    during the cooldown helps, so sweep p on both sides of 1. The paper draws Fig. 12 and Fig. 25 for
-    several shapes ("grouped by different cooldown shapes"); `shape: sqrt` (one shape) is still accepted.
-    """
-
-    enabled: bool = True
-    shapes: list[ShapeChoice] = Field(default_factory=lambda: [ShapeChoice(shape="sqrt")], min_length=1,
-                                      description="Cooldown shapes of the panels ('shape: X' = [X]).")
-    seeds: list[int] | None = Field(None, description="None = the first cooldown seed only.")
-    beta_powers: list[float] = Field(
-        default_factory=list, description="Both betas -> beta**p; p < 1: larger betas (longer memory), p > 1: smaller.")
-    beta2_powers: list[float] = Field(
-        default_factory=list, description="beta2 -> beta2**p only (beta1 kept); p < 1: larger beta2 (longer memory).")
-    batch_scales: list[float] = Field(default_factory=list, description="Batch x k at the same token count (steps / k).")
-    match_half_life: list[bool] = Field(
-        default_factory=lambda: [False, True],
-        description="Batch panel: without / with betas -> beta**k (the EMA half-life in tokens kept).")
-    weight_decay_off: bool = False
-    reset_optimizer: bool = False
-    overrides: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_shape(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "shape" in data:
-            if "shapes" in data:
-                raise ValueError("give 'shapes' (a list) or 'shape' (one), not both")
-            data = {**data, "shapes": [data["shape"]]}
-            del data["shape"]
-        return data
-
-    @field_validator("beta_powers", "beta2_powers", "batch_scales")
-    @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
-        bad = [x for x in v if x <= 0]
-        if bad:
-            raise ValueError(f"values must be > 0, got {bad}")
-        return v
-
-    @model_validator(mode="after")
-    def _check_unique(self) -> "HyperParams":
-        _require_unique([s.label for s in self.shapes], "shapes")
-        return self
+from wsdlab.study.cooldown import (  # noqa: F401 - the shorthand's sections, re-exported
+    Averaging,
+    BaseRun,
+    CooldownGrid,
+    HyperParams,
+    ReferenceRuns,
+    Variant,
+)
+from wsdlab.study.stages import _NAME_RE, ShapeChoice, Stage  # noqa: F401
 
 
 class AnalysisStep(StrictModel):
@@ -304,12 +119,14 @@ class SlurmConfig(StrictModel):
 
 
 class StudySpec(StrictModel):
-    """A whole study; `wsdlab study run SPEC.yaml` runs it."""
+    """A whole study; `wsdlab study run SPEC.yaml` runs it. Give `stages`, or `base` and `cooldown`
+    (with optional `reference`, `averaging`, `hyperparams`): the cooldown study's shorthand."""
 
     name: str = Field(description="Study name: the default output folder is wsdlab-out/<name>.")
     description: str = ""
-    base: BaseRun
-    cooldown: CooldownGrid
+    stages: dict[str, Stage] | None = Field(None, description="Named stages (a graph of runs), in any order.")
+    base: BaseRun | None = None
+    cooldown: CooldownGrid | None = None
     reference: ReferenceRuns = Field(default_factory=lambda: ReferenceRuns(enabled=False))
     averaging: Averaging = Field(default_factory=lambda: Averaging(enabled=False))
     hyperparams: HyperParams = Field(default_factory=lambda: HyperParams(enabled=False))
@@ -326,26 +143,75 @@ class StudySpec(StrictModel):
             raise ValueError(f"'{v}' must start with a letter or digit and hold only letters, digits, '.', '_' or '-'")
         return v
 
+    @model_validator(mode="after")
+    def _one_design(self) -> "StudySpec":
+        shorthand = [n for n in ("base", "cooldown") if getattr(self, n) is not None]
+        extras = [n for n in ("reference", "averaging", "hyperparams") if getattr(self, n).enabled]
+        if self.stages is not None:
+            if shorthand or extras:
+                raise ValueError(f"give either stages or the cooldown study's sections, not both "
+                                 f"(found {', '.join(shorthand + extras)} beside stages)")
+            if not self.stages:
+                raise ValueError("stages: at least one stage")
+        elif len(shorthand) != 2:
+            raise ValueError("a study needs `stages`, or `base` and `cooldown` (the cooldown study's shorthand)")
+        return self
 
-def _require_unique(values: list[Any], field: str) -> None:
-    seen: set[Any] = set()
-    dups = []
-    for v in values:
-        if v in seen:
-            dups.append(v)
-        seen.add(v)
-    if dups:
-        raise ValueError(f"{field}: duplicate entries {dups}")
+    @property
+    def is_cooldown_study(self) -> bool:
+        """True for the shorthand (its analyses read the stages it expands to)."""
+        return self.stages is None
 
 
-BUILTIN_STUDIES = ("default", "quick", "paper-60M", "paper-210M")
+QUICK_SUFFIX = "-quick"
 
 
-def builtin_study_path(name: str) -> Path:
-    """Path of a study YAML shipped inside the package (wsdlab/studies/<name>.yaml)."""
-    if name not in BUILTIN_STUDIES:
-        raise ConfigError(f"unknown built-in study '{name}'; known: {', '.join(BUILTIN_STUDIES)}")
-    return Path(str(resources.files("wsdlab").joinpath("studies", f"{name}.yaml")))
+def _studies_dir() -> Path:
+    return Path(str(resources.files("wsdlab").joinpath("studies")))
+
+
+def builtin_studies() -> dict[str, str]:
+    """Built-in study names (quick variants not listed) -> the first line of their description."""
+    out: dict[str, str] = {}
+    for path in sorted(_studies_dir().glob("*.yaml")):
+        if path.stem.endswith(QUICK_SUFFIX):
+            continue
+        data = yaml.safe_load(path.read_text()) or {}
+        text = str(data.get("description") or "").strip()
+        out[path.stem] = text.splitlines()[0] if text else ""
+    return out
+
+
+BUILTIN_STUDIES = tuple(builtin_studies())
+
+
+def builtin_study_path(name: str, quick: bool = False) -> Path:
+    """Path of a study YAML shipped inside the package (`<name>.yaml`, or `<name>-quick.yaml` with quick)."""
+    known = builtin_studies()
+    base = name.removesuffix(QUICK_SUFFIX)
+    if base not in known:
+        raise ConfigError(f"unknown built-in study '{name}'; known: {', '.join(known)} (see `wsdlab study list`)")
+    stem = f"{base}{QUICK_SUFFIX}" if quick or name.endswith(QUICK_SUFFIX) else base
+    path = _studies_dir() / f"{stem}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"built-in study '{base}' has no quick variant")
+    return path
+
+
+def find_study(name_or_path: str | Path | None, quick: bool = False) -> Path:
+    """A study file: a path (its `-quick` sibling with quick), else a built-in name (none: `default`)."""
+    if name_or_path is None:
+        return builtin_study_path("default", quick)
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or "/" in text or path.exists():
+        if not quick:
+            return path
+        sibling = path.with_name(f"{path.stem}{QUICK_SUFFIX}{path.suffix}")
+        if not sibling.is_file():
+            raise ConfigError(f"--quick: no quick variant {sibling} beside {path}")
+        return sibling
+    return builtin_study_path(text, quick)
 
 
 def parse_study(data: dict[str, Any], source: str = "study") -> StudySpec:

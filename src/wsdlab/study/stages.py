@@ -213,16 +213,16 @@ def label_name(dotted: str) -> str:
     return dotted.rsplit(".", 1)[-1]
 
 
-def point_labels(point: Mapping[str, Any]) -> dict[str, Any]:
-    """Labels of a grid point: `labels.<name>` as given, a shape as its label, other axes by last segment."""
+def point_labels(stage: "Stage", point: Mapping[str, Any]) -> dict[str, Any]:
+    """Labels of a point: `labels.<name>` as given; a grid or zip axis by the last segment of its key (a
+    shape as its label, e.g. `lowered_linear-0.7`). Other entries of an explicit run set no label."""
     out: dict[str, Any] = {}
     for key, value in point.items():
-        if key == "key":
-            continue
-        name = key.removeprefix("labels.") if key.startswith("labels.") else label_name(key)
-        if name == "shape" and not key.startswith("labels."):
-            value = ShapeChoice.model_validate(value).label
-        out[name] = value
+        if key.startswith("labels."):
+            out[key.removeprefix("labels.")] = value
+        elif key in stage.grid or key in stage.zip:
+            name = label_name(key)
+            out[name] = ShapeChoice.model_validate(value).label if name == "shape" else value
     return out
 
 
@@ -278,7 +278,7 @@ class StageRun:
     labels: Mapping[str, Any]
     values: Mapping[str, Any]  # dotted key -> value of its grid point
     parent: str | None = None
-    own_labels: tuple[str, ...] = field(default=())  # label names set by this stage (not inherited)
+    own_labels: tuple[str, ...] = field(default=())  # label names its point set (not constant, not inherited)
 
 
 def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
@@ -290,18 +290,19 @@ def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
         parents: Sequence[StageRun | None] = by_stage[stage.from_] if stage.from_ is not None else [None]
         mine: list[StageRun] = []
         for point in stage.points():
-            own = {**stage.labels, **point_labels(point)}
+            axes = point_labels(stage, point)
+            own = {**stage.labels, **axes}
             for parent in parents:
                 inherited = dict(parent.labels) if parent is not None else {}
                 if parent is not None and stage.match == "same":
-                    shared = set(own) & set(inherited)
+                    shared = set(axes) & set(parent.own_labels)
                     if any(_canon(own[n]) != _canon(inherited[n]) for n in shared):
                         continue
                 labels = {**inherited, **own}
                 label_only = frozenset(k.removeprefix("labels.") for k in point if k.startswith("labels."))
                 key = slug(point["key"]) if "key" in point else _run_key(name, stage, labels, own, parent, label_only)
                 mine.append(StageRun(name, key, labels, {k: v for k, v in point.items() if k != "key"},
-                                     parent.key if parent is not None else None, tuple(own)))
+                                     parent.key if parent is not None else None, tuple(axes)))
         if not mine:
             raise ConfigError(f"stages.{name}: no run matches a run of stage '{stage.from_}' "
                               f"(match: same needs shared labels to agree)")

@@ -212,10 +212,10 @@ def check_state_fits_spec(path: Path, state: CheckpointState, spec: RunSpec) -> 
                               f"{state.step} steps of {batch * tokens_per_item} tokens")
 
 
-def write_stub_checkpoint(directory: str | Path, spec: RunSpec) -> Path:
-    """A valid, empty checkpoint at step `spec.train.steps` (no tensors): stands in for a parent's
-    final checkpoint when branch specs are checked before training (study planning, tests)."""
-    step = spec.train.steps
+def write_stub_checkpoint(directory: str | Path, spec: RunSpec, step: int | None = None) -> Path:
+    """A valid, empty checkpoint of `spec` at `step` (default: its last; no tensors): stands in for a
+    parent's checkpoint when branch specs are checked before training (study planning, tests)."""
+    step = spec.train.steps if step is None else step
     state = {"step": step, "start_step": step, "data_cursor": 0, "tokens": 0}
     return save_checkpoint(directory, model_state={}, optim_state={}, rng_state={}, state=state, spec=spec)
 
@@ -228,9 +228,17 @@ def is_checkpoint(path: Path) -> bool:
     return path.is_dir() and path.name.isdigit()
 
 
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def checkpoint_dir(run: str | Path, step: int) -> Path:
+    """RUN/checkpoints/<step>: where a run's checkpoint of `step` lives."""
+    return Path(run) / CHECKPOINTS_DIR / str(step)
+
+
 def list_checkpoints(run: str | Path) -> dict[int, Path]:
     """{step: directory} of the checkpoint directories of a run, sorted by step (not verified)."""
-    root = Path(run) / "checkpoints"
+    root = Path(run) / CHECKPOINTS_DIR
     if not root.is_dir():
         return {}
     found = {int(p.name): p for p in root.iterdir() if is_checkpoint(p)}

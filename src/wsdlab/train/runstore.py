@@ -12,12 +12,17 @@ from safetensors.torch import load_file
 from torch import nn
 
 from wsdlab.models import build_model
-from wsdlab.train.checkpoint import list_checkpoints, load_model_weights, open_checkpoint
+from wsdlab.train.checkpoint import checkpoint_dir, list_checkpoints, load_model_weights, open_checkpoint
 from wsdlab.train.config import RunSpec
 from wsdlab.train.metrics import read_jsonl
 from wsdlab.train.spec_io import read_spec
 
 SPEC, METRICS, BATCHES, COMPLETE = "spec.yaml", "metrics.jsonl", "batches.npy", "COMPLETE"
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when the run folder holds COMPLETE (written last, atomically, when training reached its end)."""
+    return (Path(path) / COMPLETE).is_file()
 
 
 class RunDir:
@@ -37,7 +42,7 @@ class RunDir:
 
     @property
     def is_complete(self) -> bool:
-        return (self.path / COMPLETE).is_file()
+        return is_complete(self.path)
 
     def _rows(self) -> list[dict[str, Any]]:
         path = self.path / METRICS
@@ -53,6 +58,10 @@ class RunDir:
 
     def checkpoint_steps(self) -> list[int]:
         return list(list_checkpoints(self.path))
+
+    def checkpoint_path(self, step: int) -> Path:
+        """Where the checkpoint of `step` is (or will be) written: RUN/checkpoints/<step>."""
+        return checkpoint_dir(self.path, step)
 
     def checkpoint(self, step: int) -> Path:
         found = list_checkpoints(self.path)

@@ -23,7 +23,7 @@ from torch import nn
 
 from wsdlab.common.io import atomic_write_bytes, atomic_write_text
 from wsdlab.train import distributed as dist_utils
-from wsdlab.train.checkpoint import cpu_tensors, save_checkpoint
+from wsdlab.train.checkpoint import CHECKPOINTS_DIR, checkpoint_dir, cpu_tensors, save_checkpoint
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
 from wsdlab.train.metrics import JsonlFile, MetricsSink, flat_metrics
@@ -120,7 +120,7 @@ class RunWriter:
         self.metrics.flush()
         self._write_batches()
         state = {**self.state.as_json(), "optimizer": hyperparams(self.optimizer), "rng": host_rng_json()}
-        save_checkpoint(self.out / "checkpoints" / str(self.state.step), model_state=weights, optim_state=optim,
+        save_checkpoint(checkpoint_dir(self.out, self.state.step), model_state=weights, optim_state=optim,
                         rng_state=torch_rng_tensors(), state=state, spec=self.spec)
 
     def _write_batches(self) -> None:
@@ -146,7 +146,7 @@ def remove_leftovers(out: Path) -> None:
     A `.tmp-old-<step>-<pid>` checkpoint (moved aside by `atomic_directory` to be replaced) whose
     replacement never arrived is put back rather than deleted.
     """
-    for folder in (out, out / "checkpoints", out / "snapshots"):
+    for folder in (out, out / CHECKPOINTS_DIR, out / "snapshots"):
         if not folder.is_dir():
             continue
         for p in sorted(folder.iterdir()):

@@ -1,0 +1,467 @@
+"""The cooldown study of Dremov et al. (paper 000) as a shorthand that expands into stages.
+
+A study spec may give, instead of `stages:`, the sections `base`, `cooldown`, `reference`, `averaging`
+and `hyperparams`: one stable-phase base run and, from its final checkpoint, a grid of cooldowns
+(shapes x data-order seeds x override variants), longer reference cooldowns, disjoint-portion
+cooldowns per shape plus one longer run for weight averaging, and hyper-parameter panels.
+`cooldown_stages` turns these sections into stages named `base`, `cooldown`, `reference`, `portion`,
+`long` and `hyperparam` whose runs are explicit points, so the planner, resolver and analyses see a
+cooldown study exactly like any other stage graph (one code path).
+
+Data layout (`cooldown.data: fresh`): the base reads the first half of the train split, the cooldowns
+one cooldown-sized portion of the second half, the averaging runs its neighbours. A run whose branch
+equals a grid cooldown's (the last averaging portion reads the cooldowns' data; a hyper-parameter
+baseline is the unchanged cooldown) gets exactly that branch, snapshots included, so it trains once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from wsdlab.common.config import StrictModel, describe_validation_error, set_by_dotted_key
+from wsdlab.common.errors import ConfigError
+from wsdlab.study.stages import _NAME_RE, ShapeChoice, Stage
+from wsdlab.train.config import RunSpec
+
+if TYPE_CHECKING:
+    from wsdlab.study.spec import StudySpec
+
+BASE_KEY = "base"
+STAGES = ("base", "cooldown", "reference", "portion", "long", "hyperparam")
+
+
+def _require_unique(values: list[Any], field: str) -> None:
+    seen: set[Any] = set()
+    dups = []
+    for v in values:
+        if v in seen:
+            dups.append(v)
+        seen.add(v)
+    if dups:
+        raise ValueError(f"{field}: duplicate entries {dups}")
+
+
+class BaseRun(StrictModel):
+    """The stable-phase run every branch starts from: warmup then constant LR up to `train.steps`.
+
+    Built as: the model preset's config, then `spec` (nested RunSpec fields) merged over it, then
+    `overrides` (dotted keys). Its schedule kind defaults to (and must be) 'wso'.
+    """
+
+    preset: str | None = Field(None, description="Model preset (wsdlab.models.PRESETS), e.g. tiny, 60M, 210M.")
+    spec: dict[str, Any] = Field(default_factory=dict, description="RunSpec fields, nested as in a run's spec.yaml.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted keys applied last, e.g. train.steps: 400.")
+
+
+class Variant(StrictModel):
+    """One point of the grid's override axis: a name and the dotted overrides it applies to a branch."""
+
+    name: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"'{v}' must be letters, digits, '.', '_' or '-'")
+        return v
+
+
+class CooldownGrid(StrictModel):
+    """Cooldown branches from the base's final checkpoint: shapes x seeds x variants, each `steps` long."""
+
+    steps: int = Field(gt=0, description="N: length of every cooldown branch in optimizer steps.")
+    data: Literal["fresh", "continue"] = Field(
+        "fresh",
+        description="fresh: the base reads the first half of the train split; every cooldown reads the same "
+        "cooldown-sized portion of the second half (seeds change only the order; references repeat it; "
+        "averaging portions are its neighbours). continue: branches keep the base's data (portions of the whole split).",
+    )
+    shapes: list[ShapeChoice] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1, description="Data-order seeds (data.order.seed of each branch).")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="Final LR factor; None keeps the base's.")
+    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default")])
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for every branch of the study.")
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> "CooldownGrid":
+        _require_unique([s.label for s in self.shapes], "shapes")
+        _require_unique(self.seeds, "seeds")
+        _require_unique([v.name for v in self.variants], "variants")
+        return self
+
+
+class ReferenceRuns(StrictModel):
+    """Longer cooldowns (one per seed) approximating the ideal model of the bias-variance analysis.
+
+    Each reads the same data order (seed and portion) as that seed's cooldowns for `steps` steps:
+    the stream re-permutes its portion whenever it is exhausted, so a small portion is repeated.
+    """
+
+    enabled: bool = True
+    shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"))
+    steps: int | None = Field(None, gt=0, description="Length; None = multiplier x cooldown.steps.")
+    multiplier: float = Field(4.0, gt=1.0)
+    seeds: list[int] | None = Field(None, description="None = the cooldown seeds.")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Averaging(StrictModel):
+    """Averaging vs longer training (Dremov et al., §5, Fig. 10), for every cooldown shape.
+
+    The paper: "we perform a cooldown stage four times on non-intersecting dataset portions from the
+    same pre-cooldown model. Additionally, we train one model for longer on all data observed by the
+    shorter runs. The longer run uses the *sqrt* cooldown shape for a total of 52.8k steps and a 20%
+    cooldown portion. [...] Then, we average model weights trained on different dataset portions for
+    each cooldown shape".
+
+    So for each shape of `shapes` (None = every cooldown shape of the grid) there are `num_portions`
+    cooldowns of `cooldown.steps` steps, one per disjoint data portion, all from the base's final
+    checkpoint; their weights are averaged. One longer run (shape `long_shape`) continues from the same
+    checkpoint over the union of the portions for num_portions x cooldown.steps steps: stable LR, then
+    a decay of `long_cooldown_fraction` of its total length.
+
+    Reading of "a total of 52.8k steps and a 20% cooldown portion": the paper's pre-cooldown model has
+    26.4k steps and its cooldowns 6.6k (20% of 33k), so 52.8k = 26.4k + 4 x 6.6k counts from step 0, as
+    the paper's "33,000 steps in total" does; the decay is 20% of that total (10.56k steps), i.e.
+    round(long_cooldown_fraction x (base steps + num_portions x cooldown.steps)), and the rest of the
+    branch keeps the peak LR. It must fit in the branch (the base must not exceed (1/f - 1) x the branch).
+    """
+
+    enabled: bool = True
+    num_portions: int = Field(4, ge=2, description="N: disjoint data portions (cooldowns averaged per shape).")
+    shapes: list[ShapeChoice] | None = Field(None, description="Shapes averaged; None = every cooldown shape.")
+    seed: int = Field(0, description="Data-order seed of the portion cooldowns and of the longer run.")
+    long_shape: ShapeChoice = Field(default_factory=lambda: ShapeChoice(shape="sqrt"),
+                                    description="Decay shape of the longer run (the paper: sqrt).")
+    long_cooldown_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Decay of the longer run as a fraction of its total steps, counted from step 0.")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "shape" in data:
+            raise ValueError("'shape' was replaced by 'shapes' (the shapes averaged; default: every cooldown shape) "
+                             "and 'long_shape' (the decay of the longer run; default: sqrt)")
+        return data
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> "Averaging":
+        if self.shapes is not None:
+            _require_unique([s.label for s in self.shapes], "shapes")
+        return self
+
+
+class HyperParams(StrictModel):
+    """Panels of AdamW changes applied at the branch point (Dremov et al., §6 and App. F; Figs. 11, 12, 25),
+    for each cooldown shape of `shapes` and each seed.
+
+    betas -> beta**p ("beta_hat = beta^p", base betas 0.9 / 0.95): p < 1 gives LARGER betas (a longer
+    memory; the half-life in steps grows 1/p-fold), p > 1 smaller ones. The paper finds larger beta2
+    during the cooldown helps, so sweep p on both sides of 1. The paper draws Fig. 12 and Fig. 25 for
+    several shapes ("grouped by different cooldown shapes"); `shape: sqrt` (one shape) is still accepted.
+    """
+
+    enabled: bool = True
+    shapes: list[ShapeChoice] = Field(default_factory=lambda: [ShapeChoice(shape="sqrt")], min_length=1,
+                                      description="Cooldown shapes of the panels ('shape: X' = [X]).")
+    seeds: list[int] | None = Field(None, description="None = the first cooldown seed only.")
+    beta_powers: list[float] = Field(
+        default_factory=list, description="Both betas -> beta**p; p < 1: larger betas (longer memory), p > 1: smaller.")
+    beta2_powers: list[float] = Field(
+        default_factory=list, description="beta2 -> beta2**p only (beta1 kept); p < 1: larger beta2 (longer memory).")
+    batch_scales: list[float] = Field(default_factory=list, description="Batch x k at the same token count (steps / k).")
+    match_half_life: list[bool] = Field(
+        default_factory=lambda: [False, True],
+        description="Batch panel: without / with betas -> beta**k (the EMA half-life in tokens kept).")
+    weight_decay_off: bool = False
+    reset_optimizer: bool = False
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_shape(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "shape" in data:
+            if "shapes" in data:
+                raise ValueError("give 'shapes' (a list) or 'shape' (one), not both")
+            data = {**data, "shapes": [data["shape"]]}
+            del data["shape"]
+        return data
+
+    @field_validator("beta_powers", "beta2_powers", "batch_scales")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if x <= 0]
+        if bad:
+            raise ValueError(f"values must be > 0, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> "HyperParams":
+        _require_unique([s.label for s in self.shapes], "shapes")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Which portion of the train split each kind of run reads, as `data.order` overrides."""
+
+    base: dict[str, int]
+    cooldown: dict[str, int]  # the grid, the references and the hyper-parameter panels
+    parts: tuple[dict[str, int], ...]  # the averaging portions
+    union: dict[str, int]  # the longer run over all the averaging portions
+
+
+def _order(num_portions: int, portion: int) -> dict[str, int]:
+    return {"data.order.num_portions": num_portions, "data.order.portion": portion}
+
+
+def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int) -> DataLayout:
+    """Cut the split into Q parts (Q a multiple of P = num_parts) each holding at least one cooldown's
+    sequences; the base reads the first half, the cooldowns the last part, averaging portion i part
+    Q-P+i, and the longer run the union of those P parts (= portion Q/P-1 of Q/P, exactly)."""
+    p = num_parts
+    q = p * (num_train // (seqs_per_cooldown * p))
+    if q < 2 * p:
+        raise ConfigError(
+            f"cooldown.data 'fresh': the corpus has {num_train} train sequences but a cooldown reads {seqs_per_cooldown} "
+            f"and the study needs {p} such parts outside the base's half ({2 * p * seqs_per_cooldown} sequences); "
+            "use more data, a shorter cooldown or a smaller batch, or set cooldown.data: continue")
+    return DataLayout(base=_order(2, 0), cooldown=_order(q, q - 1),
+                      parts=tuple(_order(q, q - p + i) for i in range(p)), union=_order(q // p, q // p - 1))
+
+
+def continue_layout(num_parts: int) -> DataLayout:
+    """Branches keep the base's data; averaging portions are P parts of the whole split."""
+    return DataLayout(base={}, cooldown={}, parts=tuple(_order(num_parts, i) for i in range(num_parts)),
+                      union=_order(1, 0))
+
+
+def data_layout(study: StudySpec, num_train: int | None) -> DataLayout:
+    """The layout the study asks for (`cooldown.data`); 'fresh' needs the number of train sequences."""
+    assert study.cooldown is not None and study.averaging is not None
+    num_parts = study.averaging.num_portions if study.averaging.enabled else 1
+    if study.cooldown.data == "continue":
+        return continue_layout(num_parts)
+    if num_train is None:
+        raise ConfigError("cooldown.data 'fresh' needs the number of train sequences (num_train) to plan the study")
+    from wsdlab.train.batching import global_batch_size
+
+    spec = base_run_spec(study)
+    per_item = 1 if spec.data.is_vision else spec.data.seq_len
+    return fresh_layout(num_train, study.cooldown.steps * global_batch_size(spec.train, per_item), num_parts)
+
+
+# ---------------------------------------------------------------------------------------------- base
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `update` merged in recursively (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def template_spec(name: str, preset: str | None, spec: Mapping[str, Any], overrides: Mapping[str, Any],
+                  where: str, extra: Mapping[str, Any] = {}) -> RunSpec:
+    """A root run's RunSpec: the preset's model, then `spec` merged over it, then dotted `overrides`,
+    then `extra` (a grid point); `train.progress` off (the study's display shows every run).
+    ConfigError names the field under `where` (e.g. `stages.wsd.overrides.train.steps`)."""
+    from wsdlab.models import model_config
+
+    data: dict[str, Any] = {"name": name}
+    if preset is not None:
+        data["model"] = model_config(preset).model_dump(mode="json")
+    data = deep_merge(data, spec)
+    for source, items in (("overrides", overrides), ("grid", extra)):
+        for key, value in items.items():
+            try:
+                set_by_dotted_key(data, key, value)
+            except ValueError as err:
+                raise ConfigError(f"{where}.{source}.{key}: {err}") from None
+    data.setdefault("train", {})["progress"] = False
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"invalid run '{name}' of {where}:\n{describe_validation_error(err, f'{where}.spec.')}") from None
+
+
+def base_run_spec(study: StudySpec, layout: DataLayout | None = None) -> RunSpec:
+    """The stable-phase RunSpec: preset model, then `base.spec`, then `base.overrides`, then the data
+    layout's order; schedule 'wso'."""
+    base = study.base
+    assert base is not None
+    spec = dict(base.spec)
+    spec["schedule"] = {"kind": "wso", **spec.get("schedule", {})}
+    result = template_spec(f"{study.name}-base", base.preset, spec, base.overrides, "base",
+                           extra=layout.base if layout else {})
+    if result.schedule.kind != "wso":
+        raise ConfigError(
+            f"base.spec.schedule.kind: must be 'wso' (the base is warmup + stable phase; cooldowns branch from it), "
+            f"got '{result.schedule.kind}'")
+    if result.init_from is not None:
+        raise ConfigError("base.spec.init_from: the base run must start from scratch")
+    return result
+
+
+def geometry_snapshot_overrides(study: StudySpec, branch_step: int) -> dict[str, Any]:
+    """Snapshots for the geometry runs (first seed of each shape): every k steps and at the branch point."""
+    assert study.cooldown is not None
+    if not study.analyses.geometry_enabled():
+        return {}
+    every = study.analyses.snapshot_every or max(1, study.cooldown.steps // 20)
+    return {"train.snapshot_every": every, "train.snapshot_steps": [branch_step]}
+
+
+def with_geometry_snapshots(study: StudySpec, spec: RunSpec) -> RunSpec:
+    """The base keeps stable-phase snapshots (every T/20 steps) when the trajectory analysis is on."""
+    if not study.analyses.trajectory.enabled or spec.train.snapshot_every is not None:
+        return spec
+    train = spec.train.model_copy(update={"snapshot_every": max(1, spec.train.steps // 20)})
+    return spec.model_copy(update={"train": train})
+
+
+def long_run_steps(study: StudySpec, branch_step: int) -> tuple[int, int]:
+    """(steps, decay steps) of the averaging study's longer run from the base's step `branch_step`.
+
+    steps = N x cooldown.steps (the same data and FLOPs as the N portion cooldowns together); the decay
+    is `long_cooldown_fraction` of the run's total counted from step 0 (the paper: 52.8k steps in total
+    = 26.4k pre-cooldown + 4 x 6.6k, with a 20% cooldown: 10.56k steps), after a stable continuation.
+    """
+    avg, cd = study.averaging, study.cooldown
+    assert avg is not None and cd is not None
+    steps = avg.num_portions * cd.steps
+    decay = max(1, round(avg.long_cooldown_fraction * (branch_step + steps)))
+    if decay > steps:
+        raise ConfigError(
+            f"averaging.long_cooldown_fraction: a {avg.long_cooldown_fraction:g} decay of the longer run's "
+            f"{branch_step + steps} steps ({decay}) is longer than its {steps} steps after the branch point; "
+            "use more portions, a longer cooldown or a smaller fraction")
+    return steps, decay
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def cooldown_stages(study: StudySpec, num_train: int | None = None) -> dict[str, Stage]:
+    """The cooldown study's sections as stages (`base`, then branches of its final checkpoint), each
+    branch an explicit run: `key`, `branch.<field>` values and `labels.<name>`. `num_train` (train
+    sequences of the base's data) is needed for `cooldown.data: fresh`."""
+    cd = study.cooldown
+    assert cd is not None and study.base is not None
+    layout = data_layout(study, num_train)
+    plain_base = base_run_spec(study, layout)
+    base_spec = with_geometry_snapshots(study, plain_base)
+    # branches inherit the base's train settings: not the snapshots added for the trajectory analysis
+    unsnap = {"train.snapshot_every": None} if base_spec is not plain_base else {}
+    common = {**layout.cooldown, **unsnap, **cd.overrides}
+    geometry = geometry_snapshot_overrides(study, base_spec.train.steps)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in STAGES[1:]}
+    grid: dict[tuple[str, int], dict[str, Any]] = {}  # (shape label, seed) -> the default variant's branch
+
+    def branch(key: str, stage: str, labels: dict[str, Any], shape: ShapeChoice, overrides: Mapping[str, Any] = {},
+               variant_overrides: bool = False, **fields: Any) -> None:
+        planned = {"alpha": cd.alpha, **fields, **shape.branch_fields(), "overrides": {**common, **overrides}}
+        if stage == "cooldown" and not variant_overrides:
+            grid[(shape.label, fields["seed"])] = planned
+        elif stage != "cooldown":
+            planned = _reuse(planned, grid.get((shape.label, fields.get("seed"))), geometry)
+        point = {"key": key, **{f"branch.{k}": v for k, v in planned.items()},
+                 **{f"labels.{k}": v for k, v in labels.items()}}
+        runs[stage].append(point)
+
+    named_variants = len(cd.variants) > 1 or cd.variants[0].overrides
+    for variant in cd.variants:
+        for shape in cd.shapes:
+            for seed in cd.seeds:
+                suffix = f"-{variant.name}" if named_variants else ""
+                snap = geometry if (geometry and seed == cd.seeds[0]) else {}
+                branch(f"cd-{shape.label}-s{seed}{suffix}", "cooldown",
+                       {"shape": shape.label, "seed": seed, "variant": variant.name, "geometry": bool(snap)},
+                       shape, {**snap, **variant.overrides}, bool(variant.overrides), steps=cd.steps, seed=seed)
+
+    ref = study.reference
+    if ref is not None and ref.enabled:
+        steps = ref.steps if ref.steps is not None else round(ref.multiplier * cd.steps)
+        for seed in ref.seeds if ref.seeds is not None else cd.seeds:
+            branch(f"ref-{ref.shape.label}-s{seed}", "reference", {"shape": ref.shape.label, "seed": seed},
+                   ref.shape, ref.overrides, steps=steps, seed=seed)
+
+    avg = study.averaging
+    if avg is not None and avg.enabled:
+        p = avg.num_portions
+        for shape in avg.shapes if avg.shapes is not None else cd.shapes:
+            for i in range(p):
+                branch(f"avg-{shape.label}-p{i}of{p}", "portion",
+                       {"shape": shape.label, "seed": avg.seed, "portion": i, "num_portions": p},
+                       shape, {**layout.parts[i], **avg.overrides}, steps=cd.steps, seed=avg.seed)
+        steps, decay = long_run_steps(study, plain_base.train.steps)
+        branch(f"avg-long-{avg.long_shape.label}-all{p}", "long",
+               {"shape": avg.long_shape.label, "seed": avg.seed, "num_portions": p, "cooldown_steps": decay},
+               avg.long_shape, {**layout.union, **avg.overrides}, steps=steps, seed=avg.seed, cooldown_steps=decay)
+
+    hp = study.hyperparams
+    if hp is not None and hp.enabled:
+        _expand_hyperparams(study, branch)
+
+    stages = {"base": Stage(spec=base_spec.model_dump(mode="json"), labels={"shape": "stable"}, key=BASE_KEY)}
+    for name, points in runs.items():
+        if points:
+            stages[name] = Stage.model_validate({"from": "base", "runs": points})
+    return stages
+
+
+def _reuse(planned: dict[str, Any], cooldown: dict[str, Any] | None, geometry: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid cooldown's branch when `planned` trains the same run (its only extra overrides being the
+    geometry snapshots, which do not change training); else `planned` unchanged."""
+    if cooldown is None:
+        return planned
+    with_snapshots = {**planned, "overrides": {**planned["overrides"], **{
+        k: v for k, v in geometry.items() if k in cooldown["overrides"]}}}
+    return cooldown if with_snapshots == cooldown else planned
+
+
+def _expand_hyperparams(study: StudySpec, branch: Any) -> None:
+    """Hyper-parameter panels per shape and seed, each with its baseline (the unchanged cooldown of the
+    same shape/seed). Keys `hp-<shape>-<setting>-s<seed>` do not depend on the other shapes listed."""
+    hp, cd = study.hyperparams, study.cooldown
+    assert hp is not None and cd is not None
+    seeds = hp.seeds if hp.seeds is not None else cd.seeds[:1]
+    for shape, seed in ((shape, seed) for shape in hp.shapes for seed in seeds):
+        def add(name: str, panel: str, value: Any, **kw: Any) -> None:
+            branch(f"hp-{shape.label}-{name}-s{seed}", "hyperparam",
+                   {"shape": shape.label, "seed": seed, "panel": panel, "value": value},
+                   shape, hp.overrides, steps=cd.steps, seed=seed, **kw)
+
+        add("baseline", "baseline", 0)
+        for p in hp.beta_powers:
+            add(f"betas{_num(p)}", "betas_p", p, beta_power=p)
+        for p in hp.beta2_powers:
+            add(f"beta2{_num(p)}", "beta2_p", p, beta_power=p, beta2_only=True)
+        for k in hp.batch_scales:  # branch_spec runs steps // k steps: the same number of tokens
+            if cd.steps // k < 1:
+                raise ConfigError(f"hyperparams.batch_scales: {k:g} leaves no step of the {cd.steps}-step cooldown")
+            for matched in hp.match_half_life:
+                add(f"batch{_num(k)}{'-hl' if matched else ''}", "batch_x_half_life" if matched else "batch_x", k,
+                    batch_scale=k, match_half_life=matched)
+        if hp.weight_decay_off:
+            add("nowd", "weight_decay_off", 1, weight_decay_off=True)
+        if hp.reset_optimizer:
+            add("reset", "reset_optimizer", 1, reset_optimizer=True)
