@@ -169,12 +169,16 @@ class Stage(StrictModel):
 
     @field_validator("grid", "zip")
     @classmethod
-    def _check_axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _check_axes(cls, axes: dict[str, list[Any]], info: Any) -> dict[str, list[Any]]:
         for name, values in axes.items():
             if not values:
                 raise ValueError(f"axis '{name}' has no values")
-            if len({_canon(v) for v in values}) != len(values):
+            if info.field_name == "grid" and len({_canon(v) for v in values}) != len(values):
                 raise ValueError(f"axis '{name}' repeats a value: {values}")
+        if info.field_name == "zip" and axes:
+            columns = [tuple(_canon(v) for v in col) for col in zip(*axes.values())]
+            if len(set(columns)) != len(columns):
+                raise ValueError(f"zip repeats a point: {list(zip(*axes.values()))}")
         return axes
 
     @model_validator(mode="after")

@@ -100,6 +100,8 @@ def check_resumable(spec: RunSpec, out: str | Path) -> None:
     if stored_path.is_file():
         stored = read_spec(stored_path).model_dump(mode="json")
         wanted = spec.model_dump(mode="json")
+        if same_checkpoint(stored.get("init_from"), wanted.get("init_from")):
+            wanted["init_from"] = stored["init_from"]  # the study (or run) was moved: the same parent checkpoint
         keys = differing_keys(stored, wanted)
         if keys:
             detail = describe_differences(stored, wanted, keys, "stored", "given")
@@ -108,6 +110,14 @@ def check_resumable(spec: RunSpec, out: str | Path) -> None:
     if spec.init_from and not found:
         parent = open_checkpoint(spec.init_from)
         check_same_model(parent.spec.model, spec.model, parent.path)
+
+
+def same_checkpoint(a: str | None, b: str | None) -> bool:
+    """Two `init_from` paths naming the same checkpoint of the same run, wherever the folders now are:
+    equal `<run folder>/checkpoints/<step>` tails (a run folder's name holds the hash of its spec)."""
+    if not a or not b:
+        return a == b
+    return Path(a).parts[-3:] == Path(b).parts[-3:] and Path(a).parts[-2] == "checkpoints"
 
 
 def data_differs(a: DataConfig, b: DataConfig) -> bool:
