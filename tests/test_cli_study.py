@@ -15,7 +15,7 @@ from wsdlab.cli import app
 runner = CliRunner()
 
 TABLES = {
-    "runs": ["key", "role", "state"],
+    "runs": ["key", "stage", "state"],
     "schedules": ["shape", "step", "lr_factor"],
     "val_curves": ["shape", "seed", "step", "val_loss"],
     "bias_variance": ["shape", "space", "bias", "variance", "n_runs"],
@@ -84,7 +84,7 @@ def test_quick_study_writes_tables_and_report(quick_study: Path) -> None:
     avg = rows(tables / "averaging.csv")
     assert {r["shape"] for r in avg} == {"linear", "sqrt", "lowered_linear-0.7"}
     assert len({r["val_loss_longer_run"] for r in avg}) == 1 and all(r["n_models"] == "2" for r in avg)
-    long = next(r for r in index if r["role"] == "long")
+    long = next(r for r in index if r["stage"] == "long")
     assert long["steps"] == str(30 + 2 * 10)
     assert {r["shape"] for r in rows(tables / "sharpness.csv")} == {"stable", "linear", "sqrt", "lowered_linear-0.7"}
     assert {r["kind"] for r in rows(tables / "trajectory.csv")} >= {"pca", "path"}
@@ -127,7 +127,7 @@ def test_status_rerun_and_report(quick_study: Path) -> None:
 def test_cli_errors(tmp_path: Path) -> None:
     cases = [
         (["study", "run", str(tmp_path / "nope.yaml")], "study file not found"),
-        (["study", "run", str(tmp_path / "x.yaml"), "--quick"], "either a study file or --quick"),
+        (["study", "run", str(tmp_path / "x.yaml"), "--quick"], "no quick variant"),
         (["study", "run", "--quick", "--executor", "cloud", "--out", str(tmp_path / "s")], "--executor"),
         (["study", "status", str(tmp_path)], "not a study folder"),
         (["study", "report", str(tmp_path)], "not a study folder"),

@@ -433,7 +433,7 @@ def test_branch_rejects_non_finite_arguments(finished: Path, tmp_path: Path) -> 
     for kwargs in ({"batch_scale": math.inf}, {"beta_power": math.nan}, {"alpha": math.nan},
                    {"shape_param": math.inf, "shape": "lowered_linear"}):
         args = {"steps": 2, "shape": "linear", **kwargs}
-        with pytest.raises(ConfigError, match=f"{next(iter(kwargs))}: must be a finite number"):
+        with pytest.raises(ConfigError, match=f"{next(iter(kwargs))}: .*finite number"):
             branch_spec(ckpt, **args)
     with pytest.raises(ConfigError, match="optim.lr"):
         branch_spec(ckpt, steps=2, shape="linear", overrides={"optim.lr": "inf"})
