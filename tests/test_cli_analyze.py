@@ -76,7 +76,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             save_file({k: v.contiguous() for k, v in state.items()}, str(_mk(root / "snapshots") / f"{step}.safetensors"))
         if step % 10 == 0:
             save_checkpoint(root / "checkpoints" / str(step), model_state=state, optim_state={}, rng_state={},
-                            state={"step": step, "data_cursor": 8 * step}, spec=spec)
+                            state={"step": step, "data_cursor": 8 * step, "tokens": 8 * step * 16}, spec=spec)
         if step == STEPS:
             break
         for group in opt.param_groups:

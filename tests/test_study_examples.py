@@ -16,7 +16,7 @@ from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver
 from wsdlab.study.runner import run_study
 from wsdlab.study.executors import SequentialExecutor
-from wsdlab.study.spec import find_study, load_study, parse_study
+from wsdlab.study.spec import find_study, parse_study
 from wsdlab.train.checkpoint import list_checkpoints
 from wsdlab.train.runstore import RunDir
 
