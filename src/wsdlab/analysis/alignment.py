@@ -26,15 +26,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from wsdlab.analysis.recency import window_average
 from wsdlab.analysis.registry import register_analysis
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir
 
-Row = dict[str, Any]
 CIMethod = Literal["t", "normal"]
 ALIGNMENT_METRICS = ("grad_momentum_cos", "grad_momentum_cos_global", "grad_norm")
 

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from wsdlab.analysis.registry import register_analysis
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 StateDict = Mapping[str, torch.Tensor]
 
 

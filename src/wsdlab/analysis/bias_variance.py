@@ -46,14 +46,13 @@ from torch import nn
 from wsdlab.analysis.averaging import average_models
 from wsdlab.analysis.registry import register_analysis
 from wsdlab.analysis.weights import Weights, trainable_weights
+from wsdlab.common.types import Batch, Row
 from wsdlab.train import RunDir
 from wsdlab.train.evaluate import eval_index_chunks, to_device
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
-Batch = Any  # LM: LongTensor (B, T+1); vision: (images, labels)
 SPACES = ("kl", "weight", "loss", "avg_loss_var_loss", "avg_loss_var_weight")
 
 

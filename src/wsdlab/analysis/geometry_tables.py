@@ -47,7 +47,14 @@ from wsdlab.analysis.landscape import cooldown_plane, interpolation
 from wsdlab.analysis.probes import add_relative, probe_layers
 from wsdlab.analysis.registry import register_analysis
 from wsdlab.analysis.trajectory import trajectory_table
-from wsdlab.analysis.weights import Weights, difference, load_weights, select_parameters, weights_norm
+from wsdlab.analysis.weights import (
+    Weights,
+    difference,
+    load_weights,
+    select_parameters,
+    weights_norm,
+)
+from wsdlab.common.types import Row
 from wsdlab.models import batch_loss, build_model
 from wsdlab.schedules import cooldown_steps, pretrain_steps
 from wsdlab.train import RunDir
@@ -56,7 +63,6 @@ if TYPE_CHECKING:
     from wsdlab.data import DataBundle
     from wsdlab.data.config import DataConfig
 
-Row = dict[str, Any]
 RunLike = RunDir | str | Path
 
 
@@ -117,7 +123,9 @@ def run_data(run: RunDir, data: DataBundle | None = None) -> DataBundle:
     """The run's DataBundle (prepared and cached on first use), or `data` when given."""
     if data is not None:
         return data
-    from wsdlab.data import load_data  # deferred: preparing data is only needed when no bundle is passed
+    from wsdlab.data import (
+        load_data,  # deferred: preparing data is only needed when no bundle is passed
+    )
 
     return load_data(run.spec.data, progress=False)
 

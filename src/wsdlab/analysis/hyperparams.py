@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from wsdlab.analysis.registry import register_analysis
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 
 
 class LabelledRun(NamedTuple):

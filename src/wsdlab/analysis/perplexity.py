@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsdlab.analysis.averaging import averaged_model
 from wsdlab.analysis.registry import register_analysis
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 
 
 def rankdata(values: Sequence[float] | np.ndarray) -> np.ndarray:

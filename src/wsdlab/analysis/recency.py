@@ -47,6 +47,7 @@ from torch import nn
 from wsdlab.analysis.perplexity import pearson, spearman
 from wsdlab.analysis.registry import register_analysis
 from wsdlab.common.errors import ConfigError
+from wsdlab.common.types import Row
 from wsdlab.models import batch_loss
 from wsdlab.train import RunDir, load_checkpoint_model
 from wsdlab.train.batching import micro_batches
@@ -55,7 +56,6 @@ from wsdlab.train.evaluate import to_device
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 WINDOW = 100  # batches: Fig. 9's "100-step window-averaged" curves
 
 

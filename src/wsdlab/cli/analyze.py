@@ -19,10 +19,10 @@ import typer
 
 from wsdlab.cli.errors import UserError, user_errors
 from wsdlab.cli.options import path_option
+from wsdlab.common.types import Row
 
 app = typer.Typer(no_args_is_help=True)
 
-Row = dict[str, Any]
 
 
 class Method(str, enum.Enum):
@@ -220,7 +220,10 @@ def sharpness(
     with user_errors():
         _check_out(out)
         from wsdlab.analysis.geometry_config import SharpnessConfig
-        from wsdlab.analysis.geometry_tables import sharpness_of_checkpoint, sharpness_table
+        from wsdlab.analysis.geometry_tables import (
+            sharpness_of_checkpoint,
+            sharpness_table,
+        )
 
         if (run is None) == (checkpoint is None):
             raise UserError("give either a RUN directory or --checkpoint CKPT")

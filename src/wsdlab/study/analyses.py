@@ -21,12 +21,12 @@ from wsdlab.analysis.tables import read_table, write_table
 from wsdlab.common.errors import ConfigError
 from wsdlab.common.hashing import spec_hash
 from wsdlab.common.io import atomic_write_text
+from wsdlab.common.types import Row
 from wsdlab.study.plan import BASE_KEY, Plan
 from wsdlab.study.progress import StudyProgress
 from wsdlab.study.resolve import ResolvedRun, Resolver
 from wsdlab.study.spec import StudySpec
 
-Row = dict[str, Any]
 TABLES_DIR = "tables"
 FINGERPRINTS = ".fingerprints.json"
 STEP_VERSION = 2  # bump to recompute every table after a change in this glue (2: eq. 1-4 and App. G fixes)
@@ -234,7 +234,11 @@ def _averaging(ctx: StepContext) -> dict[str, list[Row]]:
 
 
 def _recency(ctx: StepContext) -> dict[str, list[Row]]:
-    from wsdlab.analysis.recency import recency_correlations, recency_curves_table, recency_table
+    from wsdlab.analysis.recency import (
+        recency_correlations,
+        recency_curves_table,
+        recency_table,
+    )
 
     opts = ctx.options("recency")
     space = opts.pop("space", "kl")
