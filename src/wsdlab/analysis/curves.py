@@ -6,7 +6,13 @@
 
 from __future__ import annotations
 
-from wsdlab.analysis.units import BASE, COOLDOWNS, AnalysisUnit, UnitContext, register_unit
+from wsdlab.analysis.units import (
+    BASE,
+    COOLDOWNS,
+    AnalysisUnit,
+    UnitContext,
+    register_unit,
+)
 from wsdlab.common.types import Row
 
 

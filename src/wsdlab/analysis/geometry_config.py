@@ -41,7 +41,7 @@ class SharpnessConfig(StrictModel):
     solver: Literal["lanczos", "power"] = "lanczos"
     max_iters: int = Field(100, gt=0, description="Most products per eigenvalue solve.")
     tol: float = Field(1e-4, gt=0.0, description="Relative tolerance of the eigenvalue solvers.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the random probe vectors.")
     probe_chunk: int = Field(16, gt=0, description="Products computed in one batched backward.")
     cache_graph: bool = Field(True, description="Reuse the gradient's graph across products (uses memory).")
     eval: EvalSetConfig = Field(default_factory=EvalSetConfig, json_schema_extra=NO_PREFIX)

@@ -382,10 +382,6 @@ class _GeometryUnit(AnalysisUnit):
     default_enabled = False
     snapshots = True
 
-    def run_root(self, target: Any) -> Path:
-        """The run folder of a Target (default output: RUN/analysis/)."""
-        return Path(target.run)
-
     @staticmethod
     def geometry_runs(ctx: UnitContext) -> list[tuple[str, RunDir]]:
         return [(g, runs[0]) for g, runs in ctx.groups("runs").items()]

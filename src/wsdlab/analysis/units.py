@@ -208,6 +208,10 @@ class AnalysisUnit:
     def headline(self, rows: Sequence[Row]) -> dict[str, Any]:
         return {"rows": len(rows)}
 
+    def run_root(self, target: Any) -> Path:
+        """The run folder a Target reads (the command line writes to RUN/analysis/ by default)."""
+        return Path(target.run)
+
 
 U = TypeVar("U", bound=type[AnalysisUnit])
 _UNITS: dict[str, AnalysisUnit] = {}

@@ -10,7 +10,13 @@ Table `update_norm`: shape, run, step, phase (stable|cooldown), param_norm = ||x
 
 from __future__ import annotations
 
-from wsdlab.analysis.units import BASE, COOLDOWNS, AnalysisUnit, UnitContext, register_unit
+from wsdlab.analysis.units import (
+    BASE,
+    COOLDOWNS,
+    AnalysisUnit,
+    UnitContext,
+    register_unit,
+)
 from wsdlab.common.types import Row
 
 
