@@ -264,13 +264,13 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("param_norm", "trajectory",
                "Parameter norm and distance to the final iterate along training, per run.",
                ("trajectory",), G.plot_param_norm, None, unit="trajectory"),
-    FigureSpec("probes", "probes",
-               "Linear-probe perplexity per layer at steps along the cooldown, and relative to the cooldown start.",
-               ("probes",), G.plot_probes, _probes_summary, unit="probes"),
     FigureSpec("update_norm", "trajectory",
                "Parameter norm and update norm ||x_t − x_{t−1}|| after warmup: much larger updates in the stable phase "
                "than in the cooldown (dashed line: cooldown start; paper 001, Fig. 6).",
                ("update_norm",), F.plot_update_norm, None, unit="update_norm"),
+    FigureSpec("probes", "probes",
+               "Linear-probe perplexity per layer at steps along the cooldown, and relative to the cooldown start.",
+               ("probes",), G.plot_probes, _probes_summary, unit="probes"),
 )
 
 
