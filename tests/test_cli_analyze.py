@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from wsdlab.analysis import analysis_names, read_table
+from wsdlab.analysis import read_table, unit_names
 from wsdlab.analysis import geometry_tables
 from wsdlab.analysis.evalset import mean_loss
 from wsdlab.analysis.geometry_config import EvalSetConfig
@@ -107,8 +107,11 @@ def invoke(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_all_geometry_analyses_are_registered():
-    assert {"sharpness", "landscape", "interpolate", "trajectory", "probes"} <= set(analysis_names())
+def test_all_geometry_analyses_are_registered_commands():
+    geometry = {"sharpness", "landscape", "interpolate", "trajectory", "probes"}
+    assert geometry <= set(unit_names())
+    listing = runner.invoke(app, ["analyze", "--help"]).output
+    assert all(name in listing for name in geometry)
 
 
 def test_sharpness_of_a_checkpoint_json_keys_and_files(run_dir: Path, tmp_path: Path):

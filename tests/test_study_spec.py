@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsdlab.study.spec import BUILTIN_STUDIES, ShapeChoice, builtin_study_path, load_study, parse_study
+from wsdlab.study.spec import BUILTIN_STUDIES, ShapeChoice, builtin_study_path, dump_study, load_study, parse_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,10 @@ def test_minimal_spec_defaults() -> None:
     spec = parse_study(minimal())
     assert [s.label for s in spec.cooldown.shapes] == ["linear", "lowered_linear-0.7"]
     assert not spec.reference.enabled and not spec.averaging.enabled and not spec.hyperparams.enabled
-    assert spec.analyses.enabled()[:2] == ["perplexity", "bias_variance"]
-    assert "sharpness" not in spec.analyses.enabled()
+    on = spec.analyses.enabled()  # defaults: the cooldown analyses on, the geometry ones off
+    assert {"perplexity", "bias_variance", "averaging", "recency", "hyperparams", "alignment"} <= set(on)
+    assert not {"sharpness", "landscape", "interpolate", "trajectory", "probes"} & set(on)
+    assert spec.analyses.geometry_enabled() == [] and not spec.analyses.trajectory.enabled
     assert spec.cooldown.data == "fresh"
 
 
@@ -137,3 +139,29 @@ def test_a_study_needs_stages_or_the_cooldown_sections() -> None:
     data["stages"] = {"wsd": {"preset": "tiny"}}
     assert "either stages or the cooldown study's sections" in error_of(data)
     assert parse_study({"name": "s", "stages": {"wsd": {"preset": "tiny"}}}).stages["wsd"].preset == "tiny"
+
+
+def test_analyses_options_are_validated_by_the_unit() -> None:
+    data = minimal()
+    data["analyses"] = {"sharpness": {"enabled": True, "options": {"samples": 0, "eval": {"batches": 0}}}}
+    message = error_of(data)
+    assert "\nanalyses.sharpness.options.samples:" in message, message
+    assert "\nanalyses.sharpness.options.eval.batches:" in message, message
+    data["analyses"] = {"sharpness": {"options": {"num_steps": 2, "bogus": 1}}}
+    assert "\nanalyses.sharpness.options.bogus:" in error_of(data)
+    data["analyses"] = {"schedules": {"enabled": False}}
+    assert "\nanalyses.schedules.enabled:" in error_of(data)
+    data["analyses"] = {"eval_batches": 3, "recency": {"options": {"stride": 4}}, "landscape": {"enabled": True}}
+    cfg = parse_study(data).analyses
+    assert cfg.eval_batches == 3 and cfg.options("recency").stride == 4 and cfg.geometry_enabled() == ["landscape"]
+    assert cfg.options("sharpness").samples == 100  # the unit's defaults
+
+
+def test_analyses_dump_flat_and_reload() -> None:
+    data = minimal()
+    data["analyses"] = {"eval_batches": 3, "probes": {"enabled": True, "options": {"steps": 2}}}
+    spec = parse_study(data)
+    dumped = yaml.safe_load(dump_study(spec))["analyses"]
+    assert dumped["eval_batches"] == 3 and dumped["probes"] == {"enabled": True, "options": {"steps": 2}, "inputs": {}}
+    assert "units" not in dumped and dumped["sharpness"]["enabled"] is False
+    assert parse_study({**data, "analyses": dumped}) == spec

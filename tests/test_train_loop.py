@@ -16,8 +16,8 @@ from wsdlab.schedules import build_schedule
 from wsdlab.train import MetricsSink, RunSpec, run_preset, train
 from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors
 
-TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "param_norm", "grad_momentum_cos", "grad_momentum_cos_global",
-              "update_grad_cos", "tokens", "tokens_per_s", "mfu"}
+TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "param_norm", "update_norm", "grad_momentum_cos",
+              "grad_momentum_cos_global", "update_grad_cos", "tokens", "tokens_per_s", "mfu"}
 
 
 def micro(schedule: dict | None = None, **train: object) -> RunSpec:
@@ -59,6 +59,7 @@ def test_rows_have_the_keys_and_lr_follows_the_schedule(run12, data) -> None:
     assert all(-1 <= r["grad_momentum_cos"] <= 1 and -1 <= r["grad_momentum_cos_global"] <= 1 for r in rows[1:])
     assert all(-1 <= r["update_grad_cos"] <= 1 and r["grad_norm"] > 0 and r["mfu"] is None for r in rows[:-1])
     assert rows[-1]["update_grad_cos"] is None  # lr 0 and no weight decay: no update, no direction
+    assert rows[-1]["update_norm"] == 0.0 and all(r["update_norm"] > 0 for r in rows[:-1])
     assert [r["step"] for r in run.eval_rows()] == [0, 5, 10, 12]
     assert run.checkpoint_steps() == [0, 5, 10, 12] and run.snapshot_steps() == [0, 4, 8, 12]
     assert run.is_complete
@@ -99,6 +100,7 @@ def test_alignment_metrics_match_a_direct_computation(run12, data) -> None:
     u = x_new - x_prev
     assert row["update_grad_cos"] == pytest.approx((-g.dot(u) / (g.norm() * u.norm())).item(), rel=1e-4)
     assert row["param_norm"] == pytest.approx(x_new.norm().item(), rel=1e-6)
+    assert row["update_norm"] == pytest.approx(u.norm().item(), rel=1e-4)  # ||x_6 - x_5||
 
 
 class StopAt(MetricsSink):

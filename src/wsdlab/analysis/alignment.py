@@ -26,15 +26,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from wsdlab.analysis.recency import window_average
-from wsdlab.analysis.registry import register_analysis
+from wsdlab.analysis.units import (
+    COOLDOWNS,
+    AnalysisUnit,
+    UnitContext,
+    branch_step,
+    register_unit,
+)
+from wsdlab.common.config import StrictModel
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir
 
-Row = dict[str, Any]
 CIMethod = Literal["t", "normal"]
 ALIGNMENT_METRICS = ("grad_momentum_cos", "grad_momentum_cos_global", "grad_norm")
 
@@ -121,7 +129,6 @@ def alignment_rows(shape: str, metric: str, series: Sequence[tuple[np.ndarray, n
     return rows
 
 
-@register_analysis("alignment")
 def alignment_table(
     shape_runs: Mapping[str, Sequence[RunDir]],
     *,
@@ -138,3 +145,27 @@ def alignment_table(
             series = [metric_series(log, metric) for log in logs]
             rows += alignment_rows(shape, metric, series, window, level, ci)
     return rows
+
+
+class AlignmentOptions(StrictModel):
+    metrics: list[str] = Field(default_factory=lambda: list(ALIGNMENT_METRICS), description="Train-row metrics.")
+    window: int | None = Field(None, gt=0, description="Window of the averages; None = cooldown steps / 5 (at most 10).")
+    level: float = Field(0.95, gt=0.0, lt=1.0, description="Confidence level of the bands over seeds.")
+    ci: CIMethod = "t"
+
+
+@register_unit
+class Alignment(AnalysisUnit):
+    """Gradient-momentum cosine and gradient norm along the cooldown, with confidence bands over seeds."""
+
+    name = "alignment"
+    Options = AlignmentOptions
+    inputs = {"cooldowns": COOLDOWNS}
+    tables = ("alignment",)
+
+    def compute(self, ctx: UnitContext, options: AlignmentOptions) -> dict[str, list[Row]]:
+        groups = ctx.groups("cooldowns")
+        first = next(iter(groups.values()))[0]
+        window = options.window or max(1, min(10, (first.spec.train.steps - branch_step(first)) // 5))
+        return {"alignment": alignment_table(groups, metrics=options.metrics, window=window, level=options.level,
+                                             ci=options.ci)}

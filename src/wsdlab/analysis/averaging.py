@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from wsdlab.analysis.registry import register_analysis
+from wsdlab.analysis.units import AnalysisUnit, RunSelector, UnitContext, register_unit
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 StateDict = Mapping[str, torch.Tensor]
 
 
@@ -126,7 +126,6 @@ def averaging_row(shape: str, member_losses: Sequence[float], avg_loss: float, l
     }
 
 
-@register_analysis("averaging")
 def averaging_table(
     groups: Mapping[str, tuple[Sequence[RunDir], RunDir]],
     data: DataBundle,
@@ -156,3 +155,20 @@ def averaging_table(
         avg_loss = evaluate(averaged_model(members, device), data, num_batches, batch_size, device)
         rows.append(averaging_row(shape, member_losses, avg_loss, loss_of(longer)))
     return rows
+
+
+@register_unit
+class Averaging(AnalysisUnit):
+    """Per shape: the weight average of its disjoint-portion cooldowns vs one longer run (§5, Fig. 10)."""
+
+    name = "averaging"
+    inputs = {"portions": RunSelector(stage=["portion"], group_by=["shape"]), "long": RunSelector(stage=["long"])}
+    required = ("portions",)
+    tables = ("averaging",)
+
+    def compute(self, ctx: UnitContext, options: object) -> dict[str, list[Row]]:
+        if not ctx.selected("long"):
+            raise ValueError("averaging: the study has portion cooldowns but no longer run")
+        longer = ctx.one("long")  # one longer run, compared with every shape's average (Fig. 10)
+        groups = {shape: (members, longer) for shape, members in ctx.groups("portions").items()}
+        return {"averaging": averaging_table(groups, ctx.data, **ctx.eval_kwargs)}

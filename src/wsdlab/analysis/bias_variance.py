@@ -44,16 +44,21 @@ from rich.progress import track
 from torch import nn
 
 from wsdlab.analysis.averaging import average_models
-from wsdlab.analysis.registry import register_analysis
+from wsdlab.analysis.units import (
+    COOLDOWNS,
+    AnalysisUnit,
+    RunSelector,
+    UnitContext,
+    register_unit,
+)
 from wsdlab.analysis.weights import Weights, trainable_weights
+from wsdlab.common.types import Batch, Row
 from wsdlab.train import RunDir
 from wsdlab.train.evaluate import eval_index_chunks, to_device
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
-Batch = Any  # LM: LongTensor (B, T+1); vision: (images, labels)
 SPACES = ("kl", "weight", "loss", "avg_loss_var_loss", "avg_loss_var_weight")
 
 
@@ -236,7 +241,6 @@ def _mean_loss(model: nn.Module, batches: Sequence[Batch], device: str) -> float
     return total / count
 
 
-@register_analysis("bias_variance")
 def bias_variance_table(
     shape_runs: Mapping[str, Sequence[RunDir]],
     references: Sequence[RunDir],
@@ -279,3 +283,16 @@ def bias_variance_table(
             n_runs=len(runs),
         )
     return rows
+
+
+@register_unit
+class BiasVariance(AnalysisUnit):
+    """Bias and variance of each shape's final models against the reference runs (eq. 1, 3, 4; App. C)."""
+
+    name = "bias_variance"
+    inputs = {"cooldowns": COOLDOWNS, "references": RunSelector(stage=["reference"])}
+    tables = ("bias_variance",)
+
+    def compute(self, ctx: UnitContext, options: Any) -> dict[str, list[Row]]:
+        return {"bias_variance": bias_variance_table(ctx.groups("cooldowns"), ctx.runs("references"), ctx.data,
+                                                     **ctx.eval_kwargs)}

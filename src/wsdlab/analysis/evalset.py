@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-Batch = Tensor | Sequence[Tensor]
+from wsdlab.common.types import Batch
+
 LossFn = Callable[[nn.Module, Batch], Tensor]
 Split = Literal["val", "train"]
 

@@ -1,6 +1,6 @@
-"""The geometry analyses on run directories, registered by name: sharpness, interpolate, landscape,
-trajectory, probes. Each reads weights from a `RunDir` (snapshots or checkpoints), fixed batches of
-the run's data, and returns one table (list of dict rows).
+"""The geometry analyses on run directories, each a registered unit (end of this module): sharpness,
+interpolate, landscape, trajectory, probes. Each reads weights from a `RunDir` (snapshots or
+checkpoints), fixed batches of the run's data, and returns one table (list of dict rows).
 
 Table columns (every table starts with `run`, the run directory's name):
 - sharpness:   run, step, dataset, method, estimator, loss, trace, trace_stderr, samples, products,
@@ -17,11 +17,13 @@ Table columns (every table starts with `run`, the run directory's name):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field, model_validator
 from rich.progress import track
 from safetensors.torch import load_file
 from torch import nn
@@ -45,9 +47,26 @@ from wsdlab.analysis.hessian import (
 )
 from wsdlab.analysis.landscape import cooldown_plane, interpolation
 from wsdlab.analysis.probes import add_relative, probe_layers
-from wsdlab.analysis.registry import register_analysis
 from wsdlab.analysis.trajectory import trajectory_table
-from wsdlab.analysis.weights import Weights, difference, load_weights, select_parameters, weights_norm
+from wsdlab.analysis.units import (
+    BASE,
+    AnalysisUnit,
+    RunSelector,
+    UnitContext,
+    evenly,
+    labelled,
+    register_unit,
+)
+from wsdlab.analysis.weights import (
+    Weights,
+    difference,
+    load_weights,
+    select_parameters,
+    weights_norm,
+)
+from wsdlab.common.config import StrictModel
+from wsdlab.common.errors import ConfigError
+from wsdlab.common.types import Row
 from wsdlab.models import batch_loss, build_model
 from wsdlab.schedules import cooldown_steps, pretrain_steps
 from wsdlab.train import RunDir
@@ -56,7 +75,6 @@ if TYPE_CHECKING:
     from wsdlab.data import DataBundle
     from wsdlab.data.config import DataConfig
 
-Row = dict[str, Any]
 RunLike = RunDir | str | Path
 
 
@@ -117,7 +135,9 @@ def run_data(run: RunDir, data: DataBundle | None = None) -> DataBundle:
     """The run's DataBundle (prepared and cached on first use), or `data` when given."""
     if data is not None:
         return data
-    from wsdlab.data import load_data  # deferred: preparing data is only needed when no bundle is passed
+    from wsdlab.data import (
+        load_data,  # deferred: preparing data is only needed when no bundle is passed
+    )
 
     return load_data(run.spec.data, progress=False)
 
@@ -152,7 +172,6 @@ def sharpness_at(model: nn.Module, batches: Sequence[Batch], cfg: SharpnessConfi
     return row
 
 
-@register_analysis("sharpness")
 def sharpness_table(run: RunLike, config: SharpnessConfig | None = None, *, steps: Sequence[int] | None = None,
                     data: DataBundle | None = None, second_data: DataBundle | DataConfig | None = None,
                     second_name: str = "second", device: str = "cpu", progress: bool = False) -> list[Row]:
@@ -206,7 +225,6 @@ def _load_other(cfg: DataConfig) -> DataBundle:
 # ---------------------------------------------------------------------------- interpolation and planes
 
 
-@register_analysis("interpolate")
 def interpolate_table(run: RunLike, config: InterpolateConfig | None = None, *, from_step: int,
                       to_step: int | None = None, to_run: RunLike | None = None, data: DataBundle | None = None,
                       device: str = "cpu", progress: bool = False) -> list[Row]:
@@ -225,7 +243,6 @@ def interpolate_table(run: RunLike, config: InterpolateConfig | None = None, *, 
     return [{**head, **r} for r in rows]
 
 
-@register_analysis("landscape")
 def landscape_table(run: RunLike, config: LandscapeConfig | None = None, *, points: Sequence[int],
                     pre_step: int | None = None, final: int | None = None,
                     after: Mapping[int, Weights] | None = None, data: DataBundle | None = None,
@@ -263,7 +280,6 @@ def landscape_table(run: RunLike, config: LandscapeConfig | None = None, *, poin
 # ---------------------------------------------------------------------------- trajectory
 
 
-@register_analysis("trajectory")
 def trajectory_run_table(run: RunLike, config: TrajectoryConfig | None = None, *, decay_step: int | None = None,
                          stable_start: int | None = None, parent: RunLike | None = None,
                          data: DataBundle | None = None, device: str = "cpu", progress: bool = False) -> list[Row]:
@@ -299,7 +315,6 @@ def trajectory_run_table(run: RunLike, config: TrajectoryConfig | None = None, *
 # ---------------------------------------------------------------------------- probes
 
 
-@register_analysis("probes")
 def probes_table(run: RunLike, config: ProbeConfig | None = None, *, steps: Sequence[int] | None = None,
                  reference_step: int | None = None, data: DataBundle | None = None, device: str = "cpu",
                  progress: bool = False) -> list[Row]:
@@ -330,3 +345,274 @@ def probes_table(run: RunLike, config: ProbeConfig | None = None, *, steps: Sequ
                                   weight_decay=cfg.weight_decay)
         rows += [{"run": run.path.name, "step": step, **r} for r in layer_rows]
     return add_relative(rows, reference_step)
+
+
+# ---------------------------------------------------------------------------- units
+#
+# In a study each geometry unit reads the base run (group 'stable') and the snapshot-keeping cooldown
+# of each shape (the first seed); rows get a leading `shape` column. On the command line
+# (`wsdlab analyze <name>`) it reads the run (or checkpoint) of its Target.
+
+GEOMETRY_RUNS = RunSelector(stage=["cooldown"], where={"geometry": True}, group_by=["shape", "variant"])
+_RUN = {"cli": "RUN"}
+
+
+class SharpnessOptions(SharpnessConfig):
+    num_steps: int = Field(5, gt=0, description="Study: how many of each run's weight steps are measured.",
+                           json_schema_extra={"cli": False})
+
+
+class SharpnessTarget(StrictModel):
+    run: Path | None = Field(None, description="Run directory (every snapshot/checkpoint, or --steps).",
+                             json_schema_extra=_RUN)
+    checkpoint: Path | None = Field(None, description="One checkpoint directory instead of a run.")
+    steps: list[int] | None = Field(None, description="Comma-separated steps (run mode).")
+    second_data: Path | None = Field(None, description="DataConfig YAML of a second dataset.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SharpnessTarget:
+        if (self.run is None) == (self.checkpoint is None):
+            raise ValueError("give either a RUN directory or --checkpoint CKPT")
+        return self
+
+
+class _GeometryUnit(AnalysisUnit):
+    inputs = {"base": BASE, "runs": GEOMETRY_RUNS}
+    required = ("runs",)
+    default_enabled = False
+    snapshots = True
+
+    @staticmethod
+    def geometry_runs(ctx: UnitContext) -> list[tuple[str, RunDir]]:
+        return [(g, runs[0]) for g, runs in ctx.groups("runs").items()]
+
+
+@register_unit
+class Sharpness(_GeometryUnit):
+    """Hessian trace (Hutchinson / Hutch++) and top eigenvalues along a run, or of one checkpoint."""
+
+    name = "sharpness"
+    Options = SharpnessOptions
+    tables = ("sharpness",)
+    Target = SharpnessTarget
+
+    def compute(self, ctx: UnitContext, options: SharpnessOptions) -> dict[str, list[Row]]:
+        rows: list[Row] = []
+        for group, run in [*((g, rs[0]) for g, rs in ctx.groups("base").items()), *self.geometry_runs(ctx)]:
+            steps = evenly(weight_steps(run), options.num_steps)
+            rows += labelled(sharpness_table(run, options, steps=steps, data=ctx.data, device=ctx.device,
+                                             progress=ctx.progress), group)
+        return {"sharpness": rows}
+
+    def run_root(self, target: SharpnessTarget) -> Path:
+        if target.checkpoint is None:
+            return Path(target.run)  # type: ignore[arg-type]
+        ckpt = target.checkpoint
+        return ckpt.parent.parent if (ckpt.parent.parent / "spec.yaml").is_file() else ckpt.parent
+
+    def compute_run(self, target: SharpnessTarget, options: SharpnessOptions, *, device: str = "cpu",
+                    progress: bool = False) -> list[Row]:
+        other = None
+        if target.second_data is not None:
+            from wsdlab.common.config import load_yaml_model
+            from wsdlab.data.config import DataConfig
+
+            other = load_yaml_model(target.second_data, DataConfig)
+        if target.checkpoint is not None:
+            return sharpness_of_checkpoint(target.checkpoint, options, second_data=other, device=device)
+        return sharpness_table(target.run, options, steps=target.steps, second_data=other,  # type: ignore[arg-type]
+                               device=device, progress=progress)
+
+    def headline(self, rows: Sequence[Row]) -> dict[str, Any]:
+        def lambdas(row: Row) -> list[float]:
+            keys = sorted((k for k in row if k.startswith("lambda_")), key=lambda k: int(k[7:]))
+            return [row[k] for k in keys if row[k] is not None]
+
+        def head(r: Row) -> Row:
+            out: Row = {"step": r["step"], "dataset": r["dataset"], "loss": r["loss"]}
+            if "trace" in r:
+                out.update(trace=r["trace"], trace_stderr=r["trace_stderr"], samples=r["samples"])
+            if lambdas(r):
+                out["eigenvalues"] = lambdas(r)
+            return out
+
+        last = next(r for r in rows if r["step"] == rows[-1]["step"])
+        return {**head(last), "products": last["products"], "rows": [head(r) for r in rows]}
+
+
+class InterpolateTarget(StrictModel):
+    run: Path = Field(description="Run directory.", json_schema_extra=_RUN)
+    from_step: int = Field(description="Step of theta0 (snapshot or checkpoint).", json_schema_extra={"cli": "--from"})
+    to_step: int | None = Field(None, description="Step of theta1 [final checkpoint].", json_schema_extra={"cli": "--to"})
+    to_run: Path | None = Field(None, description="Take theta1 from this run [RUN].")
+
+
+@register_unit
+class Interpolate(_GeometryUnit):
+    """1-D loss along theta(a) = (1 - a) theta0 + a theta1 between two checkpoints/snapshots."""
+
+    name = "interpolate"
+    Options = InterpolateConfig
+    tables = ("interpolate",)
+    Target = InterpolateTarget
+
+    def compute(self, ctx: UnitContext, options: InterpolateConfig) -> dict[str, list[Row]]:
+        """Loss on the line from the pre-cooldown checkpoint (the base's final step) to each cooldown's end."""
+        base = ctx.one("base")
+        rows: list[Row] = []
+        for group, run in self.geometry_runs(ctx):
+            rows += labelled(interpolate_table(base, options, from_step=base.spec.train.steps, to_run=run,
+                                               data=ctx.data, device=ctx.device, progress=ctx.progress), group)
+        return {"interpolate": rows}
+
+    def compute_run(self, target: InterpolateTarget, options: InterpolateConfig, *, device: str = "cpu",
+                    progress: bool = False) -> list[Row]:
+        return interpolate_table(target.run, options, from_step=target.from_step, to_step=target.to_step,
+                                 to_run=target.to_run, device=device)
+
+    def headline(self, rows: Sequence[Row]) -> dict[str, Any]:
+        """Endpoint losses and the barrier: max over a in [0, 1] of L(a) - ((1 - a) L(0) + a L(1))."""
+        by_alpha = {r["alpha"]: r["loss"] for r in rows}
+        l0, l1 = by_alpha.get(0.0, math.nan), by_alpha.get(1.0, math.nan)
+        inside = [(a, loss) for a, loss in by_alpha.items() if 0.0 <= a <= 1.0]
+        barrier = max((loss - ((1 - a) * l0 + a * l1) for a, loss in inside), default=math.nan)
+        best = min(rows, key=lambda r: r["loss"])
+        return {"from_step": rows[0]["from_step"], "to_step": rows[0]["to_step"], "loss_from": l0, "loss_to": l1,
+                "barrier": barrier, "min_loss": best["loss"], "min_alpha": best["alpha"]}
+
+
+class LandscapeOptions(LandscapeConfig):
+    points: int = Field(2, gt=0, description="Study: how many cooldown points get a 2-D landscape.",
+                        json_schema_extra={"cli": False})
+
+
+class LandscapeTarget(StrictModel):
+    run: Path = Field(description="Run directory (a cooldown with snapshots).", json_schema_extra=_RUN)
+    points: list[int] = Field(description="Comma-separated cooldown steps.")
+    pre_step: int | None = Field(None, description="Pre-cooldown step [the decay start].", json_schema_extra={"cli": "--pre"})
+    final: int | None = Field(None, description="Final step [latest checkpoint].")
+
+
+@register_unit
+class Landscape(_GeometryUnit):
+    """2-D perplexity landscape at cooldown points along (pre-cooldown -> final) x (offset optimizer steps)."""
+
+    name = "landscape"
+    Options = LandscapeOptions
+    tables = ("landscape",)
+    Target = LandscapeTarget
+
+    def compute(self, ctx: UnitContext, options: LandscapeOptions) -> dict[str, list[Row]]:
+        """2-D landscapes at a few cooldown points whose weights `offset` steps later are on disk."""
+        k = ctx.one("base").spec.train.steps
+        rows: list[Row] = []
+        for group, run in self.geometry_runs(ctx):
+            have = set(weight_steps(run))
+            candidates = [p for p in sorted(have) if p >= k and p + options.offset in have]
+            if not candidates:
+                raise ConfigError(f"landscape: run {run.path.name} has no cooldown point with weights {options.offset} "
+                                  f"steps later (snapshots at {sorted(have)}); make analyses.landscape.options.offset a "
+                                  "multiple of analyses.snapshot_every and shorter than the cooldown")
+            points = evenly(candidates, options.points)
+            rows += labelled(landscape_table(run, options, points=points, pre_step=k, data=ctx.data, device=ctx.device,
+                                             progress=ctx.progress), group)
+        return {"landscape": rows}
+
+    def compute_run(self, target: LandscapeTarget, options: LandscapeOptions, *, device: str = "cpu",
+                    progress: bool = False) -> list[Row]:
+        return landscape_table(target.run, options, points=target.points, pre_step=target.pre_step,
+                               final=target.final, device=device, progress=progress)
+
+    def headline(self, rows: Sequence[Row]) -> dict[str, Any]:
+        """Per point: perplexity at the point itself and the grid minimum with its (a, b)."""
+        out: dict[str, Any] = {}
+        for point in dict.fromkeys(r["point"] for r in rows):
+            sub = [r for r in rows if r["point"] == point]
+            centre = next((r["perplexity"] for r in sub if r["a"] == 0 and r["b"] == 0), math.nan)
+            best = min(sub, key=lambda r: r["loss"])
+            out[str(point)] = {"perplexity": centre, "min_perplexity": best["perplexity"], "min_a": best["a"],
+                               "min_b": best["b"], "e1_norm": sub[0]["e1_norm"], "e2_norm": sub[0]["e2_norm"]}
+        return {"points": out}
+
+
+class TrajectoryTarget(StrictModel):
+    run: Path = Field(description="Run directory with snapshots.", json_schema_extra=_RUN)
+    decay_start: int | None = Field(None, description="First decay step [from the schedule].")
+    stable_start: int | None = Field(None, description="First stable step [warmup_steps].")
+    parent: Path | None = Field(None, description="Run a cooldown branch started from (its iterates).")
+
+
+@register_unit
+class Trajectory(_GeometryUnit):
+    """PCA of stable/decay iterates, ||H v|| along their directions, quasi-convexity and norms."""
+
+    name = "trajectory"
+    Options = TrajectoryConfig
+    tables = ("trajectory",)
+    Target = TrajectoryTarget
+
+    def compute(self, ctx: UnitContext, options: TrajectoryConfig) -> dict[str, list[Row]]:
+        base = ctx.one("base")
+        rows: list[Row] = []
+        for group, run in self.geometry_runs(ctx):
+            rows += labelled(trajectory_run_table(run, options, decay_step=base.spec.train.steps, parent=base,
+                                                  data=ctx.data, device=ctx.device, progress=ctx.progress), group)
+        return {"trajectory": rows}
+
+    def compute_run(self, target: TrajectoryTarget, options: TrajectoryConfig, *, device: str = "cpu",
+                    progress: bool = False) -> list[Row]:
+        return trajectory_run_table(target.run, options, decay_step=target.decay_start,
+                                    stable_start=target.stable_start, parent=target.parent, device=device,
+                                    progress=progress)
+
+    def headline(self, rows: Sequence[Row]) -> dict[str, Any]:
+        path_rows = [r for r in rows if r["kind"] == "path"]
+        taus = [r["tau"] for r in path_rows if r["tau"] is not None and math.isfinite(r["tau"])]
+        return {
+            "pc1_share": {r["set"]: r["pc1_share"] for r in rows if r["kind"] == "pca"},
+            "hv_norm": {r["direction"]: r["hv_norm"] for r in rows if r["kind"] == "hv"},
+            "tau_min": min(taus, default=math.nan),
+            "param_norm_final": path_rows[-1]["param_norm"] if path_rows else math.nan,
+        }
+
+
+class ProbeOptions(ProbeConfig):
+    num_steps: int = Field(3, gt=0, description="Study: how many cooldown steps are probed.",
+                           json_schema_extra={"cli": False})
+
+
+class ProbesTarget(StrictModel):
+    run: Path = Field(description="Run directory (a cooldown with checkpoints).", json_schema_extra=_RUN)
+    steps: list[int] | None = Field(None, description="Comma-separated checkpoint steps [decay on].")
+    reference_step: int | None = Field(None, description="Cooldown start [first step].")
+
+
+@register_unit
+class Probes(_GeometryUnit):
+    """Linear probes per layer (head initialised from the LM head) along the cooldown."""
+
+    name = "probes"
+    Options = ProbeOptions
+    tables = ("probes",)
+    Target = ProbesTarget
+
+    def compute(self, ctx: UnitContext, options: ProbeOptions) -> dict[str, list[Row]]:
+        k = ctx.one("base").spec.train.steps
+        rows: list[Row] = []
+        for group, run in self.geometry_runs(ctx):
+            steps = evenly([s for s in weight_steps(run) if s >= k], options.num_steps)
+            rows += labelled(probes_table(run, options, steps=steps, reference_step=steps[0], data=ctx.data,
+                                          device=ctx.device, progress=ctx.progress), group)
+        return {"probes": rows}
+
+    def compute_run(self, target: ProbesTarget, options: ProbeOptions, *, device: str = "cpu",
+                    progress: bool = False) -> list[Row]:
+        return probes_table(target.run, options, steps=target.steps, reference_step=target.reference_step,
+                            device=device, progress=progress)
+
+    def headline(self, rows: Sequence[Row]) -> dict[str, Any]:
+        steps = list(dict.fromkeys(r["step"] for r in rows))
+        return {
+            "perplexity": {str(s): [r["perplexity"] for r in rows if r["step"] == s] for s in steps},
+            "rel_perplexity": {str(s): [r["rel_perplexity"] for r in rows if r["step"] == s] for s in steps},
+        }

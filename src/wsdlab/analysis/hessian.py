@@ -39,7 +39,6 @@ from torch import Tensor, nn
 
 from wsdlab.analysis.evalset import Batch, LossFn, batch_weights, math_attention
 
-
 # ---------------------------------------------------------------------------- helpers
 
 

@@ -19,18 +19,18 @@ Table `hyperparams_summary`: shape, panel, value, n, val_loss_mean, val_loss_min
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from wsdlab.analysis.registry import register_analysis
+from wsdlab.analysis.units import AnalysisUnit, RunSelector, UnitContext, register_unit
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 
 
 class LabelledRun(NamedTuple):
@@ -48,7 +48,6 @@ def hyperparam_row(panel: str, value: Any, seed: int, val_loss: float, shape: st
             "ppl": math.exp(val_loss)}
 
 
-@register_analysis("hyperparams")
 def hyperparams_table(
     runs: Sequence[LabelledRun | tuple[str, Any, RunDir] | tuple[str, Any, RunDir, str | None]],
     data: DataBundle,
@@ -69,7 +68,6 @@ def hyperparams_table(
     return rows
 
 
-@register_analysis("hyperparams_summary")
 def hyperparams_summary(rows: Sequence[Row]) -> list[Row]:
     """Mean, min and max of val_loss and ppl over seeds, per (shape, panel, value), in first-seen order."""
     groups: dict[tuple[Any, Any, Any], list[Row]] = {}
@@ -83,3 +81,41 @@ def hyperparams_summary(rows: Sequence[Row]) -> list[Row]:
             row.update({f"{col}_mean": float(v.mean()), f"{col}_min": float(v.min()), f"{col}_max": float(v.max())})
         out.append(row)
     return out
+
+
+_NEUTRAL = {"betas_p": 1.0, "beta2_p": 1.0, "batch_x": 1.0, "batch_x_half_life": 1.0,
+            "weight_decay_off": 0, "reset_optimizer": 0}
+
+
+def panel_runs(labelled: Sequence[tuple[Mapping[str, Any], Any]]) -> list[tuple[str, str, Any, Any]]:
+    """(shape, panel, value, run) rows from (labels, run) pairs; each shape/seed baseline joins every panel
+    of its shape at the panel's neutral value (p = 1, k = 1, off = 0)."""
+    out: list[tuple[str, str, Any, Any]] = []
+    panels: dict[str, list[str]] = {}
+    for lab, _ in labelled:
+        if lab["panel"] != "baseline":
+            names = panels.setdefault(str(lab.get("shape", "")), [])
+            if lab["panel"] not in names:
+                names.append(lab["panel"])
+    for lab, run in labelled:
+        shape = str(lab.get("shape", ""))
+        if lab["panel"] == "baseline":
+            out += [(shape, panel, _NEUTRAL.get(panel, 0), run) for panel in panels.get(shape, [])]
+        else:
+            out.append((shape, lab["panel"], lab["value"], run))
+    return out
+
+
+@register_unit
+class HyperParams(AnalysisUnit):
+    """Final loss of each cooldown hyper-parameter panel run (labels shape, panel, value), baselines included."""
+
+    name = "hyperparams"
+    inputs = {"panels": RunSelector(stage=["hyperparam"])}
+    tables = ("hyperparams", "hyperparams_summary")
+
+    def compute(self, ctx: UnitContext, options: object) -> dict[str, list[Row]]:
+        labelled = [(panel, value, run, shape)
+                    for shape, panel, value, run in panel_runs([(r.labels, r.run) for r in ctx.selected("panels")])]
+        rows = hyperparams_table(labelled, ctx.data, **ctx.eval_kwargs)
+        return {"hyperparams": rows, "hyperparams_summary": hyperparams_summary(rows)}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +29,7 @@ from torch.func import functional_call
 
 from wsdlab.analysis.evalset import Batch, LossFn, batch_weights, math_attention
 from wsdlab.analysis.weights import Weights, difference, load_weights
-
-Row = dict[str, Any]
+from wsdlab.common.types import Row
 
 
 class _LossModule(nn.Module):

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsdlab.analysis.averaging import averaged_model
-from wsdlab.analysis.registry import register_analysis
+from wsdlab.analysis.units import COOLDOWNS, AnalysisUnit, UnitContext, register_unit
+from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 
 
 def rankdata(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -91,7 +91,6 @@ def perplexity_row(shape: str, losses: Sequence[float], avg_model_loss: float) -
     }
 
 
-@register_analysis("perplexity")
 def perplexity_table(
     shape_runs: Mapping[str, Sequence[RunDir]],
     data: DataBundle,
@@ -111,7 +110,6 @@ def perplexity_table(
     return rows
 
 
-@register_analysis("perplexity_vs_bias")
 def perplexity_vs_bias(perplexity_rows: Sequence[Row], bias_variance_rows: Sequence[Row]) -> list[Row]:
     """Correlation across shapes of the averaged model's perplexity with the bias of each space."""
     ppl = {r["shape"]: r["ppl_avg_model"] for r in perplexity_rows}
@@ -125,3 +123,21 @@ def perplexity_vs_bias(perplexity_rows: Sequence[Row], bias_variance_rows: Seque
         rows.append({"space": space, "x": "bias", "y": "ppl_avg_model", "spearman": spearman(x, y),
                      "pearson": pearson(x, y), "n_shapes": len(shapes)})
     return rows
+
+
+@register_unit
+class Perplexity(AnalysisUnit):
+    """Final perplexity per shape (each seed and the weight average); vs bias when bias_variance is on."""
+
+    name = "perplexity"
+    inputs = {"cooldowns": COOLDOWNS}
+    tables = ("perplexity",)
+    optional_tables = ("perplexity_vs_bias",)
+    needs = ("bias_variance",)
+
+    def compute(self, ctx: UnitContext, options: object) -> dict[str, list[Row]]:
+        rows = perplexity_table(ctx.groups("cooldowns"), ctx.data, **ctx.eval_kwargs)
+        out = {"perplexity": rows}
+        if ctx.has("bias_variance"):
+            out["perplexity_vs_bias"] = perplexity_vs_bias(rows, ctx.table("bias_variance"))
+        return out

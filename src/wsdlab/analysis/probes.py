@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +23,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from wsdlab.analysis.evalset import batch_weights
+from wsdlab.common.types import Row
 from wsdlab.models.config import LMConfig
-
-Row = dict[str, Any]
 
 
 class _Head(nn.Module):

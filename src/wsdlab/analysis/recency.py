@@ -41,12 +41,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from rich.progress import track
 from torch import nn
 
 from wsdlab.analysis.perplexity import pearson, spearman
-from wsdlab.analysis.registry import register_analysis
+from wsdlab.analysis.units import (
+    BASE,
+    COOLDOWNS,
+    AnalysisUnit,
+    UnitContext,
+    register_unit,
+)
+from wsdlab.common.config import StrictModel
 from wsdlab.common.errors import ConfigError
+from wsdlab.common.types import Row
 from wsdlab.models import batch_loss
 from wsdlab.train import RunDir, load_checkpoint_model
 from wsdlab.train.batching import micro_batches
@@ -55,7 +64,6 @@ from wsdlab.train.evaluate import to_device
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
 
-Row = dict[str, Any]
 WINDOW = 100  # batches: Fig. 9's "100-step window-averaged" curves
 
 
@@ -212,7 +220,6 @@ def batch_perplexity(model: nn.Module, data: DataBundle, index_row: np.ndarray, 
     return math.exp(total / len(index_row))
 
 
-@register_analysis("recency_curves")
 def recency_curves_table(
     shape_runs: Mapping[str, Sequence[RunDir]],
     data: DataBundle,
@@ -255,7 +262,6 @@ def recency_curves_table(
     return rows
 
 
-@register_analysis("recency")
 def recency_table(curve_rows: Sequence[Row]) -> list[Row]:
     """Per (shape, seed): eq. 2's shift and deviation from the raw differences of `recency_curves`."""
     groups: dict[tuple[Any, Any], list[Row]] = {}
@@ -271,7 +277,6 @@ def recency_table(curve_rows: Sequence[Row]) -> list[Row]:
     return out
 
 
-@register_analysis("recency_correlations")
 def recency_correlations(recency_rows: Sequence[Row], bias_variance_rows: Sequence[Row], space: str = "kl") -> list[Row]:
     """Spearman/Pearson across shapes of shift vs bias and deviation vs variance (of `space`)."""
     bv = {r["shape"]: r for r in bias_variance_rows if r["space"] == space}
@@ -288,3 +293,35 @@ def recency_correlations(recency_rows: Sequence[Row], bias_variance_rows: Sequen
         out.append({"x": x, "y": y, "space": space, "spearman": spearman(xs, ys), "pearson": pearson(xs, ys),
                     "n_shapes": len(shapes)})
     return out
+
+
+class RecencyOptions(StrictModel):
+    space: str = Field("kl", description="Bias-variance space the shift/deviation correlations use.")
+    stride: int | None = Field(None, gt=0, description="Score every k-th batch; None = about 32 batches per run.")
+    window: int = Field(WINDOW, gt=0, description="Window of the smoothed curves, in training batches (Fig. 9).")
+
+
+@register_unit
+class Recency(AnalysisUnit):
+    """Eq. 2 on every (stride-th) batch of each cooldown's whole run: curves, shift/deviation, correlations."""
+
+    name = "recency"
+    Options = RecencyOptions
+    inputs = {"base": BASE, "cooldowns": COOLDOWNS}
+    required = ("cooldowns",)
+    tables = ("recency_curves", "recency")
+    optional_tables = ("recency_correlations",)
+    needs = ("bias_variance",)
+
+    def compute(self, ctx: UnitContext, options: RecencyOptions) -> dict[str, list[Row]]:
+        groups = ctx.groups("cooldowns")
+        # eq. 2 scores every batch of the whole run: by default about 32 of them per run (stride 1 = every batch)
+        total = next(iter(groups.values()))[0].spec.train.steps  # base steps + cooldown steps
+        stride = options.stride if options.stride is not None else max(1, math.ceil(total / 32))
+        curves = recency_curves_table(groups, ctx.data, window=options.window, stride=stride,
+                                      eval_batch_size=ctx.batch_size, device=ctx.device)
+        summary = recency_table(curves)
+        out = {"recency_curves": curves, "recency": summary}
+        if ctx.has("bias_variance"):
+            out["recency_correlations"] = recency_correlations(summary, ctx.table("bias_variance"), space=options.space)
+        return out

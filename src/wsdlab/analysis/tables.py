@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wsdlab.common.io import atomic_write_text
-
-Row = dict[str, Any]
+from wsdlab.common.types import Row
 
 
 def write_table(rows: Sequence[Row], path: str | Path) -> Path:

@@ -24,17 +24,19 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from wsdlab.analysis.evalset import Batch, LossFn, loss_and_gradient
 from wsdlab.analysis.hessian import HessianOperator, flatten, hvp_norms
-from wsdlab.analysis.weights import Weights, flatten_weights, load_weights, parameter_names
-
-Row = dict[str, Any]
-
+from wsdlab.analysis.weights import (
+    Weights,
+    flatten_weights,
+    load_weights,
+    parameter_names,
+)
+from wsdlab.common.types import Row
 
 # ---------------------------------------------------------------------------- PCA
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from wsdlab.common.types import Batch
 from wsdlab.data.config import DataConfig
 from wsdlab.data.orders import SequenceOrder
 from wsdlab.data.shards import TOKENIZER_FILE, cache_root, prepare_corpus, read_meta
 from wsdlab.data.vision import ImageSplits, load_images, normalize
-
-Batch = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 
 def _as_indices(indices: np.ndarray | Sequence[int], size: int, split: str) -> np.ndarray:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Batch = Tensor | Sequence[Tensor]
+from wsdlab.common.types import Batch
+
 Reduction = Literal["mean", "sum", "none"]
 
 

@@ -8,10 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from wsdlab.common.types import Row, Tables
 from wsdlab.report.style import order_groups
-
-Row = dict[str, Any]
-Tables = dict[str, list[Row]]
 
 
 def require(tables: Tables, name: str, columns: Sequence[str]) -> list[Row]:

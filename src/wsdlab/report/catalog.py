@@ -1,4 +1,5 @@
-"""The report's figures in the papers' order: what each shows, the tables behind it, and its key values."""
+"""The report's figures in the papers' order: what each shows, the analysis unit and tables behind it, and
+its key values. A new analysis adds its figure(s) here, naming its unit; nothing else in the report changes."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class FigureSpec:
     draw: Draw
     summary: Summarize | None = None
     optional_tables: tuple[str, ...] = field(default=())
+    unit: str = ""  # the analysis unit (wsdlab.analysis.units) whose tables it draws; `wsdlab analyze <unit>` draws it too
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -202,72 +204,81 @@ def _probes_summary(tables: Tables) -> list[Row]:
 
 FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("schedules", "schedules", "Learning-rate factor vs step for each cooldown shape.",
-               ("schedules",), F.plot_schedules, _schedules_summary),
+               ("schedules",), F.plot_schedules, _schedules_summary, unit="schedules"),
     FigureSpec("val_curves", "schedules",
                "Validation perplexity vs step per shape (line: mean over seeds, band: min/max).",
-               ("val_curves",), F.plot_val_curves, _val_summary),
+               ("val_curves",), F.plot_val_curves, _val_summary, unit="val_curves"),
     FigureSpec("bias_variance", "bias_variance", "Bias vs variance of each shape's final models, one panel per space.",
-               ("bias_variance",), F.plot_bias_variance, _bias_variance_summary),
+               ("bias_variance",), F.plot_bias_variance, _bias_variance_summary, unit="bias_variance"),
     FigureSpec("perplexity", "perplexity",
                "Final perplexity per shape: mean over seeds with min/max bars; ◇ = the model with averaged weights.",
-               ("perplexity",), F.plot_perplexity, _table("perplexity")),
+               ("perplexity",), F.plot_perplexity, _table("perplexity"), unit="perplexity"),
     FigureSpec("perplexity_vs_bias", "perplexity",
                "Perplexity of each shape's weight-averaged model vs its bias, one panel per space "
                "(with rank and linear correlations).",
                ("perplexity", "bias_variance"), F.plot_perplexity_vs_bias, _optional("perplexity_vs_bias"),
-               optional_tables=("perplexity_vs_bias",)),
+               optional_tables=("perplexity_vs_bias",), unit="perplexity"),
     FigureSpec("averaging", "averaging",
                "Per shape: validation loss of the weight average of its N disjoint-portion cooldowns (bar) and their "
                "mean (◇), vs the one longer run over the union of their data (dashed).",
-               ("averaging",), F.plot_averaging, _table("averaging")),
+               ("averaging",), F.plot_averaging, _table("averaging"), unit="averaging"),
     FigureSpec("recency_curves", "recency",
                "Perplexity of every training batch after training, pre- and post-cooldown, and their difference "
                "(eq. 2; window-averaged, mean over seeds).",
-               ("recency_curves",), F.plot_recency_curves, _recency_curves_summary),
+               ("recency_curves",), F.plot_recency_curves, _recency_curves_summary, unit="recency"),
     FigureSpec("recency_shift", "recency", "Shift vs deviation of the recency curve per run (★ = mean per shape).",
-               ("recency",), F.plot_recency_shift, _recency_summary),
+               ("recency",), F.plot_recency_shift, _recency_summary, unit="recency"),
     FigureSpec("recency_vs_bias_variance", "recency",
                "Per shape: recency shift vs bias and deviation vs variance (one bias-variance space).",
                ("recency", "bias_variance"), F.plot_recency_vs_bias_variance, _optional("recency_correlations"),
-               optional_tables=("recency_correlations",)),
+               optional_tables=("recency_correlations",), unit="recency"),
     FigureSpec("hyperparams", "hyperparams",
                "Perplexity vs each cooldown hyper-parameter, one colour per cooldown shape (point: mean over seeds, "
                "bars: min/max); β^p with p < 1 is a larger β (longer memory).",
-               ("hyperparams",), F.plot_hyperparams, _hyperparams_summary),
+               ("hyperparams",), F.plot_hyperparams, _hyperparams_summary, unit="hyperparams"),
     FigureSpec("alignment", "alignment",
                "Gradient-momentum cosine and gradient norm along the cooldown (band: confidence interval over seeds).",
-               ("alignment",), F.plot_alignment, _alignment_summary),
+               ("alignment",), F.plot_alignment, _alignment_summary, unit="alignment"),
     FigureSpec("landscape", "landscape",
                "Loss contours on the plane point + a·(final − pre-cooldown) + b·(next optimizer steps) "
                "at several cooldown points (★ = the point).",
-               ("landscape",), G.plot_landscape, _landscape_summary),
+               ("landscape",), G.plot_landscape, _landscape_summary, unit="landscape"),
     FigureSpec("interpolation", "landscape",
                "Loss along straight lines between checkpoints (α = 0: from, 1: to); "
                "a valley floor shows as a dip between the ends.",
-               ("interpolate",), G.plot_interpolation, _interpolation_summary),
+               ("interpolate",), G.plot_interpolation, _interpolation_summary, unit="interpolate"),
     FigureSpec("sharpness", "sharpness",
                "Top Hessian eigenvalue(s) and Hessian trace (band: ± standard error) along training.",
-               ("sharpness",), G.plot_sharpness, _sharpness_summary),
+               ("sharpness",), G.plot_sharpness, _sharpness_summary, unit="sharpness"),
     FigureSpec("hv_norm", "sharpness",
                "||H v|| at the decay start along the stable (v_s) and decay (v_d) directions; boxes over runs.",
-               ("trajectory",), G.plot_hv_norm, _hv_summary),
+               ("trajectory",), G.plot_hv_norm, _hv_summary, unit="trajectory"),
     FigureSpec("pc1_share", "trajectory",
                "Share of variance explained by the first principal component of the stable (S, S') "
                "and decay (D, D') iterates; boxes over runs.",
-               ("trajectory",), G.plot_pc1_share, _pca_summary),
+               ("trajectory",), G.plot_pc1_share, _pca_summary, unit="trajectory"),
     FigureSpec("quasi_convexity", "trajectory",
                "Weak quasi-convexity ratio τ and cos(−gradient, next update) per training phase; "
                "boxes over sampled iterates.",
-               ("trajectory",), G.plot_quasi_convexity, _path_summary),
+               ("trajectory",), G.plot_quasi_convexity, _path_summary, unit="trajectory"),
     FigureSpec("param_norm", "trajectory",
                "Parameter norm and distance to the final iterate along training, per run.",
-               ("trajectory",), G.plot_param_norm, None),
+               ("trajectory",), G.plot_param_norm, None, unit="trajectory"),
+    FigureSpec("update_norm", "trajectory",
+               "Parameter norm and update norm ||x_t − x_{t−1}|| after warmup: much larger updates in the stable phase "
+               "than in the cooldown (dashed line: cooldown start; paper 001, Fig. 6).",
+               ("update_norm",), F.plot_update_norm, None, unit="update_norm"),
     FigureSpec("probes", "probes",
                "Linear-probe perplexity per layer at steps along the cooldown, and relative to the cooldown start.",
-               ("probes",), G.plot_probes, _probes_summary),
+               ("probes",), G.plot_probes, _probes_summary, unit="probes"),
 )
 
 
 def figure_names() -> list[str]:
     """Names of every figure the report can draw, in order."""
     return [f.name for f in FIGURES]
+
+
+def figures_of(unit: str) -> list[FigureSpec]:
+    """The catalogue's figures drawn from the tables of analysis unit `unit`."""
+    return [f for f in FIGURES if f.unit == unit]

@@ -25,7 +25,14 @@ from wsdlab.report.aggregate import (
     sort_values,
     to_float,
 )
-from wsdlab.report.panels import band, legend, log_if_positive, log_scale, panels, step_axis
+from wsdlab.report.panels import (
+    band,
+    legend,
+    log_if_positive,
+    log_scale,
+    panels,
+    step_axis,
+)
 from wsdlab.report.style import (
     group_color,
     group_label,
@@ -333,6 +340,27 @@ def plot_alignment(tables: Tables, fig: Figure | None = None) -> Figure:
             lo, hi = ax.get_ylim()
             ax.set_ylim(max(lo, -1.05), min(hi, 1.05))
         ax.set(xlabel="step", ylabel=metric_label(metric), title=metric_label(metric))
+        step_axis(ax)
+        ax.grid(alpha=0.3)
+    legend(axes[0])
+    return fig
+
+
+def plot_update_norm(tables: Tables, fig: Figure | None = None) -> Figure:
+    """Parameter norm ||x_t|| and update norm ||x_t - x_{t-1}|| after warmup, the stable phase ('stable')
+    then each shape's cooldown (band: min/max over seeds); dashed line: the cooldown start (paper 001, Fig. 6)."""
+    rows = require(tables, "update_norm", ["shape", "step", "param_norm", "update_norm"])
+    cooldown = [to_float(r["step"]) for r in rows if r.get("phase") == "cooldown"]
+    fig, axes = panels(fig, 2, width=5.6)
+    for ax, col, label in zip(axes, ("param_norm", "update_norm"), ("parameter norm ||x_t||", "update norm ||x_t − x_{t−1}||")):
+        for shape, members in group_by(rows, "shape").items():
+            x, mean, lo, hi = curve_stats(members, "step", col)
+            band(ax, x, mean, lo, hi, color=group_color(shape), label=group_label(shape))
+        if cooldown:
+            ax.axvline(min(cooldown) - 1, color="grey", ls="--", lw=1.0)
+        if col == "update_norm":
+            log_if_positive(ax, floats(rows, col))
+        ax.set(xlabel="step", ylabel=label, title=label.split(" ||")[0].capitalize() + " after warmup")
         step_axis(ax)
         ax.grid(alpha=0.3)
     legend(axes[0])

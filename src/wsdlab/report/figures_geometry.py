@@ -15,7 +15,16 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from wsdlab.report.aggregate import Row, Tables, curve_stats, floats, group_by, has_values, require, sort_values
+from wsdlab.report.aggregate import (
+    Row,
+    Tables,
+    curve_stats,
+    floats,
+    group_by,
+    has_values,
+    require,
+    sort_values,
+)
 from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
 from wsdlab.report.style import color_map, group_label
 

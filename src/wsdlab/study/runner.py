@@ -224,7 +224,7 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
             raise StudyError(f"{len(failed)} run(s) of study '{study.name}' did not complete:\n{lines}\n"
                              f"fix the cause and re-run the same command: complete runs are kept")
         prog.message(prog.summary())
-        if analyses and study.is_cooldown_study:  # TODO(analysis units): selectors for any stage graph
+        if analyses:
             from wsdlab.study.analyses import compute_tables
 
             compute_tables(plan, resolver, study_dir, prog)

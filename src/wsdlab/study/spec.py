@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from wsdlab.common.config import StrictModel, describe_validation_error, read_yaml_mapping
 from wsdlab.common.errors import ConfigError
+from wsdlab.study.analysis_config import AnalysesConfig
 from wsdlab.study.cooldown import (  # noqa: F401 - the shorthand's sections, re-exported
     Averaging,
     BaseRun,
@@ -27,79 +28,6 @@ from wsdlab.study.cooldown import (  # noqa: F401 - the shorthand's sections, re
     Variant,
 )
 from wsdlab.study.stages import _NAME_RE, ShapeChoice, Stage  # noqa: F401
-
-
-class AnalysisStep(StrictModel):
-    """One analysis table: whether to compute it and options passed to its function."""
-
-    enabled: bool = True
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-def _off() -> AnalysisStep:
-    return AnalysisStep(enabled=False)
-
-
-GEOMETRY = ("sharpness", "landscape", "interpolate", "trajectory", "probes")
-# options of a geometry step that the study glue reads itself (the rest go to the step's config class)
-GEOMETRY_STUDY_OPTIONS = {"sharpness": ("num_steps",), "landscape": ("points",), "interpolate": (),
-                          "trajectory": (), "probes": ("num_steps",)}
-
-
-def geometry_config_class(step: str) -> type:
-    """The wsdlab.analysis config model of a geometry step's options."""
-    from wsdlab.analysis import geometry_config as g
-
-    return {"sharpness": g.SharpnessConfig, "landscape": g.LandscapeConfig, "interpolate": g.InterpolateConfig,
-            "trajectory": g.TrajectoryConfig, "probes": g.ProbeConfig}[step]
-
-
-class AnalysesConfig(StrictModel):
-    """Tables under STUDY/tables/. Cooldown-study analyses default on, geometry ones off (costly).
-
-    Geometry analyses run on the first seed's cooldown of each shape (which then keep weight
-    snapshots every `snapshot_every` steps) and on the base run; their `options` are the fields of
-    wsdlab.analysis.geometry_config (SharpnessConfig, LandscapeConfig, ...), plus `num_steps`
-    (sharpness, probes: how many of the available steps to measure) and `points` (landscape: how
-    many cooldown points get a 2-D landscape).
-    """
-
-    eval_batches: int = Field(8, gt=0, description="Validation batches each model is evaluated on.")
-    eval_batch_size: int | None = Field(None, gt=0, description="None = the base's train batch size.")
-    snapshot_every: int | None = Field(None, gt=0, description="Snapshot cadence of the geometry runs; None = cooldown.steps // 20.")
-    perplexity: AnalysisStep = Field(default_factory=AnalysisStep)
-    bias_variance: AnalysisStep = Field(default_factory=AnalysisStep)
-    averaging: AnalysisStep = Field(default_factory=AnalysisStep)
-    recency: AnalysisStep = Field(default_factory=AnalysisStep)
-    hyperparams: AnalysisStep = Field(default_factory=AnalysisStep)
-    alignment: AnalysisStep = Field(default_factory=AnalysisStep)
-    sharpness: AnalysisStep = Field(default_factory=_off)
-    landscape: AnalysisStep = Field(default_factory=_off)
-    interpolate: AnalysisStep = Field(default_factory=_off)
-    trajectory: AnalysisStep = Field(default_factory=_off)
-    probes: AnalysisStep = Field(default_factory=_off)
-
-    def enabled(self) -> list[str]:
-        """Names of the enabled tables, in field order."""
-        return [n for n, v in self if isinstance(v, AnalysisStep) and v.enabled]
-
-    def geometry_enabled(self) -> list[str]:
-        return [n for n in GEOMETRY if getattr(self, n).enabled]
-
-    @model_validator(mode="after")
-    def _check_geometry_options(self) -> "AnalysesConfig":
-        for step in GEOMETRY:
-            options = {k: v for k, v in getattr(self, step).options.items() if k not in GEOMETRY_STUDY_OPTIONS[step]}
-            try:
-                geometry_config_class(step).model_validate(options)
-            except ValidationError as err:
-                detail = describe_validation_error(err, f"analyses.{step}.options.")
-                raise ValueError(f"invalid options of {step}: {detail}") from None
-            for key in GEOMETRY_STUDY_OPTIONS[step]:
-                value = getattr(self, step).options.get(key)
-                if value is not None and (not isinstance(value, int) or value < 1):
-                    raise ValueError(f"analyses.{step}.options.{key}: must be a positive integer, got {value!r}")
-        return self
 
 
 class ReportConfig(StrictModel):

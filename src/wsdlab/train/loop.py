@@ -305,7 +305,7 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
     the global batch), lr of this update, grad_norm before clipping, param_norm after the update,
     grad_momentum_cos = mean over parameter tensors j of cos(g_t^j, m_{t-1}^j) (Dremov et al. App. G; None
     without moments), grad_momentum_cos_global = cos(g_t, m_{t-1}) of the concatenated vectors,
-    update_grad_cos = cos(-g_t, x_t - x_{t-1}).
+    update_grad_cos = cos(-g_t, x_t - x_{t-1}), update_norm = ||x_t - x_{t-1}|| (reduced over ranks like param_norm).
     """
     spec, ctx, opt = setup.spec, setup.ctx, setup.optimizer
     local = rank_slice(seq, ctx.rank, ctx.world_size)
@@ -335,10 +335,13 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
     opt.step()
     row = None
     if log:
-        ug = measures.cosine(grads, measures.difference(params, prev), reduce)
+        update = measures.difference(params, prev)
+        ug = measures.cosine(grads, update, reduce)
         row = {"loss": float(dist_utils.all_reduce_mean(loss_sum, ctx)), "lr": lr,
                "grad_norm": float(full_norm),
-               "param_norm": measures.global_norm(params, reduce), "grad_momentum_cos": gm_cos,
+               "param_norm": measures.global_norm(params, reduce),
+               "update_norm": measures.global_norm(update, reduce),  # ||x_t - x_{t-1}|| (paper 001, Fig. 6)
+               "grad_momentum_cos": gm_cos,
                "grad_momentum_cos_global": gm_cos_global,
                "update_grad_cos": None if ug is None else -ug}  # cos(-g_t, x_t - x_{t-1})
     opt.zero_grad(set_to_none=True)

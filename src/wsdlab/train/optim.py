@@ -6,14 +6,11 @@ step-k checkpoint plus a new pure schedule, with no scheduler state to reconcile
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
+from wsdlab.schedules import Schedule
 from wsdlab.train.config import OptimConfig
-
-Schedule = Callable[[int], float]
 
 DECAY, NO_DECAY = "decay", "no_decay"
 STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
