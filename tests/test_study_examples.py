@@ -48,6 +48,7 @@ def test_example_study_runs_quick(tmp_path: Path, name: str, expected: set[str])
     run_cli("study", "run", name, "--quick", "--out", str(out))
     runs = complete(out)
     assert set(runs) == expected
+    assert (out / "report.html").is_file() and (out / "tables" / "runs.csv").is_file()
     if name == "universality":  # WSD runs keep the checkpoints at 80% and 100% of their stable phase
         spec = runs["lm-wsd-seed0"].spec  # 20 steps, warmup 2, cooldown 4: stable phase [2, 16]
         assert {2 + round(0.8 * 14), 16} <= set(runs["lm-wsd-seed0"].checkpoint_steps())

@@ -163,7 +163,7 @@ class Averaging(AnalysisUnit):
 
     name = "averaging"
     inputs = {"portions": RunSelector(stage=["portion"], group_by=["shape"]), "long": RunSelector(stage=["long"])}
-    required = ("portions",)
+    required = ("portions", "long")
     tables = ("averaging",)
 
     def compute(self, ctx: UnitContext, options: object) -> dict[str, list[Row]]:

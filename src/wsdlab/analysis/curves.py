@@ -22,7 +22,6 @@ class Schedules(AnalysisUnit):
 
     name = "schedules"
     inputs = {"cooldowns": COOLDOWNS, "base": BASE}
-    required = ("cooldowns",)
     tables = ("schedules",)
     always = True
 

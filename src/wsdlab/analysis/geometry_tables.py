@@ -378,7 +378,7 @@ class SharpnessTarget(StrictModel):
 
 class _GeometryUnit(AnalysisUnit):
     inputs = {"base": BASE, "runs": GEOMETRY_RUNS}
-    required = ("runs",)
+    required = ("runs", "base")
     default_enabled = False
     snapshots = True
 
