@@ -70,6 +70,7 @@ from wsdlab.common.types import Row
 from wsdlab.models import batch_loss, build_model
 from wsdlab.schedules import cooldown_steps, pretrain_steps
 from wsdlab.train import RunDir
+from wsdlab.train.layout import SPEC
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
@@ -408,7 +409,7 @@ class Sharpness(_GeometryUnit):
         if target.checkpoint is None:
             return Path(target.run)  # type: ignore[arg-type]
         ckpt = target.checkpoint
-        return ckpt.parent.parent if (ckpt.parent.parent / "spec.yaml").is_file() else ckpt.parent
+        return ckpt.parent.parent if (ckpt.parent.parent / SPEC).is_file() else ckpt.parent
 
     def compute_run(self, target: SharpnessTarget, options: SharpnessOptions, *, device: str = "cpu",
                     progress: bool = False) -> list[Row]:

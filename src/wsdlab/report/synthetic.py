@@ -222,18 +222,13 @@ def _update_norm(rng: np.random.Generator, k: int, n: int) -> list[Row]:
     return rows
 
 
-def write_synthetic_study(study_dir: Path, tables: Tables | None = None, *, runs: int = 3) -> Path:
-    """Write `tables` (default: all synthetic ones) as STUDY/tables/*.csv, a study.yaml and `runs` run folders
-    (the first left incomplete); return the study folder."""
+def write_synthetic_study(study_dir: Path, tables: Tables | None = None) -> Path:
+    """Write `tables` (default: all synthetic ones) as STUDY/tables/*.csv and a study.yaml (the report
+    reads nothing else); return the study folder."""
     study_dir = Path(study_dir)
     for name, rows in (synthetic_tables() if tables is None else tables).items():
         write_table(rows, study_dir / "tables" / f"{name}.csv")
     atomic_write_text(study_dir / "study.yaml", "name: synthetic\ndescription: Made-up tables for a preview.\n")
-    for i in range(runs):
-        run = study_dir / "runs" / f"run-{i}"
-        run.mkdir(parents=True, exist_ok=True)
-        if i:
-            (run / "COMPLETE").write_text("")
     return study_dir
 
 

@@ -19,10 +19,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from wsdlab.train.layout import METRICS
+
 
 def last_train_row(path: Path, max_bytes: int = 16384) -> dict | None:
     """The last complete train row (no "split" key) of RUN/metrics.jsonl, reading only its tail."""
-    metrics = path / "metrics.jsonl"
+    metrics = path / METRICS
     try:
         with open(metrics, "rb") as f:
             f.seek(0, 2)

@@ -33,11 +33,17 @@ from wsdlab.common.errors import CheckpointError, ConfigError, NonFiniteError
 from wsdlab.common.io import atomic_directory, atomic_write_text
 from wsdlab.models.config import ModelConfig
 from wsdlab.train.config import RunSpec
-from wsdlab.train.spec_io import describe_differences, differing_keys, dump_spec, read_spec
+from wsdlab.train.layout import CHECKPOINTS_DIR, SPEC, checkpoint_dir  # noqa: F401 - checkpoint_dir re-exported
+from wsdlab.train.spec_io import (
+    describe_differences,
+    differing_keys,
+    dump_spec,
+    read_spec,
+)
 
 FORMAT_VERSION = 2  # 2: manifest.json; 1: no manifest (still readable, see the module docstring)
 MODEL_FILE, OPTIM_FILE, RNG_FILE, STATE_FILE, SPEC_FILE = (
-    "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json", "spec.yaml")
+    "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json", SPEC)
 MANIFEST_FILE = "manifest.json"
 REQUIRED_FILES = (MODEL_FILE, OPTIM_FILE, RNG_FILE, STATE_FILE, SPEC_FILE)  # all five are needed to resume
 TENSOR_FILES = (MODEL_FILE, OPTIM_FILE, RNG_FILE)
@@ -226,14 +232,6 @@ def is_checkpoint(path: Path) -> bool:
     Whether it is complete and intact is checked by `verify_checkpoint` / `open_checkpoint`.
     """
     return path.is_dir() and path.name.isdigit()
-
-
-CHECKPOINTS_DIR = "checkpoints"
-
-
-def checkpoint_dir(run: str | Path, step: int) -> Path:
-    """RUN/checkpoints/<step>: where a run's checkpoint of `step` lives."""
-    return Path(run) / CHECKPOINTS_DIR / str(step)
 
 
 def list_checkpoints(run: str | Path) -> dict[int, Path]:

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wsdlab.common.errors import RunLockedError
+from wsdlab.train.layout import LOCK
 
-LOCK_FILE = ".lock"
+LOCK_FILE = LOCK
 
 
 def pid_alive(pid: int) -> bool:

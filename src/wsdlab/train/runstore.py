@@ -12,12 +12,23 @@ from safetensors.torch import load_file
 from torch import nn
 
 from wsdlab.models import build_model
-from wsdlab.train.checkpoint import checkpoint_dir, list_checkpoints, load_model_weights, open_checkpoint
+from wsdlab.train.checkpoint import (
+    checkpoint_dir,
+    list_checkpoints,
+    load_model_weights,
+    open_checkpoint,
+)
 from wsdlab.train.config import RunSpec
+from wsdlab.train.layout import (  # noqa: F401
+    BATCHES,
+    COMPLETE,
+    METRICS,
+    SNAPSHOTS_DIR,
+    SPEC,
+    snapshot_file,
+)
 from wsdlab.train.metrics import read_jsonl
 from wsdlab.train.spec_io import read_spec
-
-SPEC, METRICS, BATCHES, COMPLETE = "spec.yaml", "metrics.jsonl", "batches.npy", "COMPLETE"
 
 
 def is_complete(path: str | Path) -> bool:
@@ -81,13 +92,13 @@ class RunDir:
         return load_checkpoint_model(path, device)
 
     def snapshot_steps(self) -> list[int]:
-        root = self.path / "snapshots"
+        root = self.path / SNAPSHOTS_DIR
         if not root.is_dir():
             return []
         return sorted(int(p.stem) for p in root.glob("*.safetensors") if p.stem.isdigit())
 
     def load_snapshot(self, step: int) -> dict[str, torch.Tensor]:
-        path = self.path / "snapshots" / f"{step}.safetensors"
+        path = snapshot_file(self.path, step)
         if not path.is_file():
             raise FileNotFoundError(f"no snapshot at step {step} in {self.path} (have {self.snapshot_steps()})")
         return load_file(path)

@@ -23,9 +23,15 @@ from torch import nn
 
 from wsdlab.common.io import atomic_write_bytes, atomic_write_text
 from wsdlab.train import distributed as dist_utils
-from wsdlab.train.checkpoint import CHECKPOINTS_DIR, checkpoint_dir, cpu_tensors, save_checkpoint
+from wsdlab.train.checkpoint import cpu_tensors, save_checkpoint
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
+from wsdlab.train.layout import (
+    CHECKPOINTS_DIR,
+    SNAPSHOTS_DIR,
+    checkpoint_dir,
+    snapshot_file,
+)
 from wsdlab.train.metrics import JsonlFile, MetricsSink, flat_metrics
 from wsdlab.train.optim import hyperparams, optimizer_tensors
 from wsdlab.train.rng import host_rng_json, torch_rng_tensors
@@ -110,7 +116,7 @@ class RunWriter:
     def snapshot(self) -> None:
         weights = self._weights()
         if self.active:
-            path = self.out / "snapshots" / f"{self.state.step}.safetensors"
+            path = snapshot_file(self.out, self.state.step)
             atomic_write_bytes(path, save(cpu_tensors(weights)))
 
     def checkpoint(self) -> None:
@@ -146,7 +152,7 @@ def remove_leftovers(out: Path) -> None:
     A `.tmp-old-<step>-<pid>` checkpoint (moved aside by `atomic_directory` to be replaced) whose
     replacement never arrived is put back rather than deleted.
     """
-    for folder in (out, out / CHECKPOINTS_DIR, out / "snapshots"):
+    for folder in (out, out / CHECKPOINTS_DIR, out / SNAPSHOTS_DIR):
         if not folder.is_dir():
             continue
         for p in sorted(folder.iterdir()):

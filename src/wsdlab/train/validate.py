@@ -15,6 +15,7 @@ from wsdlab.schedules import build_schedule
 from wsdlab.train.batching import global_batch_size
 from wsdlab.train.checkpoint import check_same_model, list_checkpoints, open_checkpoint
 from wsdlab.train.config import RunSpec
+from wsdlab.train.layout import CHECKPOINTS_DIR, SPEC
 from wsdlab.train.spec_io import describe_differences, differing_keys, read_spec
 
 
@@ -93,10 +94,10 @@ def check_resumable(spec: RunSpec, out: str | Path) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a directory")
-    stored_path = out / "spec.yaml"
+    stored_path = out / SPEC
     found = list_checkpoints(out)
     if not stored_path.is_file() and found:
-        stored_path = found[max(found)] / "spec.yaml"
+        stored_path = found[max(found)] / SPEC
     if stored_path.is_file():
         stored = read_spec(stored_path).model_dump(mode="json")
         wanted = spec.model_dump(mode="json")
@@ -117,7 +118,7 @@ def same_checkpoint(a: str | None, b: str | None) -> bool:
     equal `<run folder>/checkpoints/<step>` tails (a run folder's name holds the hash of its spec)."""
     if not a or not b:
         return a == b
-    return Path(a).parts[-3:] == Path(b).parts[-3:] and Path(a).parts[-2] == "checkpoints"
+    return Path(a).parts[-3:] == Path(b).parts[-3:] and Path(a).parts[-2] == CHECKPOINTS_DIR
 
 
 def data_differs(a: DataConfig, b: DataConfig) -> bool:
