@@ -22,7 +22,7 @@ from wsdlab.analysis.units import (
 )
 from wsdlab.common.errors import ConfigError
 from wsdlab.report.catalog import FIGURES, figures_of
-from wsdlab.report.figures import plot_update_norm
+from wsdlab.report.catalog import figures_of
 from wsdlab.train import RunSpec, run_preset
 from wsdlab.train.spec_io import write_spec
 
@@ -103,5 +103,21 @@ def test_update_norm_table_after_warmup_by_hand(tmp_path: Path) -> None:
         {"shape": "sqrt", "run": "cd-sqrt-s0-bbbb", "step": 5, "phase": "cooldown", "param_norm": 14.5,
          "update_norm": 0.05},
     ]
-    fig = plot_update_norm({"update_norm": rows})
+    (spec,) = figures_of("update_norm")  # its one catalogue entry draws it
+    fig = spec.draw({"update_norm": rows}, None)
     assert len(fig.axes) == 2
+
+
+def test_a_new_analysis_needs_its_module_and_one_catalogue_entry() -> None:
+    """update_norm is the worked example: its unit lives in its own module (found without an import line)
+    and its figure's draw function and example tables live in its catalogue entry."""
+    import inspect
+
+    import wsdlab.analysis as analysis
+    from wsdlab.report.synthetic import synthetic_tables
+
+    assert "update_norm" not in inspect.getsource(analysis)  # discovered, not listed
+    assert get_unit("update_norm").__module__ == "wsdlab.analysis.update_norm"
+    (spec,) = figures_of("update_norm")
+    assert spec.draw.__module__ == "wsdlab.report.catalog" and spec.example is not None
+    assert synthetic_tables()["update_norm"]  # the report tests draw it from the entry's own example

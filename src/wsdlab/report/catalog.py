@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from wsdlab.report import figures as F
@@ -14,15 +15,20 @@ from wsdlab.report.aggregate import (
     Row,
     Tables,
     curve_stats,
+    floats,
     group_by,
     last_per_group,
     mean_per_group,
     perplexity,
     pivot,
     require,
+    to_float,
 )
+from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
+from wsdlab.report.style import group_color, group_label
 
 Draw = Callable[[Tables, "Figure | None"], Figure]
+Example = Callable[[np.random.Generator, int, int], Tables]  # (rng, stable steps k, cooldown steps n) -> tables
 Summarize = Callable[[Tables], list[Row]]
 
 
@@ -47,6 +53,46 @@ class FigureSpec:
     summary: Summarize | None = None
     optional_tables: tuple[str, ...] = field(default=())
     unit: str = ""  # the analysis unit (wsdlab.analysis.units) whose tables it draws; `wsdlab analyze <unit>` draws it too
+    example: Example | None = None  # made-up tables of the figure's shape (report tests and previews)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A figure's own code may live beside its entry: the update norm (paper 001, Fig. 6) is the worked example
+# of a new analysis needing only its unit module (wsdlab/analysis/update_norm.py) and this entry.
+
+
+def _draw_update_norm(tables: Tables, fig: Figure | None = None) -> Figure:
+    """Parameter norm ||x_t|| and update norm ||x_t - x_{t-1}|| after warmup, the stable phase ('stable')
+    then each shape's cooldown (band: min/max over seeds); dashed line: the cooldown start (paper 001, Fig. 6)."""
+    rows = require(tables, "update_norm", ["shape", "step", "param_norm", "update_norm"])
+    cooldown = [to_float(r["step"]) for r in rows if r.get("phase") == "cooldown"]
+    fig, axes = panels(fig, 2, width=5.6)
+    for ax, col, label in zip(axes, ("param_norm", "update_norm"), ("parameter norm ||x_t||", "update norm ||x_t − x_{t−1}||")):
+        for shape, members in group_by(rows, "shape").items():
+            x, mean, lo, hi = curve_stats(members, "step", col)
+            band(ax, x, mean, lo, hi, color=group_color(shape), label=group_label(shape))
+        if cooldown:
+            ax.axvline(min(cooldown) - 1, color="grey", ls="--", lw=1.0)
+        if col == "update_norm":
+            log_if_positive(ax, floats(rows, col))
+        ax.set(xlabel="step", ylabel=label, title=label.split(" ||")[0].capitalize() + " after warmup")
+        step_axis(ax)
+        ax.grid(alpha=0.3)
+    legend(axes[0])
+    return fig
+
+
+def _example_update_norm(rng: np.random.Generator, k: int, n: int) -> Tables:
+    """Parameter and update norms after a 10-step warmup: large updates at peak LR, small ones in the cooldown."""
+    decay = {"linear": lambda x: 1 - x, "sqrt": lambda x: 1 - np.sqrt(x), "square": lambda x: 1 - x**2}
+    rows: list[Row] = [{"shape": "stable", "run": "base", "step": t, "phase": "stable", "param_norm": 10 + 0.05 * t,
+                        "update_norm": float(0.1 * np.exp(0.1 * rng.standard_normal()))} for t in range(11, k + 1)]
+    for shape, factor in decay.items():
+        for seed in range(3):
+            rows += [{"shape": shape, "run": f"cooldown-{shape}-s{seed}", "step": t, "phase": "cooldown",
+                      "param_norm": 10 + 0.05 * k + 0.01 * (t - k),
+                      "update_norm": float(0.1 * factor((t - k) / n) + 1e-3)} for t in range(k + 1, k + n + 1)]
+    return {"update_norm": rows}
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -267,7 +313,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("update_norm", "trajectory",
                "Parameter norm and update norm ||x_t − x_{t−1}|| after warmup: much larger updates in the stable phase "
                "than in the cooldown (dashed line: cooldown start; paper 001, Fig. 6).",
-               ("update_norm",), F.plot_update_norm, None, unit="update_norm"),
+               ("update_norm",), _draw_update_norm, None, unit="update_norm", example=_example_update_norm),
     FigureSpec("probes", "probes",
                "Linear-probe perplexity per layer at steps along the cooldown, and relative to the cooldown start.",
                ("probes",), G.plot_probes, _probes_summary, unit="probes"),

@@ -344,24 +344,3 @@ def plot_alignment(tables: Tables, fig: Figure | None = None) -> Figure:
         ax.grid(alpha=0.3)
     legend(axes[0])
     return fig
-
-
-def plot_update_norm(tables: Tables, fig: Figure | None = None) -> Figure:
-    """Parameter norm ||x_t|| and update norm ||x_t - x_{t-1}|| after warmup, the stable phase ('stable')
-    then each shape's cooldown (band: min/max over seeds); dashed line: the cooldown start (paper 001, Fig. 6)."""
-    rows = require(tables, "update_norm", ["shape", "step", "param_norm", "update_norm"])
-    cooldown = [to_float(r["step"]) for r in rows if r.get("phase") == "cooldown"]
-    fig, axes = panels(fig, 2, width=5.6)
-    for ax, col, label in zip(axes, ("param_norm", "update_norm"), ("parameter norm ||x_t||", "update norm ||x_t − x_{t−1}||")):
-        for shape, members in group_by(rows, "shape").items():
-            x, mean, lo, hi = curve_stats(members, "step", col)
-            band(ax, x, mean, lo, hi, color=group_color(shape), label=group_label(shape))
-        if cooldown:
-            ax.axvline(min(cooldown) - 1, color="grey", ls="--", lw=1.0)
-        if col == "update_norm":
-            log_if_positive(ax, floats(rows, col))
-        ax.set(xlabel="step", ylabel=label, title=label.split(" ||")[0].capitalize() + " after warmup")
-        step_axis(ax)
-        ax.grid(alpha=0.3)
-    legend(axes[0])
-    return fig

@@ -15,6 +15,7 @@ import numpy as np
 from wsdlab.analysis.tables import write_table
 from wsdlab.common.io import atomic_write_text
 from wsdlab.report.aggregate import Row, Tables
+from wsdlab.report.catalog import FIGURES
 
 # shape -> how much higher its final loss lands than the best one (made up)
 SHAPES: dict[str, float] = {
@@ -45,7 +46,9 @@ def synthetic_tables(seed: int = 0, *, stable_steps: int = 80, cooldown_steps: i
     t.update(_recency(rng, k, n))
     t.update(_hyperparams_and_alignment(rng, k, n))
     t.update(_geometry(rng, k, n))
-    t["update_norm"] = _update_norm(rng, k, n)
+    for spec in FIGURES:  # figures whose entry carries its own example tables
+        if spec.example is not None:
+            t.update(spec.example(rng, k, n))
     t["runs"] = [{"key": "base", "stage": "base", "state": "complete"}] + [
         {"key": f"cooldown-{s}-s{sd}", "stage": "cooldown", "shape": s, "seed": sd, "state": "complete"}
         for s in SHAPES for sd in SEEDS
@@ -207,18 +210,6 @@ def _trajectory(rng: np.random.Generator, k: int, n: int) -> list[Row]:
                              "distance_to_final": float(0.1 * (k + n - t)),
                              "tau": float(1.0 + 0.5 * (phase == "decay") + 0.2 * rng.standard_normal()),
                              "cos_grad_update": float(0.1 + 0.4 * (phase == "decay") + 0.05 * rng.standard_normal())})
-    return rows
-
-
-def _update_norm(rng: np.random.Generator, k: int, n: int) -> list[Row]:
-    """Parameter and update norms after a 10-step warmup: large updates at peak LR, small ones in the cooldown."""
-    rows: list[Row] = [{"shape": "stable", "run": "base", "step": t, "phase": "stable", "param_norm": 10 + 0.05 * t,
-                        "update_norm": float(0.1 * np.exp(0.1 * rng.standard_normal()))} for t in range(11, k + 1)]
-    for shape in SHAPES:
-        for seed in SEEDS:
-            rows += [{"shape": shape, "run": f"cooldown-{shape}-s{seed}", "step": t, "phase": "cooldown",
-                      "param_norm": 10 + 0.05 * k + 0.01 * (t - k),
-                      "update_norm": float(0.1 * _FACTOR[shape]((t - k) / n) + 1e-3)} for t in range(k + 1, k + n + 1)]
     return rows
 
 
