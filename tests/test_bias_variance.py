@@ -302,3 +302,16 @@ def test_weight_space_on_tied_embeddings_counts_each_parameter_once() -> None:
     doubled = np.stack([np.concatenate([t.double().numpy().ravel() for t in r.load_model().state_dict().values()])
                         for r in runs])
     assert ((doubled - doubled.mean(0)) ** 2).sum() > var * (len(runs) - 1) * 1.01
+
+
+def test_reference_means_cached_or_recomputed_give_the_same_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The references' mean distributions are computed once for every shape when they fit in memory; the
+    table is the same as when they are recomputed per shape (a budget of 0 bytes)."""
+    import wsdlab.analysis.bias_variance as bv
+
+    data = FakeData()
+    shapes = {"a": [FakeRun(1), FakeRun(2)], "b": [FakeRun(3), FakeRun(4)]}
+    refs = [FakeRun(5), FakeRun(6)]
+    cached = bias_variance_table(shapes, refs, data, num_batches=3, batch_size=4)
+    monkeypatch.setattr(bv, "REFERENCE_CACHE_BYTES", 0)
+    assert bias_variance_table(shapes, refs, data, num_batches=3, batch_size=4) == cached

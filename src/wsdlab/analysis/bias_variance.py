@@ -218,6 +218,30 @@ def _stack_log_probs(models: Sequence[nn.Module], batch: Batch, device: str) -> 
     return torch.stack(outs), nll
 
 
+REFERENCE_CACHE_BYTES = 1 << 30  # the references' mean distributions kept across shapes up to this size
+
+
+class _ReferenceMeans:
+    """The references' log mean distribution per validation batch, computed once for every shape when
+    they fit in REFERENCE_CACHE_BYTES (else recomputed per shape, as the streaming design allows)."""
+
+    def __init__(self, refs: Sequence[nn.Module], batches: Sequence[Batch], device: str) -> None:
+        self.refs, self.batches, self.device = refs, batches, device
+        self.cache: dict[int, torch.Tensor] | None = {}
+        self.budget = REFERENCE_CACHE_BYTES
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        mean = _references_log_mean(self.refs, self.batches[i], self.device)
+        if self.cache is not None:
+            if mean.element_size() * mean.numel() * len(self.batches) <= self.budget:
+                self.cache[i] = mean
+            else:
+                self.cache = None  # too large to keep: recompute per shape
+        return mean
+
+
 def _references_log_mean(models: Sequence[nn.Module], batch: Batch, device: str) -> torch.Tensor:
     """log of the references' mean distribution on `batch`, kept as a 1-model stack (1, ..., V).
 
@@ -262,6 +286,7 @@ def bias_variance_table(
     refs = [r.load_model(None, device) for r in references]
     ref_weights = [trainable_weights(m) for m in refs]
     rows: list[Row] = []
+    ref_means = _ReferenceMeans(refs, batches, device)
     for shape, runs in track(shape_runs.items(), description="bias-variance", disable=not progress, transient=True):
         if not runs:
             raise ValueError(f"bias_variance: shape '{shape}' has no runs")
@@ -269,9 +294,9 @@ def bias_variance_table(
         acc = KLBiasVariance()
         run_nll = np.zeros(len(models))
         tokens = 0
-        for batch in batches:
+        for i, batch in enumerate(batches):
             run_lp, s_nll = _stack_log_probs(models, batch, device)
-            acc.update(_references_log_mean(refs, batch, device), run_lp)
+            acc.update(ref_means[i], run_lp)
             run_nll += s_nll
             tokens += run_lp[0].shape[:-1].numel()
         rows += bias_variance_rows(
