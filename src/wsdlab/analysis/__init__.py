@@ -16,6 +16,7 @@ from wsdlab.analysis import (  # noqa: E402,F401,I001  (imported for registratio
     recency,
     update_norm,
 )
+from wsdlab.analysis import universality  # noqa: E402,F401  (paper 001's LM | CNN units; after geometry_tables)
 from wsdlab.analysis.tables import read_table, write_table
 from wsdlab.analysis.units import (
     AnalysisUnit,
