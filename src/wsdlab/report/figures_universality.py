@@ -142,6 +142,7 @@ def plot_hv_norm(tables: Tables, fig: Figure | None = None) -> Figure:
         groups = {d: floats(m, "hv_norm") for d, m in sorted(group_by(members, "direction").items())}
         _boxes(ax, groups, ylabel="||H(x̂) v||", title=title(model, "curvature along v_s, v_d"))
         log_if_positive(ax, floats(members, "hv_norm"))
+        ax.set_xlabel("direction (unit PC1 of S' / D')")
     return fig
 
 
@@ -155,6 +156,7 @@ def plot_quasi_convexity(tables: Tables, fig: Figure | None = None) -> Figure:
         _boxes(ax, {"τ": floats(members, "tau"), "cos": floats(members, "cos_grad_update")},
                ylabel="value", title=title(model, "τ_i and cos(−∇L, one-step update)"))
         ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xlabel("measure (iterates after warmup, all runs)")
     return fig
 
 
@@ -222,6 +224,7 @@ def plot_pc1_share(tables: Tables, fig: Figure | None = None) -> Figure:
         _boxes(ax, groups, ylabel="PC1 explained variance share", title=title(model, "PC1 share of S and D"))
         ax.axhline(0.4, color="grey", ls=":", lw=1.0)
         ax.set_ylim(0, 1.02)
+        ax.set_xlabel("iterate set (S: stable, D: decay)")
     return fig
 
 
