@@ -144,6 +144,7 @@ class UniversalityInterpolate(AnalysisUnit):
     inputs = {"wsd": WSD}
     tables = ("universality_interpolate",)
     snapshots = True
+    default_enabled = False  # reads snapshots: on where a study asks (the universality studies do)
 
     def compute(self, ctx: UnitContext, options: InterpolateConfig) -> dict[str, list[Row]]:
         data = DataCache()
@@ -178,6 +179,7 @@ class UniversalitySharpness(AnalysisUnit):
     inputs = {"wsd": WSD}
     tables = ("universality_sharpness",)
     snapshots = True
+    default_enabled = False
 
     def compute(self, ctx: UnitContext, options: UniversalitySharpnessOptions) -> dict[str, list[Row]]:
         if options.method != "top-eigen":
@@ -212,6 +214,7 @@ class UniversalityTrajectory(AnalysisUnit):
     inputs = {"wsd": WSD}
     tables = ("universality_trajectory",)
     snapshots = True
+    default_enabled = False
 
     def compute(self, ctx: UnitContext, options: UniversalityTrajectoryOptions) -> dict[str, list[Row]]:
         data = DataCache()
