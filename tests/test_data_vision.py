@@ -12,7 +12,13 @@ import torch
 
 from wsdlab.common.errors import DataUnavailableError
 from wsdlab.data import DataConfig, ImageBundle, load_data
-from wsdlab.data.vision import FASHION_MNIST_DIR, channel_stats, normalize, parse_idx, read_idx
+from wsdlab.data.vision import (
+    FASHION_MNIST_DIR,
+    channel_stats,
+    normalize,
+    parse_idx,
+    read_idx,
+)
 
 HAS_FMNIST = (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
 

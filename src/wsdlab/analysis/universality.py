@@ -32,7 +32,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from wsdlab.analysis.geometry_config import InterpolateConfig, SharpnessConfig, TrajectoryConfig
+from wsdlab.analysis.geometry_config import (
+    InterpolateConfig,
+    SharpnessConfig,
+    TrajectoryConfig,
+)
 from wsdlab.analysis.geometry_tables import (
     decay_start,
     final_step,
@@ -42,7 +46,14 @@ from wsdlab.analysis.geometry_tables import (
     weight_steps,
 )
 from wsdlab.analysis.trajectory import one_step_pairs
-from wsdlab.analysis.units import AnalysisUnit, RunSelector, SelectedRun, UnitContext, evenly, register_unit
+from wsdlab.analysis.units import (
+    AnalysisUnit,
+    RunSelector,
+    SelectedRun,
+    UnitContext,
+    evenly,
+    register_unit,
+)
 from wsdlab.analysis.update_norm import update_norm_rows
 from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
@@ -241,15 +252,6 @@ def cooldown_fraction(sel: SelectedRun) -> float:
     """Decay steps / total steps of a WSD run (a sweep branch decays over all its own steps)."""
     spec = sel.run.spec
     return (spec.train.steps - decay_start(sel.run)) / spec.train.steps
-
-
-def matching_fraction(points: Sequence[tuple[float, float]], cosine: float) -> float | None:
-    """Smallest cooldown fraction whose mean final loss is at most `cosine` (the cosine runs' mean), else None."""
-    means: dict[float, list[float]] = {}
-    for frac, loss in points:
-        means.setdefault(round(frac, 6), []).append(loss)
-    hits = [f for f, losses in sorted(means.items()) if sum(losses) / len(losses) <= cosine]
-    return hits[0] if hits else None
 
 
 @register_unit

@@ -12,7 +12,15 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from wsdlab.report.aggregate import Row, Tables, curve_stats, floats, group_by, has_values, require
+from wsdlab.report.aggregate import (
+    Row,
+    Tables,
+    curve_stats,
+    floats,
+    group_by,
+    has_values,
+    require,
+)
 from wsdlab.report.figures_geometry import _boxes
 from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
 
