@@ -27,7 +27,6 @@ is evaluated on its own data (an LM and a CNN share none). Rows carry `model`, `
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
