@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from wsdlab.analysis.universality import COSINE, SWEEP, WSD, stable_fraction_step
 from wsdlab.analysis.units import SelectedRun, group, select
+from wsdlab.analysis.universality import COSINE, SWEEP, WSD, stable_fraction_step
 from wsdlab.report.figures_universality import interpolation_shape, matching_fraction
 
 
