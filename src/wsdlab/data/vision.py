@@ -176,7 +176,7 @@ def load_cifar10(directory: Path) -> ImageSplits:
                 train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
                 return _splits({"train": train, "val": reader(root / test_name)}, 10, root)
     raise DataUnavailableError(f"CIFAR-10 not found in {directory}. " + CIFAR10_HOW.format(where=directory)
-                               + ". Offline, " + FMNIST_HOW)
+                               + "; or use " + FMNIST_HOW)
 
 
 def _splits(arrays: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int, directory: Path) -> ImageSplits:
