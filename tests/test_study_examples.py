@@ -37,7 +37,8 @@ def complete(study: Path) -> dict[str, RunDir]:
 @pytest.mark.parametrize("name, expected", [
     ("universality", {"lm-wsd-seed0", "lm-wsd-seed1", "lm-cosine-seed0", "lm-cosine-seed1",
                       "cnn-wsd-seed0", "cnn-wsd-seed1", "cnn-cosine-seed0", "cnn-cosine-seed1",
-                      "cnn-wso", "cnn-cd-5", "cnn-cd-10"}),
+                      "cnn-wso-seed0", "cnn-wso-seed1", "cnn-cd-5-seed0", "cnn-cd-10-seed0", "cnn-cd-5-seed1",
+                      "cnn-cd-10-seed1"}),
     ("length-sweep", {"wso", "cd-2", "cd-4", "cd-6", "cosine"}),
     ("schedule-alpha", {f"{stage}-{k}-alpha{a}" for stage in ("pretrain", "mid")
                         for k, a in (("wso", 0), ("wsd", 0), ("wsd", 0.1), ("cosine", 0), ("cosine", 0.1),
@@ -56,7 +57,8 @@ def test_example_study_runs_quick(tmp_path: Path, name: str, expected: set[str])
         assert spec.schedule.kind == "wsd" and runs["cnn-cosine-seed1"].spec.train.seed == 1
         assert runs["cnn-wsd-seed0"].spec.model.arch == "cnn"
         # the CNN's length sweep: 25% and 50% of the 20-step budget, branching from the WSO base
-        assert [runs[f"cnn-cd-{n}"].spec.branch.parent_step for n in (5, 10)] == [15, 10]
+        assert [runs[f"cnn-cd-{n}-seed1"].spec.branch.parent_step for n in (5, 10)] == [15, 10]
+        assert runs["cnn-cd-5-seed1"].spec.train.seed == 1  # each seed's sweep branches from its own base
         # one-step updates (Fig. 4): the step after a sampled snapshot is on disk
         assert {2, 3, 6, 7} <= set(runs["lm-wsd-seed0"].snapshot_steps())
         tables = {p.stem for p in (out / "tables").glob("*.csv")}
