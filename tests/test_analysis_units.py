@@ -27,7 +27,9 @@ from wsdlab.train import RunSpec, run_preset
 from wsdlab.train.spec_io import write_spec
 
 BUILTIN = ["schedules", "val_curves", "bias_variance", "perplexity", "averaging", "recency", "hyperparams",
-           "alignment", "update_norm", "sharpness", "interpolate", "landscape", "trajectory", "probes"]
+           "alignment", "update_norm", "sharpness", "interpolate", "landscape", "trajectory", "probes",
+           "universality_curves", "universality_interpolate", "universality_sharpness", "universality_trajectory",
+           "universality_length"]
 
 
 def test_every_builtin_unit_is_registered_with_options_tables_and_inputs() -> None:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from wsdlab.common.errors import DataUnavailableError
 from wsdlab.data import DataConfig, ImageBundle, load_data
-from wsdlab.data.vision import FASHION_MNIST_DIR, channel_stats, normalize, parse_idx, read_idx
+from wsdlab.data.vision import (
+    FASHION_MNIST_DIR,
+    channel_stats,
+    normalize,
+    parse_idx,
+    read_idx,
+)
 
 HAS_FMNIST = (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
 
@@ -62,14 +69,51 @@ def test_fashion_mnist_from_a_directory(tmp_path: Path) -> None:
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(DataUnavailableError, match="apt-get install dataset-fashion-mnist.*CIFAR-10"):
         load_data(DataConfig(source="fashion_mnist", path=str(tmp_path)))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision installed")
-def test_cifar10_without_torchvision_says_how_to_get_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="torchvision.*cifar"):
+def test_missing_cifar10_names_both_datasets(tmp_path: Path) -> None:
+    with pytest.raises(DataUnavailableError, match=r"CIFAR-10 not found.*torchvision==0\.28.*Fashion-MNIST.*dataset-fashion-mnist"):
         load_data(DataConfig(source="cifar10", path=str(tmp_path / "cifar")))
+
+
+def cifar_record_images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[int]]:
+    """n CIFAR rows as the dataset page describes them: 3072 bytes, the 1024 red values of the 32x32
+    image row-major, then the green, then the blue; labels 0..9."""
+    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), [int(v) for v in rng.integers(0, 10, size=n)]
+
+
+@pytest.mark.parametrize("layout", ["python", "binary"])
+def test_cifar10_batches_without_torchvision(tmp_path: Path, layout: str) -> None:
+    rng = np.random.default_rng(2)
+    rows: dict[str, tuple[np.ndarray, list[int]]] = {}
+    folder = tmp_path / ("cifar-10-batches-py" if layout == "python" else "cifar-10-batches-bin")
+    folder.mkdir()
+    for name, n in [*((f"data_batch_{i}", 3) for i in range(1, 6)), ("test_batch", 4)]:
+        data, labels = rows[name] = cifar_record_images(rng, n)
+        if layout == "python":  # the python version: a pickled dict (the real files are Python 2 pickles)
+            (folder / name).write_bytes(pickle.dumps({b"batch_label": b"x", b"labels": labels, b"data": data}, protocol=2))
+        else:  # the binary version: <1 x label><3072 x pixel> per image
+            records = np.concatenate([np.asarray(labels, dtype=np.uint8)[:, None], data], axis=1)
+            (folder / f"{name}.bin").write_bytes(records.tobytes())
+    data = load_data(DataConfig(source="cifar10", path=str(tmp_path)), progress=False)
+    assert (data.num_train, data.num_val, data.num_classes) == (15, 4, 10)
+    splits = data.splits
+    raw, labels = rows["data_batch_2"]
+    assert splits.train_labels[3:6].tolist() == labels
+    # pixel (channel c, row y, column x) of image i is byte c * 1024 + 32 * y + x of its row
+    assert splits.train_images[4, 1, 2, 5] == raw[1, 1024 + 32 * 2 + 5]
+    assert splits.val_images.shape == (4, 3, 32, 32) and splits.val_labels.tolist() == rows["test_batch"][1]
+
+
+def test_cifar10_python_batch_refuses_other_globals(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({"data": Path("x"), "labels": [0]}))
+    with pytest.raises(DataUnavailableError, match="not a CIFAR-10 python batch.*refusing"):
+        load_data(DataConfig(source="cifar10", path=str(tmp_path)), progress=False)
 
 
 @pytest.mark.skipif(not HAS_FMNIST, reason="dataset-fashion-mnist not installed")

@@ -156,16 +156,16 @@ class _InfGrad(torch.autograd.Function):
 
 def _poison(monkeypatch: pytest.MonkeyPatch, at_call: int, what: str) -> None:
     """Make the `at_call`-th training forward return a NaN loss, or a finite loss with an inf gradient."""
-    real, calls = loop_mod.batch_loss, [0]
+    real, calls = loop_mod.batch_loss_and_accuracy, [0]
 
-    def batch_loss(model, batch, reduction="mean"):  # noqa: ANN001, ANN202
+    def batch_loss_and_accuracy(model, batch):  # noqa: ANN001, ANN202
         calls[0] += 1
-        loss = real(model, batch, reduction)
+        loss, accuracy = real(model, batch)
         if calls[0] == at_call:
-            return loss * math.nan if what == "loss" else _InfGrad.apply(loss)
-        return loss
+            return (loss * math.nan if what == "loss" else _InfGrad.apply(loss)), accuracy
+        return loss, accuracy
 
-    monkeypatch.setattr(loop_mod, "batch_loss", batch_loss)
+    monkeypatch.setattr(loop_mod, "batch_loss_and_accuracy", batch_loss_and_accuracy)
 
 
 @pytest.mark.parametrize(("what", "quantity", "log_every"), [("loss", "loss", 1), ("grad", "grad_norm", 1),

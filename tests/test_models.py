@@ -445,6 +445,47 @@ def test_cnn_shapes() -> None:
     assert len(cifar.convs) == 4 and cifar.convs[1].weight.shape == (128, 32, 3, 3)
 
 
+class PaperCNN(torch.nn.Module):
+    """Paper 001, App. A, `CIFARCNN2`, as printed (its `self.fcl` typo read as `self.fc1`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn, F = torch.nn, torch.nn.functional
+        self.F = F
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 128, 3, padding=1)
+        self.conv3 = nn.Conv2d(128, 128, 3, padding=1)
+        self.conv4 = nn.Conv2d(128, 128, 3, padding=1)
+        self.fc1 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        F = self.F
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = self.pool(F.relu(self.conv3(x)))
+        x = self.pool(F.relu(self.conv4(x)))
+        x = x.mean(dim=[2, 3])
+        return self.fc1(x)
+
+
+def test_cnn_is_the_papers_appendix_a_code() -> None:
+    """Same parameter count (334K: "a small CNN with around 334K parameters") and the same function
+    once the paper's weights are copied in: four conv + ReLU + 2x2 max-pool stages, GAP, linear head."""
+    torch.manual_seed(0)
+    paper = PaperCNN().eval()
+    ours = build_model(PRESETS["cnn"]).eval()
+    assert num_parameters(ours) == sum(p.numel() for p in paper.parameters()) == 334_346
+    with torch.no_grad():
+        for conv, ref in zip(ours.convs, (paper.conv1, paper.conv2, paper.conv3, paper.conv4)):
+            conv.weight.copy_(ref.weight)
+            conv.bias.copy_(ref.bias)
+        ours.fc.weight.copy_(paper.fc1.weight)
+        ours.fc.bias.copy_(paper.fc1.bias)
+        x = torch.randn(3, 3, 32, 32)
+        torch.testing.assert_close(ours(x), paper(x))
+
+
 # ---------------------------------------------------------------- GPU (device machine)
 
 

@@ -254,3 +254,26 @@ def test_draws_into_a_given_figure(tables) -> None:
     assert out is fig and len(fig.axes) == 1
     F.plot_bias_variance(tables, fig)  # the figure is cleared and reused
     assert len(_visible_axes(fig)) == len({r["space"] for r in tables["bias_variance"]})
+
+
+def test_universality_summaries_read_the_findings() -> None:
+    """The summaries behind paper 001's figures, on synthetic tables built by hand (report/synthetic.py):
+    a valley then a descent, ||H v_d|| = 3 > ||H v_s|| = 1, PC1 shares 0.6 / 0.7, and the sweep's final
+    losses 1.3 - f against cosine's mean 1.01 (seeds 0, 1, 2: 1.00, 1.01, 1.02): first match at f = 0.3."""
+    from wsdlab.report import figures_universality as U
+    from wsdlab.report.synthetic import synthetic_tables
+
+    t = synthetic_tables()
+    interp = {(r["model"], r["segment"]): r for r in U.summary_interpolation(t)}
+    assert interp[("lm", "stable")]["valley (runs)"] == "3/3"
+    assert interp[("cnn", "cooldown")]["monotone descent (runs)"] == "3/3"
+    assert interp[("cnn", "stable")]["monotone descent (runs)"] == "0/3"
+    hv = {r["model"]: r for r in U.summary_hv(t)}
+    assert hv["cnn"]["||H v_d|| > ||H v_s|| (runs)"] == "3/3" and hv["lm"]["mean ||H v_d||"] == pytest.approx(3.0)
+    pc1 = {(r["model"], r["set"]): r["mean PC1 share"] for r in U.summary_pc1(t)}
+    assert pc1[("lm", "S")] == pytest.approx(0.6) and pc1[("cnn", "D")] == pytest.approx(0.7)
+    length = U.summary_length(t)
+    assert {r["WSD matches cosine from"] for r in length} == {0.3}
+    assert U.matching_fraction({0.1: 1.2, 0.2: 1.1}, 1.0) is None
+    norms = {r["model"]: r for r in U.summary_norms(t)}
+    assert norms["lm"]["stable / cooldown"] > 1

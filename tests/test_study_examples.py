@@ -36,7 +36,9 @@ def complete(study: Path) -> dict[str, RunDir]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name, expected", [
     ("universality", {"lm-wsd-seed0", "lm-wsd-seed1", "lm-cosine-seed0", "lm-cosine-seed1",
-                      "cnn-wsd-seed0", "cnn-wsd-seed1", "cnn-cosine-seed0", "cnn-cosine-seed1"}),
+                      "cnn-wsd-seed0", "cnn-wsd-seed1", "cnn-cosine-seed0", "cnn-cosine-seed1",
+                      "cnn-wso-seed0", "cnn-wso-seed1", "cnn-cd-5-seed0", "cnn-cd-10-seed0", "cnn-cd-5-seed1",
+                      "cnn-cd-10-seed1"}),
     ("length-sweep", {"wso", "cd-2", "cd-4", "cd-6", "cosine"}),
     ("schedule-alpha", {f"{stage}-{k}-alpha{a}" for stage in ("pretrain", "mid")
                         for k, a in (("wso", 0), ("wsd", 0), ("wsd", 0.1), ("cosine", 0), ("cosine", 0.1),
@@ -54,6 +56,18 @@ def test_example_study_runs_quick(tmp_path: Path, name: str, expected: set[str])
         assert {2 + round(0.8 * 14), 16} <= set(runs["lm-wsd-seed0"].checkpoint_steps())
         assert spec.schedule.kind == "wsd" and runs["cnn-cosine-seed1"].spec.train.seed == 1
         assert runs["cnn-wsd-seed0"].spec.model.arch == "cnn"
+        # the CNN's length sweep: 25% and 50% of the 20-step budget, branching from the WSO base
+        assert [runs[f"cnn-cd-{n}-seed1"].spec.branch.parent_step for n in (5, 10)] == [15, 10]
+        assert runs["cnn-cd-5-seed1"].spec.train.seed == 1  # each seed's sweep branches from its own base
+        # one-step updates (Fig. 4): the step after a sampled snapshot is on disk
+        assert {2, 3, 6, 7} <= set(runs["lm-wsd-seed0"].snapshot_steps())
+        tables = {p.stem for p in (out / "tables").glob("*.csv")}
+        assert {"universality_curves", "universality_norms", "universality_interpolate", "universality_sharpness",
+                "universality_trajectory", "universality_length"} <= tables
+        curves = (out / "tables" / "universality_curves.csv").read_text()
+        assert "accuracy" in curves.splitlines()[0]
+        html = (out / "report.html").read_text()
+        assert all(f'id="fig-{name}"' in html for name in ("univ_curves", "univ_interpolation", "univ_length"))
     if name == "length-sweep":  # every cooldown ends at step 20, branching where its length says
         for steps in (2, 4, 6):
             spec = runs[f"cd-{steps}"].spec

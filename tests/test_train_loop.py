@@ -185,3 +185,45 @@ def test_a_cuda_run_trains_and_resumes(tmp_path: Path, data) -> None:
     a, b = weights(full.checkpoint(12)), weights(resumed.checkpoint(12))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- classifiers: accuracy
+
+
+def test_batch_loss_and_accuracy_by_hand() -> None:
+    """Logits fixed by hand: images 0 and 2 are right (arg-max = label), image 1 is wrong -> 2/3."""
+    from wsdlab.models import batch_loss_and_accuracy
+
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    model = torch.nn.Identity()
+    loss, acc = batch_loss_and_accuracy(model, (logits, torch.tensor([0, 2, 2])))
+    assert float(acc) == pytest.approx(2 / 3)
+    assert float(loss) == pytest.approx(float(batch_loss(model, (logits, torch.tensor([0, 2, 2])))))
+    lm_loss, lm_acc = batch_loss_and_accuracy(build_model(run_preset("micro").model), torch.zeros(2, 5, dtype=torch.long))
+    assert lm_acc is None and lm_loss.ndim == 0
+
+
+def test_classifier_runs_log_accuracy(tmp_path: Path) -> None:
+    """A CNN run logs `accuracy` on train rows and `val_accuracy` on eval rows (LM runs log neither)."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fmnist"
+    folder.mkdir()
+    for prefix, n in (("train", 64), ("t10k", 16)):
+        for kind, arr in (("images-idx3", rng.integers(0, 256, size=(n, 28, 28))), ("labels-idx1", np.arange(n) % 10)):
+            header = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes()
+            (folder / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
+    spec = RunSpec.model_validate({
+        "name": "cnn", "model": {"arch": "cnn", "in_channels": 1, "image_size": 28, "channels": [4, 4, 4, 4]},
+        "data": {"source": "fashion_mnist", "path": str(folder)},
+        "schedule": {"kind": "wsd", "warmup_steps": 1, "cooldown_fraction": 0.5},
+        "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "eval_batches": 2, "device": "cpu", "progress": False}})
+    run = train(spec, tmp_path / "run")
+    rows = run.metrics()
+    train_rows = [r for r in rows if r.get("split") != "val"]
+    assert len(train_rows) == 4 and all(0.0 <= r["accuracy"] <= 1.0 for r in train_rows)
+    assert all(r["accuracy"] * 8 == pytest.approx(round(r["accuracy"] * 8)) for r in train_rows)  # k of 8 images
+    evals = run.eval_rows()
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    assert all(r["val_accuracy"] * 16 == pytest.approx(round(r["val_accuracy"] * 16)) for r in evals)

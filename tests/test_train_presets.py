@@ -55,3 +55,18 @@ def test_optional_sinks_say_what_to_install(tmp_path: Path) -> None:
 def test_wandb_sink_says_what_to_install() -> None:
     with pytest.raises(ValueError, match=r"wsdlab\[wandb\]"):
         WandbSink("project")
+
+
+def test_universality_presets_follow_the_paper() -> None:
+    """Paper 001, App. A: LM "approximately 3 billion tokens [...] batch size of 256 and a sequence length
+    of 2048" on SlimPajama, cooldown 20%; CNN "batch size of 128", "about 50 epochs", cooldown 35%."""
+    from wsdlab.train.presets import PAPER_COOLDOWN_FRACTION
+
+    lm = run_preset("pythia-160m")
+    assert (lm.train.batch_size, lm.data.seq_len, lm.model.seq_len) == (256, 2048, 2048)
+    assert "SlimPajama" in (lm.data.hf_name or "")
+    assert abs(lm.train.steps * 256 * 2048 / 3e9 - 1) < 0.01
+    cifar, fmnist = run_preset("cnn"), run_preset("cnn-fmnist")
+    assert cifar.train.batch_size == fmnist.train.batch_size == 128
+    assert abs(cifar.train.steps * 128 / 50_000 - 50) < 0.1 and abs(fmnist.train.steps * 128 / 60_000 - 50) < 0.1
+    assert PAPER_COOLDOWN_FRACTION == {"pythia-160m": 0.2, "cnn": 0.35, "cnn-fmnist": 0.35}

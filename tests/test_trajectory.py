@@ -11,6 +11,7 @@ from torch import nn
 
 from wsdlab.analysis.hessian import HessianOperator, exact_hessian
 from wsdlab.analysis.trajectory import (
+    one_step_pairs,
     path_rows,
     pca,
     phase_of,
@@ -138,3 +139,24 @@ def test_trajectory_table_end_to_end_matches_exact_hessian_norms():
     assert path[-1]["distance_to_final"] == 0.0
     assert path[0]["loss"] > path[-1]["loss"]
     assert path[0]["cos_grad_update"] == pytest.approx(1.0, abs=1e-9)  # one plain SGD step: along -grad
+
+
+def test_one_step_pairs_split_samples_from_their_next_step():
+    samples, partner = one_step_pairs([0, 10, 11, 20, 21, 30, 40, 41, 42])
+    assert samples == [0, 10, 20, 30, 40, 42] and partner == {10: 11, 20: 21, 40: 41}
+
+
+def test_path_rows_one_step_update_by_hand():
+    """cos(-grad L(x_i), x_{i+1} - x_i) with x_{i+1} one optimizer step after x_i (paper 001, Fig. 4),
+    not the next sampled iterate: x_0 = (0, 0) with grad (1, 0); one step later (-1, 1): cos = 1/sqrt(2);
+    the next sample (0, 5) would give cos 0."""
+    points = [torch.tensor([0.0, 0.0]), torch.tensor([0.0, 5.0]), torch.tensor([1.0, 1.0])]
+    grads = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0])]
+    losses = [3.0, 2.0, 1.0]
+    nxt = [torch.tensor([-1.0, 1.0]), None, None]
+    rows = path_rows([0, 10, 20], points, losses, grads, next_points=nxt)
+    assert rows[0]["cos_grad_update"] == pytest.approx(1 / math.sqrt(2))
+    assert math.isnan(rows[1]["cos_grad_update"]) and math.isnan(rows[2]["cos_grad_update"])
+    # tau_0 = -grad . (x* - x_0) / (L(x_0) - L(x*)) = -(1*1 + 0*1) / (3 - 1) = -0.5
+    assert rows[0]["tau"] == pytest.approx(-0.5)
+    assert path_rows([0, 10, 20], points, losses, grads)[0]["cos_grad_update"] == pytest.approx(0.0)

@@ -1,7 +1,7 @@
 """Bookkeeping tables read straight from run specs and logs: the LR schedules and the validation curves.
 
 - `schedules`: shape, step, lr_factor of one cooldown per group, base phase included (at most ~400 steps).
-- `val_curves`: shape, seed, step, val_loss of every cooldown, the base's evaluations up to the branch first.
+- `val_curves`: shape, seed, step, val_loss (+ val_accuracy for classifiers) of every cooldown, the base's evaluations up to the branch first.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class ValCurves(AnalysisUnit):
             for run in runs:
                 seed = run.spec.data.order.seed
                 own = [r for r in run.eval_rows() if r["step"] > k]
-                rows += [{"shape": group, "seed": seed, "step": r["step"], "val_loss": r["val_loss"]}
+                rows += [{"shape": group, "seed": seed, "step": r["step"], "val_loss": r["val_loss"],
+                          **({"val_accuracy": r["val_accuracy"]} if "val_accuracy" in r else {})}  # classifiers
                          for r in base_rows + own]
         return {"val_curves": rows}

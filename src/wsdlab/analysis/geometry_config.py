@@ -74,6 +74,8 @@ class TrajectoryConfig(StrictModel):
 
     fraction: float = Field(0.2, gt=0.0, le=1.0, description="S' / D': last / first fraction of stable / decay.")
     every: int = Field(1, gt=0, description="Use every k-th available iterate for the path rows.")
+    one_step: bool = Field(False, description="cos(-grad, update) over one optimizer step: a weight step s+1 "
+                           "right after a sampled step s is x_{i+1} of s (train.snapshot_steps), not a sample.")
     hessian: bool = Field(True, description="Compute ||H v_s|| and ||H v_d|| at the decay start.")
     probe_chunk: int = Field(16, gt=0)
     eval: EvalSetConfig = Field(default_factory=lambda: EvalSetConfig(split="train", batches=2, batch_size=16), json_schema_extra=NO_PREFIX)

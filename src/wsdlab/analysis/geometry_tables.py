@@ -47,7 +47,7 @@ from wsdlab.analysis.hessian import (
 )
 from wsdlab.analysis.landscape import cooldown_plane, interpolation
 from wsdlab.analysis.probes import add_relative, probe_layers
-from wsdlab.analysis.trajectory import trajectory_table
+from wsdlab.analysis.trajectory import one_step_pairs, trajectory_table
 from wsdlab.analysis.units import (
     BASE,
     AnalysisUnit,
@@ -301,15 +301,22 @@ def trajectory_run_table(run: RunLike, config: TrajectoryConfig | None = None, *
         sources.update({s: par for s in weight_steps(par) if s <= decay_step})
     sources.update({s: run for s in weight_steps(run)})
     steps = sorted(sources)
+    partner: dict[int, int] = {}
+    if cfg.one_step:  # x_{i+1} = the weights one optimizer step after a sampled x_i (paper 001, Fig. 4)
+        steps, partner = one_step_pairs(steps)
+        if not partner:
+            raise ConfigError(f"trajectory one_step: run {run.path.name} has no weights one step after a sampled "
+                              "iterate; add train.snapshot_steps s+1 for the sampled steps s")
     if len(steps) < 2:
         raise FileNotFoundError(f"run {run.path} has fewer than 2 snapshots/checkpoints: nothing to trace")
     keep = set(steps[:: cfg.every]) | {steps[-1]} | ({decay_step} if decay_step in sources else set())
     iterates = {s: weights_at(sources[s], s, model)
                 for s in track(sorted(keep), description="iterates", disable=not progress, transient=True)}
+    following = {s: weights_at(sources[partner[s]], partner[s], model) for s in keep if s in partner} if cfg.one_step else None
     batches = eval_batches(run_data(run, data), cfg.eval, device)
     rows = trajectory_table(model, batch_loss, batches, iterates, decay_start=decay_step,
                             stable_start=stable_start, fraction=cfg.fraction, hessian=cfg.hessian,
-                            probe_chunk=cfg.probe_chunk)
+                            probe_chunk=cfg.probe_chunk, next_iterates=following)
     return [{"run": run.path.name, **r} for r in rows]
 
 

@@ -9,7 +9,10 @@ curvature along them at the decay start.
 
 Along regularly sampled iterates x_0, ..., x_K (x* = x_K, the final iterate) the path rows give the
 weak quasi-convexity ratio tau_i = -grad L(x_i) . (x* - x_i) / (L(x_i) - L(x*)) and the alignment
-cos(-grad L(x_i), x_{i+1} - x_i) of the gradient with the next sampled displacement.
+cos(-grad L(x_i), x_{i+1} - x_i) of the gradient with the next sampled displacement, or, given the
+iterate one optimizer step after each x_i (`next_iterates`; paper 001, Fig. 4: "s_cos,i =
+cos_similarity(-grad L(x_i), x_{i+1} - x_i)" with x_{i+1} the optimizer's next iterate), with the
+update of that one step.
 
 Table columns (one table, `kind` tells the row type):
 - kind="pca":   set (S, D, S', D'), num_iterates, first_step, last_step, pc1_share, pc2_share
@@ -128,10 +131,13 @@ def update_cosine(grad: Tensor, x: Tensor, x_next: Tensor) -> float:
 
 
 def path_rows(steps: Sequence[int], points: Sequence[Tensor], losses: Sequence[float],
-              grads: Sequence[Tensor], phases: Sequence[str] | None = None) -> list[Row]:
+              grads: Sequence[Tensor], phases: Sequence[str] | None = None,
+              next_points: Sequence[Tensor | None] | None = None) -> list[Row]:
     """One row per iterate (flattened weights `points`, their losses and gradients); x* = the last point.
 
-    tau and cos_grad_update are nan for the last point (no x_{i+1}; L(x) = L(x*)).
+    x_{i+1} is `next_points[i]` when given (the iterate one optimizer step later; None = not on disk,
+    cos is then nan), else the next sampled point. tau and cos_grad_update are nan for the last point
+    (L(x) = L(x*); no next sampled point).
     """
     k = len(points)
     if not (len(steps) == len(losses) == len(grads) == k) or k == 0:
@@ -149,9 +155,30 @@ def path_rows(steps: Sequence[int], points: Sequence[Tensor], losses: Sequence[f
             "param_norm": float(points[i].double().norm()),
             "distance_to_final": float((points[i] - x_star).double().norm()),
             "tau": float("nan") if last else quasi_convexity_ratio(grads[i], points[i], x_star, losses[i], loss_star),
-            "cos_grad_update": float("nan") if last else update_cosine(grads[i], points[i], points[i + 1]),
+            "cos_grad_update": _next_cosine(grads[i], points, i, next_points),
         })
     return rows
+
+
+def _next_cosine(grad: Tensor, points: Sequence[Tensor], i: int,
+                 next_points: Sequence[Tensor | None] | None) -> float:
+    if next_points is not None:
+        nxt = next_points[i]
+        return float("nan") if nxt is None or i == len(points) - 1 else update_cosine(grad, points[i], nxt)
+    return float("nan") if i == len(points) - 1 else update_cosine(grad, points[i], points[i + 1])
+
+
+def one_step_pairs(steps: Sequence[int]) -> tuple[list[int], dict[int, int]]:
+    """Split weight steps into sampled iterates and their one-step partners: ascending, a step s + 1
+    right after a sampled step s is s's partner (x_{i+1}), not a sample. -> (samples, {s: s + 1})."""
+    samples: list[int] = []
+    partner: dict[int, int] = {}
+    for s in sorted(set(steps)):
+        if samples and samples[-1] == s - 1 and (s - 1) not in partner:
+            partner[s - 1] = s
+        else:
+            samples.append(s)
+    return samples, partner
 
 
 def pca_rows(sets: dict[str, list[int]], flat: dict[int, Tensor]) -> tuple[list[Row], dict[str, Tensor]]:
@@ -182,8 +209,12 @@ def phase_of(step: int, stable_start: int, decay_start: int) -> str:
 
 def trajectory_table(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], iterates: Mapping[int, Weights], *,
                      decay_start: int, stable_start: int = 0, end: int | None = None, fraction: float = 0.2,
-                     hessian: bool = True, probe_chunk: int = 16) -> list[Row]:
+                     hessian: bool = True, probe_chunk: int = 16,
+                     next_iterates: Mapping[int, Weights] | None = None) -> list[Row]:
     """PCA, ||H v|| and path rows for the iterates {step: weights} of one run (see the module docstring).
+
+    `next_iterates` {step s: weights at s + 1}: cos(-grad, update) over that one optimizer step
+    (iterates without one get nan); None: towards the next sampled iterate.
 
     `end` defaults to the last step; the hv rows need the iterate at `decay_start` and PC1 of both
     S' and D' (skipped with `hessian=False` or when either set has fewer than 2 iterates).
@@ -215,5 +246,8 @@ def trajectory_table(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch]
         losses.append(loss)
         grads.append(flatten(grad))
     phases = [phase_of(s, stable_start, decay_start) for s in steps]
-    rows += path_rows(steps, [flat[s] for s in steps], losses, grads, phases)
+    nxt = None
+    if next_iterates is not None:
+        nxt = [flatten_weights(next_iterates[s], names).detach() if s in next_iterates else None for s in steps]
+    rows += path_rows(steps, [flat[s] for s in steps], losses, grads, phases, next_points=nxt)
     return rows

@@ -2,8 +2,14 @@
 
 - Fashion-MNIST: the IDX files of Debian's `dataset-fashion-mnist` package (or `data.path`), parsed
   with numpy, so torchvision is not needed.
-- CIFAR-10: torchvision's reader (optional extra) over data already in `data.path` or
-  `<cache>/cifar10` (never downloaded here).
+- CIFAR-10: the standard "python version" batches (`cifar-10-batches-py/data_batch_1..5`,
+  `test_batch`; https://www.cs.toronto.edu/~kriz/cifar.html) or the "binary version"
+  (`cifar-10-batches-bin/*.bin`), read here without torchvision from `data.path` or `<cache>/cifar10`
+  (never downloaded here). To get them: `pip install 'torchvision==0.28.*'` (the release matching
+  torch 2.13) and run `torchvision.datasets.CIFAR10("<cache>/cifar10", download=True)` once, or
+  download and untar `cifar-10-python.tar.gz` into that folder. The python batches are pickles of
+  plain dicts; they are read with an unpickler that refuses every global but numpy's array rebuild.
+Offline, Fashion-MNIST is the option; a missing dataset raises DataUnavailableError naming both.
 Normalization statistics (per-channel mean/std of the train split) are computed here; the bundle
 applies them per batch, so the full float32 copy of the dataset is never held in memory.
 """
@@ -11,12 +17,14 @@ applies them per batch, so the full float32 copy of the dataset is never held in
 from __future__ import annotations
 
 import gzip
+import io
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wsdlab.common.errors import ConfigError
+from wsdlab.common.errors import ConfigError, DataUnavailableError
 from wsdlab.data.config import DataConfig
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -82,15 +90,23 @@ def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np
     return mean.astype(np.float32), np.maximum(std, 1e-8).astype(np.float32)
 
 
+CIFAR10_HOW = ("CIFAR-10 (data.source: cifar10) needs its python batches (cifar-10-batches-py/) in {where}: "
+               "`pip install 'torchvision==0.28.*'` and run torchvision.datasets.CIFAR10('{where}', download=True) "
+               "once, or untar cifar-10-python.tar.gz there, or set data.path")
+FMNIST_HOW = ("Fashion-MNIST (data.source: fashion_mnist) works offline: `apt-get install dataset-fashion-mnist` "
+              "(files in " + str(FASHION_MNIST_DIR) + "), or set data.path to a directory of its IDX files")
+
+
 def _idx_path(root: Path, name: str) -> Path:
-    """`root/name`, or its un-gzipped twin; FileNotFoundError saying how to get the data otherwise."""
+    """`root/name`, or its un-gzipped twin; DataUnavailableError naming both image datasets otherwise."""
     for path in (root / name, root / name.removesuffix(".gz")):
         if path.is_file():
             return path
     names = ", ".join(n for pair in FASHION_MNIST_FILES.values() for n in pair)
-    raise FileNotFoundError(
+    raise DataUnavailableError(
         f"Fashion-MNIST file {root / name} not found: `apt-get install dataset-fashion-mnist`, "
-        f"or set data.path to a directory holding {names}"
+        f"or set data.path to a directory holding {names}; or use "
+        + CIFAR10_HOW.format(where="<cache>/cifar10")
     )
 
 
@@ -109,23 +125,58 @@ def cifar10_dir(cfg: DataConfig, cache_root: Path) -> Path:
     return Path(cfg.path).expanduser() if cfg.path else cache_root / "cifar10"
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only (the CIFAR-10 python batches hold nothing else)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_cifar_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One python-version batch: a dict with "data" (N, 3072) uint8 rows (1024 R, then G, then B values,
+    row-major 32x32) and "labels" (N ints) -> images (N, 3, 32, 32) uint8, labels (N,) int64."""
+    try:
+        # latin1: the official files are Python 2 pickles (str keys, numpy buffers as str)
+        batch = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        data = batch["data"] if "data" in batch else batch[b"data"]
+        labels = batch["labels"] if "labels" in batch else batch[b"labels"]
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+        raise DataUnavailableError(f"{path}: not a CIFAR-10 python batch ({e})") from None
+    images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+
+
+def read_cifar_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One binary-version batch: records of 1 label byte + 3072 image bytes (R, G, B planes of 32x32)."""
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    if raw.size == 0 or raw.size % 3073:
+        raise DataUnavailableError(f"{path}: not a CIFAR-10 binary batch ({raw.size} bytes, not a multiple of 3073)")
+    records = raw.reshape(-1, 3073)
+    return np.ascontiguousarray(records[:, 1:].reshape(-1, 3, 32, 32)), records[:, 0].astype(np.int64)
+
+
+CIFAR10_LAYOUTS = (  # folder, train files, test file, reader
+    ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", read_cifar_python_batch),
+    ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)], "test_batch.bin", read_cifar_binary_batch),
+)
+
+
 def load_cifar10(directory: Path) -> ImageSplits:
-    """CIFAR-10 (50k / 10k, 3x32x32, 10 classes) through torchvision, from data already on disk."""
-    hint = (f"CIFAR-10 needs torchvision (pip install 'wsdlab[vision]') and its data in {directory}: run "
-            f"`torchvision.datasets.CIFAR10('{directory}', download=True)` once, or set data.path")
-    try:
-        from torchvision.datasets import CIFAR10
-    except ImportError:
-        raise FileNotFoundError(hint) from None
-    try:
-        sets = {split: CIFAR10(str(directory), train=(split == "train"), download=False) for split in ("train", "val")}
-    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-        raise FileNotFoundError(hint) from None
-    arrays = {
-        split: (np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets, dtype=np.int64))
-        for split, ds in sets.items()
-    }
-    return _splits(arrays, 10, directory)
+    """CIFAR-10 (50k / 10k, 3x32x32, 10 classes) from its python (or binary) batches under `directory`
+    (the batch folder itself or its parent); DataUnavailableError naming both datasets when absent."""
+    for folder, train_names, test_name, reader in CIFAR10_LAYOUTS:
+        for root in (directory / folder, directory):
+            if all((root / n).is_file() for n in [*train_names, test_name]):
+                parts = [reader(root / n) for n in train_names]
+                train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+                return _splits({"train": train, "val": reader(root / test_name)}, 10, root)
+    raise DataUnavailableError(f"CIFAR-10 not found in {directory}. " + CIFAR10_HOW.format(where=directory)
+                               + "; or use " + FMNIST_HOW)
 
 
 def _splits(arrays: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int, directory: Path) -> ImageSplits:

@@ -9,7 +9,7 @@ from wsdlab.models.cnn import CNN
 from wsdlab.models.config import CNNConfig, LlamaConfig, LMConfig, ModelConfig, NeoXConfig
 from wsdlab.models.llama import Llama
 from wsdlab.models.neox import NeoX
-from wsdlab.models.objective import batch_loss
+from wsdlab.models.objective import batch_loss, batch_loss_and_accuracy
 from wsdlab.models.presets import PRESETS, model_config
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "NeoX",
     "NeoXConfig",
     "batch_loss",
+    "batch_loss_and_accuracy",
     "build_model",
     "flops_per_token",
     "model_config",

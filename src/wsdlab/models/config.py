@@ -108,6 +108,14 @@ class CNNConfig(StrictModel):
     num_classes: int = Field(10, gt=0)
     channels: list[int] = Field(default_factory=lambda: [32, 128, 128, 128], min_length=1)
 
+    @model_validator(mode="after")
+    def _check_side(self) -> "CNNConfig":
+        # every stage halves the side (a 2x2 max-pool after each convolution, paper 001 App. A)
+        if self.image_size < 2 ** len(self.channels):
+            raise ValueError(f"image_size {self.image_size} is too small for {len(self.channels)} conv + 2x2-pool "
+                             f"stages (needs >= {2 ** len(self.channels)})")
+        return self
+
 
 # The fields of the single ModelConfig that every family shared before the split; a spec.yaml
 # written then holds all of them. Reading one, the fields its model ignored are dropped.

@@ -39,3 +39,19 @@ def batch_loss(model: nn.Module, batch: Batch, reduction: Reduction = "mean") ->
     images, labels = batch
     logits = _fp32(model(images))  # (B, num_classes)
     return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def batch_loss_and_accuracy(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
+    """Mean cross-entropy (as `batch_loss`) and, for a classifier (vision batch), its accuracy on the
+    batch: the share of images whose arg-max logit is the label (ties: the first index). LMs: None.
+
+    One forward pass; the loss keeps its graph, the accuracy is detached (B,) -> scalar.
+    """
+    if isinstance(batch, Tensor):
+        return batch_loss(model, batch), None
+    if len(batch) != 2:
+        raise ValueError(f"vision batch must be (images, labels), got {len(batch)} items")
+    images, labels = batch
+    logits = _fp32(model(images))  # (B, num_classes)
+    accuracy = (logits.detach().argmax(dim=-1) == labels).double().mean()
+    return F.cross_entropy(logits, labels), accuracy

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from wsdlab.report import figures as F
 from wsdlab.report import figures_geometry as G
+from wsdlab.report import figures_universality as U
 from wsdlab.report.aggregate import (
     Row,
     Tables,
@@ -116,6 +117,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("trajectory", "Optimizer path",
             "PCA of the iterates, weak quasi-convexity, cos(-grad, update) and the parameter norm."),
     Section("probes", "Linear probes", "How well each layer's representation predicts the next token."),
+    Section("universality", "Universality: an LM beside a CNN (paper 001)",
+            "WSD vs warmup-cosine on a language model (left) and a small CNN (right), the paper's Figs. 1-7 in order."),
 )
 
 
@@ -317,6 +320,44 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("probes", "probes",
                "Linear-probe perplexity per layer at steps along the cooldown, and relative to the cooldown start.",
                ("probes",), G.plot_probes, _probes_summary, unit="probes"),
+    # paper 001 (universality), LM left and CNN right, Figs. 1-7 in order
+    FigureSpec("univ_curves", "universality",
+               "Fig. 1: loss of WSD and warmup-cosine (thin: train, band: validation over seeds; dashed: WSD's decay "
+               "start): modest decreases in the stable phase, then larger gains in the cooldown.",
+               ("universality_curves",), U.plot_curves, U.summary_curves, optional_tables=("universality_norms",),
+               unit="universality_curves"),
+    FigureSpec("univ_accuracy", "universality",
+               "Fig. 1 (classifiers): train (thin) and validation (band over seeds) accuracy, WSD vs warmup-cosine.",
+               ("universality_curves",), U.plot_accuracy, U.summary_curves, unit="universality_curves"),
+    FigureSpec("univ_interpolation", "universality",
+               "Fig. 2: loss along (1 − α) t' + α t between the checkpoints at 80% and 100% of the stable phase (top: a "
+               "valley expected) and between the start and end of the cooldown (bottom: a monotone descent expected).",
+               ("universality_interpolate",), U.plot_interpolation, U.summary_interpolation,
+               unit="universality_interpolate"),
+    FigureSpec("univ_sharpness", "universality",
+               "Fig. 3 (left): top Hessian eigenvalue on iterates sampled at a fixed rate along the cooldown, per seed.",
+               ("universality_sharpness",), U.plot_sharpness, U.summary_sharpness, unit="universality_sharpness"),
+    FigureSpec("univ_hv_norm", "universality",
+               "Fig. 3 (right): ||H(x̂) v|| at the decay start x̂ along v_s (PC1 of the last 20% of the stable phase) and "
+               "v_d (PC1 of the first 20% of the cooldown); boxes over runs.",
+               ("universality_trajectory",), U.plot_hv_norm, U.summary_hv, unit="universality_trajectory"),
+    FigureSpec("univ_quasi_convexity", "universality",
+               "Fig. 4: τ_i = −∇L(x_i)·(x* − x_i) / (L(x_i) − L(x*)) and cos(−∇L(x_i), x_{i+1} − x_i) with x_{i+1} one "
+               "optimizer step after x_i, on iterates sampled regularly after warmup; boxes over all runs' iterates.",
+               ("universality_trajectory",), U.plot_quasi_convexity, U.summary_quasi_convexity,
+               unit="universality_trajectory"),
+    FigureSpec("univ_length", "universality",
+               "Fig. 5: final validation loss (and accuracy) vs WSD cooldown length (fraction of a fixed budget, each "
+               "branching from a WSO run) against warmup-cosine (line: mean, band: min..max over seeds).",
+               ("universality_length",), U.plot_length, U.summary_length, unit="universality_length"),
+    FigureSpec("univ_norms", "universality",
+               "Fig. 6: parameter norm and update norm ||x_t − x_{t−1}|| of the WSD runs after warmup (band: min/max over "
+               "seeds; dashed: decay start): updates much larger in the stable phase than in the cooldown.",
+               ("universality_norms",), U.plot_norms, U.summary_norms, unit="universality_curves"),
+    FigureSpec("univ_pc1_share", "universality",
+               "Fig. 7: share of variance explained by PC1 of the stable (S) and decay (D) iterates; boxes over runs "
+               "(dotted: the paper's ~40%).",
+               ("universality_trajectory",), U.plot_pc1_share, U.summary_pc1, unit="universality_trajectory"),
 )
 
 

@@ -49,6 +49,7 @@ def synthetic_tables(seed: int = 0, *, stable_steps: int = 80, cooldown_steps: i
     for spec in FIGURES:  # figures whose entry carries its own example tables
         if spec.example is not None:
             t.update(spec.example(rng, k, n))
+    t.update(_universality(rng))
     t["runs"] = [{"key": "base", "stage": "base", "state": "complete"}] + [
         {"key": f"cooldown-{s}-s{sd}", "stage": "cooldown", "shape": s, "seed": sd, "state": "complete"}
         for s in SHAPES for sd in SEEDS
@@ -211,6 +212,56 @@ def _trajectory(rng: np.random.Generator, k: int, n: int) -> list[Row]:
                              "tau": float(1.0 + 0.5 * (phase == "decay") + 0.2 * rng.standard_normal()),
                              "cos_grad_update": float(0.1 + 0.4 * (phase == "decay") + 0.05 * rng.standard_normal())})
     return rows
+
+
+def _universality(rng: np.random.Generator, steps: int = 100, warmup: int = 10) -> Tables:
+    """Paper 001's tables for an LM and a CNN, 3 seeds: WSD (decay over the last 20% / 35%) and cosine curves
+    with accuracy for the CNN, norms, interpolation (valley, then descent), sharpness, trajectory rows and a
+    cooldown-length sweep (10%..50%) whose 30% cooldown first matches cosine."""
+    t: Tables = {name: [] for name in ("universality_curves", "universality_norms", "universality_interpolate",
+                                         "universality_sharpness", "universality_trajectory", "universality_length")}
+    for model, cool in (("lm", 0.2), ("cnn", 0.35)):
+        t_c = steps - round(cool * steps)
+        for seed in SEEDS:
+            head = {"model": model, "seed": seed}
+            for schedule in ("wsd", "cosine"):
+                run = f"{model}-{schedule}-seed{seed}"
+                for step in range(1, steps + 1, 5):
+                    loss = 3.0 - step / steps - (0.5 * max(0, step - t_c) / (steps - t_c) if schedule == "wsd" else 0.4 * step / steps)
+                    acc = 0.2 + 0.6 * (3.0 - loss) / 1.5 if model == "cnn" else None
+                    for split, jitter in (("train", 0.05), ("val", 0.01)):
+                        t["universality_curves"].append({**head, "run": run, "schedule": schedule, "split": split, "step": step,
+                                                         "loss": loss + jitter * float(rng.standard_normal()),
+                                                         "accuracy": acc, "lr": None})
+            run = f"{model}-wsd-seed{seed}"
+            t["universality_norms"] += [{**head, "run": run, "step": s, "phase": "stable" if s <= t_c else "cooldown",
+                                         "param_norm": 10 + 0.02 * s, "update_norm": 0.1 if s <= t_c else 0.1 * (steps - s) / (steps - t_c) + 1e-3,
+                                         "decay_start": t_c} for s in range(warmup + 1, steps + 1)]
+            for segment, curve in (("stable", lambda a: 2.0 + (a - 0.5) ** 2), ("cooldown", lambda a: 2.0 - 0.5 * a)):
+                t["universality_interpolate"] += [{**head, "run": run, "segment": segment, "from_step": 0, "to_step": 1,
+                                                   "alpha": a, "loss": curve(a)} for a in (0.0, 0.25, 0.5, 0.75, 1.0)]
+            t["universality_sharpness"] += [{**head, "run": run, "step": s, "decay_start": t_c, "cooldown_progress": 0.0,
+                                             "lambda_1": 10.0 + 0.2 * (s - t_c) + float(rng.standard_normal()), "loss": 2.0}
+                                            for s in range(t_c, steps + 1, 5)]
+            traj = t["universality_trajectory"]
+            traj += [{**head, "run": run, "kind": "pca", "set": name, "pc1_share": share}
+                     for name, share in (("S", 0.6), ("D", 0.7), ("S'", 0.5), ("D'", 0.8))]
+            traj += [{**head, "run": run, "kind": "hv", "direction": d, "hv_norm": v} for d, v in (("v_s", 1.0), ("v_d", 3.0))]
+            traj += [{**head, "run": run, "kind": "path", "step": s, "phase": "stable" if s <= t_c else "decay",
+                      "tau": 1.0 + 0.3 * float(rng.standard_normal()), "cos_grad_update": 0.3 + 0.05 * float(rng.standard_normal())}
+                     for s in range(warmup, steps, 10)]
+        if model == "cnn":
+            for seed in SEEDS:
+                t["universality_length"].append({"model": model, "seed": seed, "run": f"cnn-cosine-seed{seed}", "schedule": "cosine",
+                                                 "source": "cosine", "cooldown_fraction": 1.0, "val_loss": 1.0 + 0.01 * seed,
+                                                 "val_accuracy": 0.7})
+            for frac in (0.1, 0.2, 0.3, 0.4, 0.5):
+                t["universality_length"].append({"model": model, "seed": 0, "run": f"cnn-cd-{frac}", "schedule": "wsd",
+                                                 "source": "sweep", "cooldown_fraction": frac, "val_loss": 1.3 - frac,
+                                                 "val_accuracy": 0.6 + frac / 5})
+    columns = list(dict.fromkeys(c for r in t["universality_trajectory"] for c in r))  # one table: every row every column
+    t["universality_trajectory"] = [{c: r.get(c) for c in columns} for r in t["universality_trajectory"]]
+    return t
 
 
 def write_synthetic_study(study_dir: Path, tables: Tables | None = None) -> Path:

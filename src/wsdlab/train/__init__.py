@@ -2,7 +2,7 @@
 
 from wsdlab.train.branch import branch_spec
 from wsdlab.train.config import BranchConfig, OptimConfig, RunSpec, TrainConfig
-from wsdlab.train.evaluate import evaluate
+from wsdlab.train.evaluate import evaluate, evaluate_metrics
 from wsdlab.train.loop import train
 from wsdlab.train.metrics import JsonlSink, MetricsSink, TensorBoardSink, WandbSink
 from wsdlab.train.presets import RUN_PRESETS, run_preset
@@ -21,6 +21,7 @@ __all__ = [
     "WandbSink",
     "branch_spec",
     "evaluate",
+    "evaluate_metrics",
     "load_checkpoint",
     "load_checkpoint_model",
     "run_preset",

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from wsdlab.common.errors import ConfigError
-from wsdlab.models import batch_loss
+from wsdlab.models import batch_loss, batch_loss_and_accuracy
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:
@@ -55,3 +55,30 @@ def evaluate(model: nn.Module, data: Any, num_batches: int, batch_size: int, dev
     finally:
         model.train(was_training)
     return total / count
+
+
+@torch.no_grad()
+def evaluate_metrics(model: nn.Module, data: Any, num_batches: int, batch_size: int, device: torch.device | str,
+                     autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
+    """`{"val_loss": ..., "val_accuracy": ...}` over the same fixed batches as `evaluate` (both means
+    weighted by batch size); `val_accuracy` only for classifiers (vision data)."""
+    was_training = model.training
+    model.eval()
+    total, correct, count, has_accuracy = 0.0, 0.0, 0, True
+    try:
+        for idx in eval_index_chunks(data.num_val, num_batches, batch_size):
+            batch = to_device(data.val_batch(idx), device)
+            with autocast or contextlib.nullcontext():
+                loss, accuracy = batch_loss_and_accuracy(model, batch)
+            total += float(loss) * len(idx)
+            if accuracy is None:
+                has_accuracy = False
+            else:
+                correct += float(accuracy) * len(idx)
+            count += len(idx)
+    finally:
+        model.train(was_training)
+    out = {"val_loss": total / count}
+    if has_accuracy:
+        out["val_accuracy"] = correct / count
+    return out

@@ -29,7 +29,7 @@ from torch import nn
 
 from wsdlab import data as wsd_data
 from wsdlab.common.errors import CheckpointError, ConfigError, NonFiniteError
-from wsdlab.models import LMConfig, batch_loss, build_model, flops_per_token
+from wsdlab.models import LMConfig, batch_loss_and_accuracy, build_model, flops_per_token
 from wsdlab.schedules import build_schedule
 from wsdlab.train import distributed as dist_utils
 from wsdlab.train import measures
@@ -37,7 +37,7 @@ from wsdlab.train.batching import global_batch_size, micro_batches, rank_slice
 from wsdlab.train.checkpoint import Checkpoint, list_checkpoints, load_model_weights, open_checkpoint
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
-from wsdlab.train.evaluate import evaluate, to_device
+from wsdlab.train.evaluate import evaluate_metrics, to_device
 from wsdlab.train.metrics import MetricsSink
 from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors, set_hyperparams
 from wsdlab.train.progress import TrainProgress
@@ -255,8 +255,9 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
             raise NonFiniteError(f"{err}; {last} (lower optim.lr or check the data)") from None
 
     def run_eval() -> None:
-        val = evaluate(model, setup.data, spec.train.eval_batches, eval_size, ctx.device, _autocast(spec, ctx.device))
-        writer.row({"split": "val", "step": st.step, "val_loss": val})
+        val = evaluate_metrics(model, setup.data, spec.train.eval_batches, eval_size, ctx.device,
+                               _autocast(spec, ctx.device))  # val_loss (+ val_accuracy for classifiers)
+        writer.row({"split": "val", "step": st.step, **val})
 
     try:
         writer.open(setup.fresh)
@@ -305,18 +306,22 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
     the global batch), lr of this update, grad_norm before clipping, param_norm after the update,
     grad_momentum_cos = mean over parameter tensors j of cos(g_t^j, m_{t-1}^j) (Dremov et al. App. G; None
     without moments), grad_momentum_cos_global = cos(g_t, m_{t-1}) of the concatenated vectors,
-    update_grad_cos = cos(-g_t, x_t - x_{t-1}), update_norm = ||x_t - x_{t-1}|| (reduced over ranks like param_norm).
+    update_grad_cos = cos(-g_t, x_t - x_{t-1}), update_norm = ||x_t - x_{t-1}|| (reduced over ranks like param_norm),
+    accuracy (classifiers only: share of the batch's images classified right, before the update).
     """
     spec, ctx, opt = setup.spec, setup.ctx, setup.optimizer
     local = rank_slice(seq, ctx.rank, ctx.world_size)
     chunks = micro_batches(local, spec.train.micro_batch_size)
     loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
+    acc_sum: torch.Tensor | None = None  # classifiers: accuracy on the train batch (before the update)
     for i, idx in enumerate(chunks):
         batch = to_device(setup.data.train_batch(idx), ctx.device)
         with dist_utils.no_sync(fwd, last=i == len(chunks) - 1), _autocast(spec, ctx.device):
-            loss = batch_loss(fwd, batch)
+            loss, acc = batch_loss_and_accuracy(fwd, batch)
             (loss * (len(idx) / len(local))).backward()
         loss_sum += loss.detach().double() * (len(idx) / len(local))
+        if acc is not None:
+            acc_sum = (acc_sum if acc_sum is not None else torch.zeros_like(loss_sum)) + acc * (len(idx) / len(local))
     lr = opt.param_groups[0]["lr"]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     gm_cos = gm_cos_global = prev = None
@@ -344,5 +349,7 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
                "grad_momentum_cos": gm_cos,
                "grad_momentum_cos_global": gm_cos_global,
                "update_grad_cos": None if ug is None else -ug}  # cos(-g_t, x_t - x_{t-1})
+        if acc_sum is not None:
+            row["accuracy"] = float(dist_utils.all_reduce_mean(acc_sum, ctx))
     opt.zero_grad(set_to_none=True)
     return row
