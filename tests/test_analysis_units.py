@@ -22,7 +22,6 @@ from wsdlab.analysis.units import (
 )
 from wsdlab.common.errors import ConfigError
 from wsdlab.report.catalog import FIGURES, figures_of
-from wsdlab.report.catalog import figures_of
 from wsdlab.train import RunSpec, run_preset
 from wsdlab.train.spec_io import write_spec
 
