@@ -121,11 +121,18 @@ class RunSpec(StrictModel):
     @model_validator(mode="after")
     def _check_lengths(self) -> "RunSpec":
         s = self.schedule
-        total = self.train.steps - (s.mid.steps if s.mid else 0)
+        if s.start_step >= self.train.steps:
+            raise ValueError(f"schedule.start_step ({s.start_step}) must be < train.steps ({self.train.steps})")
+        total = self.train.steps - s.start_step - (s.mid.steps if s.mid else 0)
         if total <= 0:
             raise ValueError(f"schedule.mid.steps ({s.mid.steps}) must be < train.steps ({self.train.steps})")
         if s.kind == "wsd":
-            cool = s.cooldown_steps if s.cooldown_steps is not None else round(s.cooldown_fraction * total)
+            if s.cooldown_steps is not None:
+                cool = s.cooldown_steps
+            elif s.stable_ratio is not None:
+                cool = round((1.0 - s.stable_ratio) * (total - s.warmup_steps))  # Table 6: stable ratio rho
+            else:
+                cool = round(s.cooldown_fraction * total)
             if s.warmup_steps + cool > total:
                 raise ValueError(
                     f"schedule: warmup_steps ({s.warmup_steps}) + cooldown ({cool}) exceed train.steps ({total})"
