@@ -15,6 +15,7 @@ from wsdlab.analysis import (  # noqa: E402,F401,I001  (imported for registratio
     perplexity,
     recency,
     update_norm,
+    wso,
 )
 from wsdlab.analysis.tables import read_table, write_table
 from wsdlab.analysis.units import (

@@ -4,7 +4,8 @@ WSO paper, App. D / Table 8: full-parameter SFT on the Tulu-3 SFT mixture, "a 9:
 validation", batch 128, one epoch; the loss is on response tokens only. Offline, the embedded default is an
 instruction set built from the standard-library corpus, held out by module: only the functions of the
 corpus's *validation* documents (modules the pre-training split never contains) become pairs:
-docstring -> function ("Write the Python function `name` ..."), function -> docstring.
+docstring -> function ("Write the Python function `name` ..."), function -> docstring; every 4th
+held-out module is kept apart for the downstream multiple-choice task (`eval_documents`).
 
 A row is `PROMPT_TEMPLATE.format(prompt) + response + <|endoftext|>`, tokenized with the corpus's own
 tokenizer, cut to seq_len + 1 tokens and padded with the separator; its mask (over the seq_len targets)
@@ -77,6 +78,19 @@ def held_out_documents(cfg: DataConfig) -> list[str]:
     docs = list(iter_documents(cfg))
     _, val_ids = split_documents(len(docs), cfg.val_fraction, cfg.split_seed)
     return [docs[i] for i in sorted(val_ids.tolist())]
+
+
+EVAL_EVERY = 4  # every 4th held-out module is kept for the multiple-choice task, the others give SFT pairs
+
+
+def sft_documents(cfg: DataConfig) -> list[str]:
+    """Held-out modules that give the SFT pairs (all but every EVAL_EVERY-th)."""
+    return [d for i, d in enumerate(held_out_documents(cfg)) if i % EVAL_EVERY != EVAL_EVERY - 1]
+
+
+def eval_documents(cfg: DataConfig) -> list[str]:
+    """Held-out modules kept for downstream evaluation: neither pre-training nor SFT reads them."""
+    return [d for i, d in enumerate(held_out_documents(cfg)) if i % EVAL_EVERY == EVAL_EVERY - 1]
 
 
 def hf_pairs(sft: SFTDataConfig, cache_dir: Path | None = None) -> list[Pair]:
@@ -159,7 +173,7 @@ class SFTBundle:
         self.tokens_per_item = cfg.seq_len
         sft = cfg.sft
         if sft.source == "stdlib":
-            pairs = stdlib_pairs(held_out_documents(corpus))
+            pairs = stdlib_pairs(sft_documents(corpus))
         else:
             from wsdlab.data.shards import cache_root
 
