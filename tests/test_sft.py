@@ -97,3 +97,13 @@ def test_sft_branch_restarts_warmup_and_reads_masked_pairs(parent, tmp_path: Pat
                                    0.5 * (1 + math.cos(math.pi * 3 / 4)), 0.0)]
     assert lrs == pytest.approx(expected, abs=1e-12)
     assert run.eval_rows()[-1]["val_loss"] > 0
+
+
+def test_sft_with_a_pretrained_tokenizer_prepares_no_corpus(tmp_path: Path) -> None:
+    # a pretrained tokenizer.json (Llama 3 at scale) is read directly; the corpus is never tokenized
+    corpus = load_data(DataConfig(**CORPUS), progress=False)
+    tok_path = corpus.directory / "tokenizer.json"
+    cfg = DataConfig(source="stdlib", max_documents=300, tokenizer="pretrained", tokenizer_path=str(tok_path),
+                     seq_len=64, cache_dir=str(tmp_path / "cache"), sft={"source": "stdlib"})
+    bundle = load_data(cfg, progress=False)
+    assert bundle.num_train > 0 and bundle.directory is None and not (tmp_path / "cache").exists()

@@ -163,12 +163,20 @@ class SFTBundle:
         assert cfg.sft is not None
         self.config = cfg
         corpus = cfg.model_copy(update={"sft": None})
-        self.directory = prepare_corpus(corpus, progress=progress)
-        self.meta = read_meta(self.directory)
-        self.tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
-        self.vocab_size = int(self.meta["vocab_size"])
+        if cfg.tokenizer == "pretrained" and cfg.tokenizer_path:  # e.g. the Llama 3 tokenizer: no corpus to prepare
+            from wsdlab.data.tokenizer import separator_id
+
+            self.directory = None
+            self.tokenizer = Tokenizer.from_file(str(Path(cfg.tokenizer_path).expanduser()))
+            self.vocab_size = self.tokenizer.get_vocab_size()
+            self.separator_id = separator_id(self.tokenizer, "data.tokenizer_path")
+        else:  # the corpus's own trained tokenizer
+            self.directory = prepare_corpus(corpus, progress=progress)
+            meta = read_meta(self.directory)
+            self.tokenizer = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
+            self.vocab_size = int(meta["vocab_size"])
+            self.separator_id = int(meta["separator_id"])
         self.num_classes = None
-        self.separator_id = int(self.meta["separator_id"])
         self.seq_len = cfg.seq_len
         self.tokens_per_item = cfg.seq_len
         sft = cfg.sft
