@@ -28,6 +28,7 @@ from wsdlab.train.spec_io import write_spec
 
 BUILTIN = ["schedules", "val_curves", "bias_variance", "perplexity", "averaging", "recency", "hyperparams",
            "alignment", "update_norm", "sharpness", "interpolate", "landscape", "trajectory", "probes"]
+BUILTIN += ["wso_eval", "wso_delta", "wso_sharpness", "wso_correlation"]  # the WSO study (paper 002)
 
 
 def test_every_builtin_unit_is_registered_with_options_tables_and_inputs() -> None:
