@@ -59,3 +59,17 @@ def test_export_refuses_an_existing_directory(tmp_path: Path) -> None:
     (tmp_path / "hf").mkdir()
     with pytest.raises(ConfigError, match="already exists"):
         export_hf(run.checkpoint(3), tmp_path / "hf")
+
+
+def test_cli_export_writes_the_directory(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wsdlab.cli import app
+
+    run = _run(tmp_path)
+    result = CliRunner().invoke(app, ["export", str(run.checkpoint(3)), str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "hf").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json",
+                                                            "tokenizer_config.json"}
+    again = CliRunner().invoke(app, ["export", str(run.checkpoint(3)), str(tmp_path / "hf")])
+    assert again.exit_code == 2 and "already exists" in again.output
