@@ -100,13 +100,14 @@ class _Tok:
 
 
 def test_acc_and_acc_norm_follow_lm_evaluation_harness() -> None:
-    # Log-likelihoods are sums over continuation tokens: the short choice " b" wins acc; dividing by its byte
-    # length, the long choice of favoured tokens " aaaa" (4 likely + 1 space) wins acc_norm.
+    # Log-likelihoods are sums over the continuation tokens (delimiter " " + choice): the short choice "b" wins
+    # acc; dividing by the choice's length (without the delimiter), the long choice "aaaa" of favoured tokens
+    # wins acc_norm.
     model = _Uniform(128, ord("a"))
-    item = MCItem("ctx", (" b", " aaaa"), gold=1)
+    item = MCItem("ctx", ("b", "aaaa"), gold=1)
     lp_a, lp_other = torch.log_softmax(model.table, 0)[ord("a")].item(), torch.log_softmax(model.table, 0)[0].item()
     ll = [2 * lp_other, lp_other + 4 * lp_a]
-    assert ll[0] > ll[1] and ll[1] / 5 > ll[0] / 2
+    assert ll[0] > ll[1] and ll[1] / 4 > ll[0] / 1
     scores = score_items(model, _Tok(), [item], max_len=32)
     assert scores == {"acc": 0.0, "acc_norm": 1.0, "n": 1}
 
@@ -118,7 +119,7 @@ def test_name_task_has_one_gold_among_four() -> None:
     for item in items:
         assert len(item.choices) == 4 and len(set(item.choices)) == 4
         doc_number = item.context.split()[2]
-        assert item.choices[item.gold] == f" f{doc_number}("
+        assert item.choices[item.gold] == f"f{doc_number}(" and item.delimiter == " "
 
 
 def test_fields_added_for_wso_keep_existing_run_identities(tmp_path: Path) -> None:

@@ -1,15 +1,18 @@
 """Multiple-choice tasks scored by log-likelihood, as lm-evaluation-harness scores them.
 
-lm-evaluation-harness (`api/task.py`, `process_results` of a `multiple_choice` task): each choice's
-score is the sum of the log-probabilities of its continuation tokens given the context; `acc` = 1 when
-the argmax of these sums is the gold choice; `acc_norm` divides each sum by the continuation's length in
-bytes (`len(choice.encode("utf-8"))`) before the argmax. Context and continuation are encoded apart and
-concatenated (the harness encodes the whole and splits it; with a byte-level BPE the two agree whenever
-the continuation starts a new pre-token, as the choices below do); the left of a too-long context is cut.
+lm-evaluation-harness (`api/task.py`, `process_results` of a `multiple_choice` task): each request is
+(context, target_delimiter + choice) and its score the sum of the log-probabilities of the continuation
+tokens given the context; `acc` = 1 when the argmax of these sums is the gold choice; `acc_norm` divides
+each sum by the choice's length (`completion_len = np.array([float(len(i)) for i in choices])`: characters
+of the choice without the delimiter; bytes for the ASCII choices here) before the argmax. Context and
+continuation are encoded apart and concatenated (the harness encodes the whole and splits it; with a
+byte-level BPE the two agree when the continuation starts with the delimiter, a new pre-token); the left
+of a too-long context is cut.
 
 The offline default task (`stdlib_name_task`): "pick the right function name for a docstring among four",
 built from the corpus's held-out modules that the SFT set does not use (`data.sft.eval_documents`):
-context `# <docstring summary>\\ndef`, choices ` <name>(` for the true name and three other names.
+context `# <docstring summary>\\ndef`, choices `<name>(` (after the delimiter " ") for the true name and
+three other names.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from torch import nn
 @dataclass(frozen=True)
 class MCItem:
     context: str
-    choices: tuple[str, ...]
+    choices: tuple[str, ...]  # without the delimiter
     gold: int
+    delimiter: str = " "  # lm-evaluation-harness's target_delimiter, put before each choice
 
 
 def stdlib_name_task(documents: Sequence[str], *, num_choices: int = 4, seed: int = 0,
@@ -48,7 +52,7 @@ def stdlib_name_task(documents: Sequence[str], *, num_choices: int = 4, seed: in
         picks = [others[i] for i in rng.choice(len(others), num_choices - 1, replace=False)]
         gold = int(rng.integers(num_choices))
         choices = picks[:gold] + [name] + picks[gold:]
-        items.append(MCItem(f"# {found[name]}\ndef", tuple(f" {c}(" for c in choices), gold))
+        items.append(MCItem(f"# {found[name]}\ndef", tuple(f"{c}(" for c in choices), gold))
     return items[:max_items] if max_items is not None else items
 
 
@@ -77,9 +81,10 @@ def score_items(model: nn.Module, tokenizer, items: Sequence[MCItem], max_len: i
     acc = acc_norm = 0
     try:
         for item in items:
-            lls = continuation_logprobs(model, tokenizer, item.context, item.choices, max_len, device)
+            conts = [item.delimiter + c for c in item.choices]
+            lls = continuation_logprobs(model, tokenizer, item.context, conts, max_len, device)
             acc += int(int(np.argmax(lls)) == item.gold)
-            normed = [ll / len(c.encode("utf-8")) for ll, c in zip(lls, item.choices)]
+            normed = [ll / float(len(c)) for ll, c in zip(lls, item.choices)]  # completion_len: len(choice)
             acc_norm += int(int(np.argmax(normed)) == item.gold)
     finally:
         model.train(was)
