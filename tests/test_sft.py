@@ -13,7 +13,13 @@ import torch.nn.functional as F
 
 from wsdlab.common.types import MaskedBatch
 from wsdlab.data import DataConfig, load_data
-from wsdlab.data.sft import PROMPT_TEMPLATE, encode_pairs, held_out_documents, split_pairs, stdlib_pairs
+from wsdlab.data.sft import (
+    PROMPT_TEMPLATE,
+    encode_pairs,
+    held_out_documents,
+    split_pairs,
+    stdlib_pairs,
+)
 from wsdlab.data.shards import split_documents
 from wsdlab.data.sources import iter_documents
 from wsdlab.models import batch_loss, build_model, model_config
@@ -25,7 +31,7 @@ CORPUS = dict(source="stdlib", max_documents=300, vocab_size=512, seq_len=64)
 def test_instruction_set_comes_from_held_out_modules_only() -> None:
     cfg = DataConfig(**CORPUS)
     docs = list(iter_documents(cfg))
-    train_ids, val_ids = split_documents(len(docs), cfg.val_fraction, cfg.split_seed)
+    _, val_ids = split_documents(len(docs), cfg.val_fraction, cfg.split_seed)
     held = held_out_documents(cfg)
     assert sorted(held) == sorted(docs[i] for i in val_ids)
     pairs = stdlib_pairs(held)

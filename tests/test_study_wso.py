@@ -95,7 +95,7 @@ class _Tok:
         def __init__(self, ids: list[int]) -> None:
             self.ids = ids
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> "_Tok._Enc":
+    def encode(self, text: str, add_special_tokens: bool = False) -> _Tok._Enc:
         return self._Enc([ord(c) for c in text])
 
 

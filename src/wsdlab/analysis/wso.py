@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from wsdlab.analysis.units import AnalysisUnit, RunSelector, SelectedRun, UnitContext, register_unit
+from wsdlab.analysis.units import (
+    AnalysisUnit,
+    RunSelector,
+    SelectedRun,
+    UnitContext,
+    register_unit,
+)
 from wsdlab.common.config import StrictModel
 from wsdlab.common.types import Row
 

@@ -27,7 +27,12 @@ from tokenizers import Tokenizer
 from wsdlab.common.errors import ConfigError, DataUnavailableError
 from wsdlab.common.types import MaskedBatch
 from wsdlab.data.config import DataConfig, SFTDataConfig
-from wsdlab.data.shards import TOKENIZER_FILE, prepare_corpus, read_meta, split_documents
+from wsdlab.data.shards import (
+    TOKENIZER_FILE,
+    prepare_corpus,
+    read_meta,
+    split_documents,
+)
 
 PROMPT_TEMPLATE = "<|user|>\n{prompt}\n<|assistant|>\n"  # the chat template (a plain-text one: any tokenizer)
 Pair = tuple[str, str]  # (prompt, response)
@@ -207,7 +212,7 @@ class SFTBundle:
             ids = ids.detach().cpu().reshape(-1).tolist()
         return self.tokenizer.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=False)
 
-    def order(self):  # noqa: ANN201 - SequenceOrder
+    def order(self):
         from wsdlab.data.orders import SequenceOrder
 
         return SequenceOrder(self.config.order, self.num_train)

@@ -50,7 +50,7 @@ def plot_sft_sweep(tables: Tables, fig: Figure | None = None) -> Figure:
     rows = require(tables, "wso_sft_sweep", ["scheduler", "alpha_pre", "lr", "sft_val_loss"])
     fig, axes = panels(fig, 1, width=6.0)
     ax = axes[0]
-    for name, members in group_by(rows, "base", "scheduler", "alpha_pre", "alpha_mid").items():
+    for members in group_by(rows, "base", "scheduler", "alpha_pre", "alpha_mid").values():
         members = sorted(members, key=lambda r: to_float(r["lr"]))
         label = model_name(members[0]) + (" (mid)" if members[0]["base"] == "mid" else "")
         ax.plot([to_float(r["lr"]) for r in members], [to_float(r["sft_val_loss"]) for r in members], marker="o",
@@ -69,7 +69,7 @@ def plot_sharpness(tables: Tables, fig: Figure | None = None) -> Figure:
     datasets = sorted({r["dataset"] for r in rows})
     fig, axes = panels(fig, len(datasets), width=5.6)
     for ax, dataset in zip(axes, datasets):
-        for _, members in group_by([r for r in rows if r["dataset"] == dataset], "scheduler", "alpha_pre").items():
+        for members in group_by([r for r in rows if r["dataset"] == dataset], "scheduler", "alpha_pre").values():
             members = sorted(members, key=lambda r: to_float(r["step"]))
             ax.errorbar([to_float(r["step"]) for r in members], [to_float(r["trace"]) for r in members],
                         yerr=[to_float(r["stderr"]) for r in members], marker="o", ms=3, capsize=2,
