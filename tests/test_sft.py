@@ -113,3 +113,33 @@ def test_sft_with_a_pretrained_tokenizer_prepares_no_corpus(tmp_path: Path) -> N
                      seq_len=64, cache_dir=str(tmp_path / "cache"), sft={"source": "stdlib"})
     bundle = load_data(cfg, progress=False)
     assert bundle.num_train > 0 and bundle.directory is None and not (tmp_path / "cache").exists()
+
+
+def test_hf_chat_dataset_pairs_from_local_files(tmp_path: Path) -> None:
+    # the Tulu-3 layout (messages: [{role, content}, ...]) through the datasets library, on a local JSONL file
+    import json
+
+    rows = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": f"a{i}"}]} for i in range(20)]
+    rows.append({"messages": [{"role": "user", "content": "no answer"}]})
+    path = tmp_path / "sft.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = DataConfig(**CORPUS, sft={"source": "hf", "hf_name": "json", "path": str(path)})
+    bundle = load_data(cfg, progress=False)
+    assert bundle.num_train + bundle.num_val == 20 and bundle.num_val == 2
+    batch = bundle.val_batch(np.array([0]))
+    assert bundle.decode(batch.tokens[0, 1:][batch.mask[0] > 0]).startswith("a")
+
+
+def test_unreachable_hub_sft_dataset_is_a_data_unavailable_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsdlab.common.errors import DataUnavailableError
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    cfg = DataConfig(**CORPUS, sft={"source": "hf", "hf_name": "allenai/tulu-3-sft-mixture-not-cached"})
+    with pytest.raises(DataUnavailableError, match="data.sft.hf_name"):
+        load_data(cfg, progress=False)

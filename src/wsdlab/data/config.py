@@ -47,9 +47,11 @@ class SFTDataConfig(StrictModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     source: Literal["stdlib", "hf"] = "stdlib"
-    hf_name: str | None = None
+    hf_name: str | None = Field(None, description="Dataset name, e.g. allenai/tulu-3-sft-mixture, or a local builder "
+                                "(json, parquet) reading `path`.")
     hf_config: str | None = None
     hf_split: str = "train"
+    path: str | None = Field(None, description="Local data files of a builder hf_name (json/parquet).")
     messages_field: str = "messages"
     max_examples: int | None = Field(None, gt=0, description="At most this many pairs (before the split).")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of pairs held out for validation (9:1).")

@@ -104,11 +104,13 @@ def hf_pairs(sft: SFTDataConfig, cache_dir: Path | None = None) -> list[Pair]:
 
     from wsdlab.data.sources import _is_unreachable
 
+    kwargs: dict[str, Any] = {"split": sft.hf_split, "cache_dir": None if cache_dir is None else str(cache_dir)}
+    if sft.path:
+        kwargs["data_files"] = str(Path(sft.path).expanduser())
     try:
-        ds = datasets.load_dataset(sft.hf_name, sft.hf_config, split=sft.hf_split,
-                                   cache_dir=None if cache_dir is None else str(cache_dir))
+        ds = datasets.load_dataset(sft.hf_name, sft.hf_config, **kwargs)
     except Exception as err:
-        if _is_unreachable(err):
+        if _is_unreachable(err) and not sft.path:
             raise DataUnavailableError(
                 f"data.sft.hf_name: dataset '{sft.hf_name}' cannot be loaded here ({type(err).__name__}); without "
                 "network only cached datasets load: use data.sft.source: stdlib") from None
