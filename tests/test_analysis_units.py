@@ -29,6 +29,7 @@ BUILTIN = ["schedules", "val_curves", "bias_variance", "perplexity", "averaging"
            "alignment", "update_norm", "sharpness", "interpolate", "landscape", "trajectory", "probes",
            "universality_curves", "universality_interpolate", "universality_sharpness", "universality_trajectory",
            "universality_length"]
+BUILTIN += ["wso_eval", "wso_delta", "wso_sharpness", "wso_correlation"]  # the WSO study (paper 002)
 
 
 def test_every_builtin_unit_is_registered_with_options_tables_and_inputs() -> None:

@@ -70,3 +70,21 @@ def test_universality_presets_follow_the_paper() -> None:
     assert cifar.train.batch_size == fmnist.train.batch_size == 128
     assert abs(cifar.train.steps * 128 / 50_000 - 50) < 0.1 and abs(fmnist.train.steps * 128 / 60_000 - 50) < 0.1
     assert PAPER_COOLDOWN_FRACTION == {"pythia-160m": 0.2, "cnn": 0.35, "cnn-fmnist": 0.35}
+
+
+def test_wso_paper_presets_follow_table6() -> None:
+    # Table 6: 80,000 steps, batch 4,194,304 (1B) / 12,582,912 (8B) tokens, seq 2048, lr 3e-4, warmup 1,000,
+    # wd 0.1, betas 0.9/0.95, clip 1.0, bf16, WSD stable ratio 0.75; App. A: RoPE theta 10,000, vocab 128,256
+    for name, tokens in (("1B", 4_194_304), ("8B", 12_582_912)):
+        spec = run_preset(name)
+        assert spec.train.steps == 80_000 and spec.train.batch_tokens == tokens and spec.data.seq_len == 2048
+        assert (spec.optim.lr, spec.optim.beta1, spec.optim.beta2, spec.optim.weight_decay) == (3e-4, 0.9, 0.95, 0.1)
+        assert spec.optim.grad_clip == 1.0 and spec.train.precision == "bf16"
+        assert spec.schedule.warmup_steps == 1000 and spec.schedule.stable_ratio == 0.75
+        assert spec.model.rope_theta == 10000.0 and spec.model.vocab_size == 128256 and spec.model.norm_eps == 1e-5
+
+
+def test_wso_presets_read_a_local_llama3_tokenizer(monkeypatch) -> None:
+    monkeypatch.setenv("WSDLAB_LLAMA3_TOKENIZER", "/models/llama3/tokenizer.json")
+    spec = run_preset("1B")
+    assert spec.data.tokenizer == "pretrained" and spec.data.tokenizer_path == "/models/llama3/tokenizer.json"

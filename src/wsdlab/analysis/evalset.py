@@ -44,10 +44,10 @@ def batch_weights(batches: Sequence[Batch]) -> list[float]:
 
 
 def move_batch(batch: Batch, device: torch.device | str) -> Batch:
-    """The batch on `device` (LM tensor or vision tuple)."""
+    """The batch on `device` (LM tensor, vision tuple, or a MaskedBatch, whose type is kept)."""
     if isinstance(batch, Tensor):
         return batch.to(device)
-    return tuple(t.to(device) for t in batch)
+    return type(batch)(t.to(device) for t in batch) if isinstance(batch, tuple) else tuple(t.to(device) for t in batch)
 
 
 @contextlib.contextmanager

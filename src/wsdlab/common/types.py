@@ -15,3 +15,19 @@ Row = dict[str, Any]  # one row of a table (written as CSV by wsdlab.analysis.ta
 Tables = dict[str, list[Row]]  # table name (CSV file name without .csv) -> rows
 # LM: LongTensor (B, T+1) of token ids; vision: (images (B,C,H,W) float32, labels (B,) long)
 Batch = Union["Tensor", Sequence["Tensor"]]
+
+
+class MaskedBatch(tuple):  # type: ignore[type-arg]
+    """An LM batch with a loss mask (supervised fine-tuning): `(tokens (B, T+1) long, mask (B, T) float)`.
+
+    `mask[b, i]` = 1 where target token `tokens[b, i + 1]` is scored (a response token), else 0. A tuple
+    subclass, so code that moves batches (`type(batch)(parts)`) keeps the type.
+    """
+
+    @property
+    def tokens(self) -> "Tensor":
+        return self[0]
+
+    @property
+    def mask(self) -> "Tensor":
+        return self[1]

@@ -123,4 +123,8 @@ def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:
     """The bundle of `cfg`, preparing (and caching) a token corpus on first use."""
     if cfg.is_vision:
         return ImageBundle(load_images(cfg, cache_root(cfg)), cfg)
+    if cfg.sft is not None:  # prompt/response pairs with loss masks (fine-tuning), the corpus's tokenizer
+        from wsdlab.data.sft import SFTBundle
+
+        return SFTBundle(cfg, progress=progress)  # type: ignore[return-value]
     return TokenBundle(prepare_corpus(cfg, progress=progress), cfg)

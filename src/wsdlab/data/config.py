@@ -33,6 +33,37 @@ class OrderConfig(StrictModel):
         return self
 
 
+class SFTDataConfig(StrictModel):
+    """Prompt/response pairs for supervised fine-tuning, tokenized with the corpus's tokenizer (WSO paper,
+    App. D: "Since the official dataset does not provide a predefined train-validation split, we create our
+    own using a 9:1 ratio for training and validation").
+
+    source `stdlib`: the embedded offline instruction set, built from the functions of the corpus's held-out
+    (validation) modules, so pre-training never read its answers: docstring -> function, function -> docstring.
+    source `hf`: a Hugging Face chat dataset by name (e.g. allenai/tulu-3-sft-mixture), its `messages_field`
+    a list of {role, content}; the first user turn is the prompt and the next assistant turn the response.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    source: Literal["stdlib", "hf"] = "stdlib"
+    hf_name: str | None = Field(None, description="Dataset name, e.g. allenai/tulu-3-sft-mixture, or a local builder "
+                                "(json, parquet) reading `path`.")
+    hf_config: str | None = None
+    hf_split: str = "train"
+    path: str | None = Field(None, description="Local data files of a builder hf_name (json/parquet).")
+    messages_field: str = "messages"
+    max_examples: int | None = Field(None, gt=0, description="At most this many pairs (before the split).")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of pairs held out for validation (9:1).")
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="Seed of the train/validation split.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SFTDataConfig":
+        if self.source == "hf" and not self.hf_name:
+            raise ValueError("sft source 'hf' needs hf_name")
+        return self
+
+
 class DataConfig(StrictModel):
     """A corpus: source -> documents -> tokenizer -> packed sequences of seq_len + 1 tokens."""
 
@@ -55,6 +86,8 @@ class DataConfig(StrictModel):
     split_seed: int = Field(0, ge=0, le=2**64 - 1)
     cache_dir: str | None = Field(None, description="Default: $WSDLAB_CACHE or ~/.cache/wsdlab.")
     order: OrderConfig = Field(default_factory=OrderConfig)
+    sft: SFTDataConfig | None = Field(None, description="Read prompt/response pairs (loss on responses) instead "
+                                      "of the packed corpus; the corpus above gives the tokenizer.")
 
     @model_validator(mode="after")
     def _check_source(self) -> "DataConfig":
@@ -64,6 +97,8 @@ class DataConfig(StrictModel):
             raise ValueError("source 'hf' needs hf_name")
         if self.tokenizer == "pretrained" and not self.tokenizer_path:
             raise ValueError("tokenizer 'pretrained' needs tokenizer_path (a local tokenizer.json)")
+        if self.sft is not None and self.is_vision:
+            raise ValueError(f"sft data needs a text corpus (its tokenizer), not '{self.source}'")
         return self
 
     @property

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsdlab.common.types import Batch
+from wsdlab.common.types import Batch, MaskedBatch
 
 Reduction = Literal["mean", "sum", "none"]
 
@@ -24,9 +24,18 @@ def batch_loss(model: nn.Module, batch: Batch, reduction: Reduction = "mean") ->
     LM batch: LongTensor (B, T+1); inputs [:, :-1], targets [:, 1:]; "none" gives per-token (B, T).
     Vision batch: (images (B, C, H, W), labels (B,)); "none" gives per-image (B,).
     "mean" averages over all target tokens (or images), "sum" adds them.
+    MaskedBatch (tokens (B, T+1), mask (B, T)): only targets with mask 1 count ("loss on response tokens
+    only"); "mean" divides by the number of scored tokens, "none" gives per-token losses times the mask.
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if isinstance(batch, MaskedBatch):
+        tokens, mask = batch
+        per_token = batch_loss(model, tokens, reduction="none") * mask.to(torch.float32)  # (B, T)
+        if reduction == "none":
+            return per_token
+        total = per_token.sum()
+        return total if reduction == "sum" else total / mask.sum().clamp(min=1).to(total.dtype)
     if isinstance(batch, Tensor):
         if batch.dim() != 2 or batch.shape[1] < 2:
             raise ValueError(f"LM batch must be a (B, T+1) tensor of token ids with T >= 1, got shape {tuple(batch.shape)}")

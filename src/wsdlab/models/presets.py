@@ -4,8 +4,9 @@
 - micro: ~1.1K parameters, small enough to build and diagonalise the full Hessian.
 - 60M, 210M: the Llama models of the cooldown-shapes study (schedules-and-scaling codebase: tied
   embeddings, SwiGLU width 8d/3 rounded up to a multiple of 256); names are total counts with tying.
-- 1B, 8B: the shapes of Llama-3.2-1B (tied) and Llama-3.1-8B (untied); Llama 3.1's long-context
-  RoPE frequency scaling is not applied (irrelevant at our seq_len 2048).
+- 1B, 8B: the WSO paper's models (App. A, Table 5: "Both the 1B and 8B models follow the Llama 3
+  architecture [...] RoPE theta 10000, RMS norm eps 1e-5", vocabulary 128,256), the shapes of
+  Llama-3.2-1B (tied) and Llama-3.1-8B (untied); no long-context RoPE frequency scaling.
 - pythia-160m: GPT-NeoX shapes of Pythia-160M (162,322,944 parameters, untied embed_out).
 - cnn, cnn-fmnist: the universality study's CNN on CIFAR-10 (3x32x32) and Fashion-MNIST (1x28x28).
 """
@@ -34,11 +35,11 @@ _PRESET_FIELDS: dict[str, dict[str, Any]] = {
     "210M": _llama(vocab_size=50304, seq_len=512, d_model=768, n_layers=24, n_heads=12, ffn_dim=2048, tie_embeddings=True),
     "1B": _llama(
         vocab_size=128256, seq_len=2048, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
-        rope_theta=500000.0, tie_embeddings=True,
+        rope_theta=10000.0, tie_embeddings=True,
     ),
     "8B": _llama(
         vocab_size=128256, seq_len=2048, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336,
-        rope_theta=500000.0, tie_embeddings=False,
+        rope_theta=10000.0, tie_embeddings=False,
     ),
     "pythia-160m": {
         "arch": "neox", "vocab_size": 50304, "seq_len": 2048, "d_model": 768, "n_layers": 12, "n_heads": 12,

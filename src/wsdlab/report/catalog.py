@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from wsdlab.report import figures as F
 from wsdlab.report import figures_geometry as G
 from wsdlab.report import figures_universality as U
+from wsdlab.report import figures_wso as W
 from wsdlab.report.aggregate import (
     Row,
     Tables,
@@ -119,6 +120,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("probes", "Linear probes", "How well each layer's representation predicts the next token."),
     Section("universality", "Universality: an LM beside a CNN (paper 001)",
             "WSD vs warmup-cosine on a language model (left) and a small CNN (right), the paper's Figs. 1-7 in order."),
+    Section("wso", "Decay or no decay before fine-tuning (WSO)",
+            "Scheduler x alpha_pre pre-training, mid-training (alpha_mid) and SFT learning-rate sweeps: differences "
+            "from the best decay-based schedule (Tables 1-4), sharpness along pre-training (Fig. 3) and its "
+            "correlation with the SFT score (Fig. 4)."),
 )
 
 
@@ -251,6 +256,42 @@ def _probes_summary(tables: Tables) -> list[Row]:
         if "step" in rows[0] else rows
 
 
+
+def _fmt(v: object, digits: int = 4) -> object:
+    try:
+        return round(float(v), digits)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return v
+
+
+def _wso_delta_summary(tables: Tables) -> list[Row]:
+    return [{"stage": r["stage"], "model": W.model_name(r), "PT loss": _fmt(r.get("pt_val_loss")),
+             "Δ PT loss": _fmt(r.get("d_pt_val_loss")), "Δ PT task": _fmt(r.get("d_pt_task")),
+             "Δ SFT task": _fmt(r.get("d_sft_task")), "Δ SFT loss": _fmt(r.get("d_sft_val_loss")),
+             "SFT lr": r.get("sft_lr")} for r in tables["wso_delta"]]
+
+
+def _wso_sweep_summary(tables: Tables) -> list[Row]:
+    return [{"base": r["base"], "model": W.model_name(r), "best lr": r["lr"], "SFT loss": _fmt(r["sft_val_loss"]),
+             "task acc_norm": _fmt(r["task_acc_norm"])}
+            for r in tables["wso_sft_sweep"] if str(r.get("best")) in ("True", "true", "1")]
+
+
+def _wso_sharpness_summary(tables: Tables) -> list[Row]:
+    rows = tables["wso_sharpness"]
+    last: dict[tuple, Row] = {}
+    for r in rows:
+        key = (r["run"], r["dataset"])
+        if key not in last or float(r["step"]) > float(last[key]["step"]):
+            last[key] = r
+    return [{"model": W.model_name(r), "dataset": r["dataset"], "step": r["step"], "trace": _fmt(r["trace"], 2),
+             "stderr": _fmt(r["stderr"], 2)} for r in last.values()]
+
+
+def _wso_correlation_summary(tables: Tables) -> list[Row]:
+    return [{"sharpness on": r["dataset"], "score": r["score"], "r": _fmt(r["r"], 3), "95% CI low": _fmt(r["ci_low"], 3),
+             "95% CI high": _fmt(r["ci_high"], 3), "n": r["n"]} for r in tables.get("wso_correlation", [])]
+
 FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("schedules", "schedules", "Learning-rate factor vs step for each cooldown shape.",
                ("schedules",), F.plot_schedules, _schedules_summary, unit="schedules"),
@@ -358,6 +399,23 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Fig. 7: share of variance explained by PC1 of the stable (S) and decay (D) iterates; boxes over runs "
                "(dotted: the paper's ~40%).",
                ("universality_trajectory",), U.plot_pc1_share, U.summary_pc1, unit="universality_trajectory"),
+    FigureSpec("wso_delta", "wso",
+               "Tables 1-4: each model's difference from the best decay-based schedule (alpha_pre < 1) in PT validation "
+               "loss, PT task acc_norm, SFT task acc_norm and SFT validation loss (best LR per model).",
+               ("wso_delta",), W.plot_delta, _wso_delta_summary, unit="wso_delta"),
+    FigureSpec("wso_sft_sweep", "wso",
+               "SFT validation loss for every learning rate of the sweep, per pre-trained (solid) and mid-trained "
+               "(dotted) model (Table 8).",
+               ("wso_sft_sweep",), W.plot_sft_sweep, _wso_sweep_summary, unit="wso_eval"),
+    FigureSpec("wso_sharpness", "wso",
+               "Fig. 3: Hessian trace (Hutchinson, ± standard error) at checkpoints along pre-training, on the "
+               "pre-training and the SFT validation sets.",
+               ("wso_sharpness",), W.plot_sharpness, _wso_sharpness_summary, unit="wso_sharpness"),
+    FigureSpec("wso_sharpness_sft", "wso",
+               "Fig. 4: SFT score (− best SFT validation loss) vs final pre-training sharpness, with Pearson r and "
+               "its 95% confidence interval (the paper: r = −0.709).",
+               ("wso_sharpness_sft",), W.plot_sharpness_sft, _wso_correlation_summary,
+               optional_tables=("wso_correlation",), unit="wso_correlation"),
 )
 
 

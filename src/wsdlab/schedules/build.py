@@ -17,8 +17,23 @@ from wsdlab.schedules.core import (
 from wsdlab.schedules.shapes import get_shape
 
 
+def own_steps(cfg: ScheduleConfig, total_steps: int) -> int:
+    """The schedule's own length: `total_steps - start_step` (ConfigError when nothing is left)."""
+    if cfg.start_step == 0:
+        return total_steps
+    if isinstance(total_steps, int) and not isinstance(total_steps, bool) and total_steps <= cfg.start_step:
+        raise ConfigError(f"total_steps ({total_steps}) must exceed schedule.start_step ({cfg.start_step})")
+    return total_steps - cfg.start_step
+
+
+def stable_ratio_cooldown(rho: float, total: int, warmup: int) -> int:
+    """WSD cooldown length from the stable ratio rho (WSO paper, Table 6: "the LR remains stable for 75% of
+    training after warmup, with decay occurring in the final 25%"): round((1 - rho) * (T_pre - T_warmup))."""
+    return round((1.0 - rho) * (total - warmup))
+
+
 def pretrain_steps(cfg: ScheduleConfig, total_steps: int) -> int:
-    """T_pre: the steps before the mid-training stage (all of them without one)."""
+    """T_pre: the steps before the mid-training stage (all of them without one), counted from start_step."""
     if isinstance(total_steps, bool):
         raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
     try:
@@ -27,6 +42,7 @@ def pretrain_steps(cfg: ScheduleConfig, total_steps: int) -> int:
         raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}") from None
     if total_steps < 1:
         raise ConfigError(f"total_steps must be a positive integer, got {total_steps}")
+    total_steps = own_steps(cfg, total_steps)
     if cfg.mid is None:
         return total_steps
     if cfg.mid.steps >= total_steps:
@@ -37,15 +53,21 @@ def pretrain_steps(cfg: ScheduleConfig, total_steps: int) -> int:
 def cooldown_steps(cfg: ScheduleConfig, total_steps: int) -> int:
     """T - T_c: how many steps at the end of pre-training decay.
 
-    wsd: `cooldown_steps` when set, else round(F * T_pre) (Python's round, as RunSpec validates);
+    wsd: `cooldown_steps` when set, else round((1 - rho) * (T_pre - warmup)) with the stable ratio rho when
+    set, else round(F * T_pre) (Python's round, as RunSpec validates);
     cosine / linear: T_pre - warmup_steps (they decay right after warmup); wso: 0.
     Raises ValueError when warmup and cooldown do not fit in T_pre.
     """
     total = pretrain_steps(cfg, total_steps)
     if cfg.kind == "wsd":
-        cool = cfg.cooldown_steps if cfg.cooldown_steps is not None else round(cfg.cooldown_fraction * total)
+        if cfg.cooldown_steps is not None:
+            cool, field = cfg.cooldown_steps, "cooldown_steps"
+        elif cfg.stable_ratio is not None:
+            cool = stable_ratio_cooldown(cfg.stable_ratio, total, cfg.warmup_steps)
+            field = f"round((1 - stable_ratio) * ({total} - warmup_steps))"
+        else:
+            cool, field = round(cfg.cooldown_fraction * total), f"round(cooldown_fraction * {total})"
         if cfg.warmup_steps + cool > total:
-            field = "cooldown_steps" if cfg.cooldown_steps is not None else f"round(cooldown_fraction * {total})"
             raise ConfigError(
                 f"warmup_steps ({cfg.warmup_steps}) + {field} ({cool}) exceed the {_total_name(cfg)} ({total})"
             )
@@ -76,7 +98,18 @@ def build_schedule(cfg: ScheduleConfig, total_steps: int) -> Schedule:
         raise ConfigError(f"kind: unknown schedule kind '{cfg.kind}'")
     if cfg.mid is not None:
         schedule = with_mid_training(schedule, total, cfg.mid.steps, cfg.mid.alpha_mid)
+    if cfg.start_step:
+        schedule = shifted(schedule, cfg.start_step)
     return schedule
+
+
+def shifted(schedule: Schedule, start: int) -> Schedule:
+    """`schedule` seen from step `start`: t -> schedule(t - start) (a stage with its own warmup)."""
+
+    def own(step: int) -> float:
+        return schedule(max(step - start, 0))
+
+    return own
 
 
 def schedule_values(cfg: ScheduleConfig, total_steps: int) -> list[float]:

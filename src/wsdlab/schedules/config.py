@@ -25,7 +25,8 @@ class ScheduleConfig(StrictModel):
     """LR factor schedule (multiplies optim.lr). Total steps come from train.steps.
 
     wsd: warmup, stable at 1, cooldown over the last `cooldown_fraction` of the run
-         (or exactly `cooldown_steps`, which wins when set; a cooldown branch uses it).
+         (or exactly `cooldown_steps`, which wins when set; a cooldown branch uses it; or by the
+         stable ratio `stable_ratio`, which wins over `cooldown_fraction`).
     wso: warmup then constant (the stable phase; no decay).
     cosine / linear: warmup then decay to `alpha` at the end.
     """
@@ -39,7 +40,15 @@ class ScheduleConfig(StrictModel):
     shape: str = Field("sqrt", description="Cooldown shape name: linear, cosine, mirror_cosine, square, sqrt, lowered_linear, or a registered/expr shape.")
     shape_param: float | None = Field(None, description="Parameter of the shape (p of lowered_linear).")
     shape_expr: str | None = Field(None, description="A shape written as an expression of x, e.g. '1 - x**3'; used when shape == 'expr'.")
+    stable_ratio: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="rho (WSO paper, Table 6): 'the LR remains stable for 75% of training after warmup, with decay "
+                    "occurring in the final 25%'. wsd: cooldown = round((1 - rho) * (T_pre - warmup_steps)); "
+                    "overrides cooldown_fraction (not cooldown_steps).")
     alpha: float = Field(0.0, ge=0.0, le=1.0, description="Minimum-LR factor reached at the end of the decay.")
+    start_step: int = Field(
+        0, ge=0, description="The schedule's own step 0: it sees t - start_step and lasts train.steps - start_step "
+                             "(a fine-tuning stage warms up from its own start; 0 = the absolute step).")
     mid: MidTrainingConfig | None = None
 
     @field_validator("shape_param")

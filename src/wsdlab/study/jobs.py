@@ -61,3 +61,20 @@ class TrainJob(JobKind):
         from wsdlab.train import train
 
         train(spec, out, sinks=sinks)
+
+
+@register_job
+class SFTJob(JobKind):
+    """Supervised fine-tuning (WSO paper, App. D): a `restart` branch on prompt/response pairs (`data.sft`),
+    trained with the same loop; its schedule starts at the branch (Table 8's warmup counts from there)."""
+
+    name = "sft"
+
+    def run(self, spec: RunSpec, out: Path, sinks: Sequence[Any] = ()) -> None:
+        from wsdlab.train import train
+
+        if spec.data.sft is None:
+            raise ConfigError(f"job sft: run '{spec.name}' reads no SFT data; set branch.data.sft (e.g. {{source: stdlib}})")
+        if spec.init_from is not None and spec.schedule.start_step == 0:
+            raise ConfigError(f"job sft: run '{spec.name}' needs branch.mode restart (a schedule from its own start)")
+        train(spec, out, sinks=sinks)

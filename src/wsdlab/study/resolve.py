@@ -48,9 +48,20 @@ class ResolvedRun:
         return self.spec.branch.parent_step or 0 if self.spec.branch is not None else 0
 
 
+# Spec fields added after studies were first written, left out of a run's identity while at their default so
+# that the run folders of existing studies keep their names: (section, field) -> default.
+LATE_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("schedule", "stable_ratio"): None, ("schedule", "start_step"): 0, ("data", "sft"): None, ("branch", "schedule"): {},
+}
+
+
 def run_identity(spec: RunSpec, study_dir: Path) -> str:
-    """spec_hash of the spec with `init_from` made relative to the study folder (location independent)."""
+    """spec_hash of the spec with `init_from` made relative to the study folder (location independent)
+    and the LATE_DEFAULTS fields left out while at their defaults."""
     data = spec.model_dump(mode="json")
+    for (section, name), default in LATE_DEFAULTS.items():
+        if isinstance(data.get(section), dict) and data[section].get(name, default) == default:
+            data[section].pop(name, None)
     if data.get("init_from"):
         init = Path(data["init_from"])
         try:

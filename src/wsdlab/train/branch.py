@@ -3,7 +3,8 @@
 The branch keeps the parent's model, data, optimizer and warmup; in mode `cooldown` its schedule is
 WSD whose cooldown is the branch (`cooldown_steps = steps`, `train.steps = parent_step + steps`), so
 the first update of the branch (step parent_step + 1) already uses the cooldown LR; in mode `mid` the
-parent's schedule goes on with a mid-training decay (`schedule.mid`).
+parent's schedule goes on with a mid-training decay (`schedule.mid`); in mode `restart` (fine-tuning)
+a new schedule starts at the branch (`schedule.start_step` = the parent step).
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, *
         if cfg.alpha is not None:
             sched["alpha"] = cfg.alpha
         name = f"cd-{cfg.shape}-{steps}"
+    elif cfg.mode == "restart":  # a new schedule from the branch's own start (SFT, Table 8)
+        sched.clear()
+        sched.update({"kind": "cosine", "warmup_steps": 0, "alpha": 0.0, **cfg.schedule, "start_step": parent_step})
+        name = f"ft-{steps}"
     else:  # mid-training continues the parent's (finished) pre-training schedule, eq. 11
         if parent_step != parent.train.steps or parent.schedule.mid is not None:
             raise ConfigError(f"mode 'mid': branch from the final step of a pre-training run (the checkpoint is at "

@@ -69,12 +69,15 @@ class BranchConfig(StrictModel):
     last `cooldown_steps` (default: all `steps`) of the branch, so a shorter decay first continues the
     parent's peak LR. mode `mid` (mid-training, WSO paper eq. 11): the parent's schedule continues from
     its final LR, decaying linearly to `alpha_mid` of it over the branch (the parent must end there).
+    mode `restart` (fine-tuning, WSO paper Table 8: "Cosine with warmup", "Warmup steps 100", "Minimum LR 0"):
+    a new schedule `schedule` (ScheduleConfig fields; default cosine, no warmup, alpha 0) that sees the
+    branch's own steps (`schedule.start_step` = the parent step), so its warmup starts at the branch.
     """
 
     model_config = FINITE
 
     steps: int = Field(gt=0, description="Updates of the branch (train.steps = parent step + steps).")
-    mode: Literal["cooldown", "mid"] = "cooldown"
+    mode: Literal["cooldown", "mid", "restart"] = "cooldown"
     shape: str = Field("sqrt", description="Cooldown shape (mode cooldown).")
     shape_param: float | None = Field(None, description="Shape parameter (p of lowered_linear).")
     shape_expr: str | None = Field(None, description="Expression of x, for shape 'expr'.")
@@ -88,6 +91,8 @@ class BranchConfig(StrictModel):
     match_half_life: bool = Field(False, description="Betas -> beta**k with batch x k: the EMA half-life in tokens kept.")
     weight_decay_off: bool = Field(False, description="No weight decay in the branch.")
     reset_optimizer: bool = Field(False, description="Start the branch with fresh AdamW moments.")
+    schedule: dict[str, Any] = Field(default_factory=dict, description="Mode restart: the branch's own schedule "
+                                     "(ScheduleConfig fields; default kind cosine, warmup_steps 0, alpha 0).")
     data: dict[str, Any] = Field(default_factory=dict, description="DataConfig fields replaced in the branch "
                                  "(e.g. another source for mid-training).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Any other dotted RunSpec key, applied last.")
@@ -101,8 +106,12 @@ class BranchConfig(StrictModel):
             raise ValueError(f"cooldown_steps ({self.cooldown_steps}) exceeds the branch's steps ({self.steps})")
         if self.cooldown_steps is not None and self.batch_scale is not None:
             raise ValueError("cooldown_steps and batch_scale cannot be combined")
-        if self.mode == "mid" and (self.cooldown_steps is not None or self.batch_scale is not None):
-            raise ValueError("mode 'mid' takes neither cooldown_steps nor batch_scale")
+        if self.mode in ("mid", "restart") and (self.cooldown_steps is not None or self.batch_scale is not None):
+            raise ValueError(f"mode '{self.mode}' takes neither cooldown_steps nor batch_scale")
+        if self.schedule and self.mode != "restart":
+            raise ValueError("schedule is only used with mode 'restart'")
+        if "start_step" in self.schedule:
+            raise ValueError("schedule.start_step is set by the branch (its parent step)")
         return self
 
 
@@ -121,11 +130,18 @@ class RunSpec(StrictModel):
     @model_validator(mode="after")
     def _check_lengths(self) -> "RunSpec":
         s = self.schedule
-        total = self.train.steps - (s.mid.steps if s.mid else 0)
+        if s.start_step >= self.train.steps:
+            raise ValueError(f"schedule.start_step ({s.start_step}) must be < train.steps ({self.train.steps})")
+        total = self.train.steps - s.start_step - (s.mid.steps if s.mid else 0)
         if total <= 0:
             raise ValueError(f"schedule.mid.steps ({s.mid.steps}) must be < train.steps ({self.train.steps})")
         if s.kind == "wsd":
-            cool = s.cooldown_steps if s.cooldown_steps is not None else round(s.cooldown_fraction * total)
+            if s.cooldown_steps is not None:
+                cool = s.cooldown_steps
+            elif s.stable_ratio is not None:
+                cool = round((1.0 - s.stable_ratio) * (total - s.warmup_steps))  # Table 6: stable ratio rho
+            else:
+                cool = round(s.cooldown_fraction * total)
             if s.warmup_steps + cool > total:
                 raise ValueError(
                     f"schedule: warmup_steps ({s.warmup_steps}) + cooldown ({cool}) exceed train.steps ({total})"

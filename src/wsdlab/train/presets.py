@@ -5,8 +5,11 @@ branch from its checkpoints with `branch_spec` / `wsdlab cooldown`.
 Paper settings (from our reading of the papers; numbers we could not pin down are marked "~"):
 - 60M, 210M (Dremov et al., cooldown dynamics; Hägele et al. 2024 codebase): SlimPajama, seq 512,
   AdamW (0.9, 0.95), wd 0.1, clip 1.0, lr 1e-3, ~batch 256 sequences (131k tokens), ~300 warmup steps.
-- 1B, 8B (WSO / decay-vs-no-decay study): FineWeb-Edu, seq 2048, lr 3e-4, ~1M / ~2M tokens per batch,
-  FSDP; the corpus is re-tokenized with our byte-level BPE (no hub tokenizer offline).
+- 1B, 8B (WSO paper, Table 6 as printed): 80,000 steps, batch 4,194,304 tokens (1B) / 12,582,912 (8B),
+  sequence 2,048, AdamW lr 3e-4, beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1, clipping 1.0, warmup
+  1,000 steps, WSD stable ratio rho 0.75 (used when schedule.kind is wsd), bfloat16, FSDP; FineWeb-Edu.
+  "We use the Llama 3 tokenizer with a vocabulary size of 128,256 tokens" (App. A): its tokenizer.json is
+  read from $WSDLAB_LLAMA3_TOKENIZER when set (no hub offline), else our byte-level BPE of that size.
 - pythia-160m, as the universality paper (001, App. A) trained it: "approximately 3 billion tokens from
   the cerebras/SlimPajama-627B HF dataset [...] a batch size of 256 and a sequence length of 2048":
   5722 steps x 256 x 2048 = 3.0B tokens; lr 6e-4, wd 0.01 and warmup 1% (57 steps) are Pythia's (~,
@@ -19,6 +22,7 @@ Paper settings (from our reading of the papers; numbers we could not pin down ar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -70,9 +74,14 @@ def _slimpajama(seq_len: int) -> DataConfig:
     return DataConfig(source="hf", hf_name="DKYoon/SlimPajama-6B", streaming=True, vocab_size=50304, seq_len=seq_len)
 
 
-def _fineweb(seq_len: int) -> DataConfig:
+LLAMA3_TOKENIZER_ENV = "WSDLAB_LLAMA3_TOKENIZER"  # a local Llama 3 tokenizer.json (App. A)
+
+
+def _fineweb(seq_len: int, llama3_tokenizer: bool = False) -> DataConfig:
+    path = os.environ.get(LLAMA3_TOKENIZER_ENV) if llama3_tokenizer else None
+    tok: dict[str, Any] = {"tokenizer": "pretrained", "tokenizer_path": path} if path else {}
     return DataConfig(source="hf", hf_name="HuggingFaceFW/fineweb-edu", hf_config="sample-10BT", streaming=True,
-                      vocab_size=128256, seq_len=seq_len)
+                      vocab_size=128256, seq_len=seq_len, **tok)
 
 
 def _60m() -> RunSpec:
@@ -85,14 +94,21 @@ def _210m() -> RunSpec:
                micro_batch_size=32, eval_every=1000, eval_batches=32, checkpoint_every=4000, snapshot_every=1000)
 
 
+def _wso_paper(name: str, batch_tokens: int, micro_batch_size: int) -> RunSpec:
+    """Table 6 (WSO paper): the 1B / 8B pre-training settings; checkpoints every 4,000 steps (App. H's sharpness)."""
+    spec = _lm(name, name, _fineweb(2048, llama3_tokenizer=True),
+               OptimConfig(lr=3e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0), 1000,
+               steps=80_000, batch_tokens=batch_tokens, micro_batch_size=micro_batch_size, eval_every=1000,
+               eval_batches=16, checkpoint_every=4000, precision="bf16", fsdp=True)
+    return spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"stable_ratio": 0.75})})
+
+
 def _1b() -> RunSpec:
-    return _lm("1B", "1B", _fineweb(2048), OptimConfig(lr=3e-4), 2000, steps=50_000, batch_size=512,
-               micro_batch_size=8, eval_every=1000, eval_batches=16, checkpoint_every=5000, fsdp=True)
+    return _wso_paper("1B", 4_194_304, 8)
 
 
 def _8b() -> RunSpec:
-    return _lm("8B", "8B", _fineweb(2048), OptimConfig(lr=3e-4), 2000, steps=50_000, batch_size=1024,
-               micro_batch_size=2, eval_every=1000, eval_batches=16, checkpoint_every=2500, fsdp=True)
+    return _wso_paper("8B", 12_582_912, 2)
 
 
 # The universality paper's WSD cooldown per preset: "a cooldown length of 20% of the total steps" (LM),

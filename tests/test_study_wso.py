@@ -1,0 +1,136 @@
+"""The WSO study (paper 002): `wsdlab study run wso --quick` end to end, and its tables' formulas by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from wsdlab.analysis.multiple_choice import MCItem, score_items, stdlib_name_task
+from wsdlab.analysis.tables import read_table
+from wsdlab.analysis.wso import delta_rows, pearson_ci
+from wsdlab.cli import app
+from wsdlab.train.runstore import RunDir
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_wso_quick_runs_every_stage_and_table(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "wso"
+    result = runner.invoke(app, ["study", "run", "wso", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    runs = {p.name.rsplit("-", 1)[0]: RunDir(p) for p in (out / "runs").iterdir() if (p / "COMPLETE").is_file()}
+    assert len(runs) == 7 + 14 + 14 + 14
+    wsd = runs["pretrain-wsd-alpha0"].spec.schedule
+    assert wsd.stable_ratio == 0.75 and wsd.kind == "wsd"
+    sft = runs["sft-cosine-a0.1-lr0.001"].spec
+    assert sft.data.sft is not None and sft.schedule.kind == "cosine" and sft.schedule.start_step == 12
+    assert sft.optim.weight_decay == 0.0 and sft.optim.lr == 0.001
+    lrs = [r["lr"] for r in runs["sft-cosine-a0.1-lr0.001"].metrics() if "lr" in r]
+    assert lrs[0] == pytest.approx(0.001)  # warmup 1 step from the stage's own start, then cosine to 0
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    mid = runs["mid-linear-a0.1-m0"].spec
+    assert mid.schedule.mid.alpha_mid == 0.0 and mid.data.order.portion == 1
+    tables = out / "tables"
+    delta = read_table(tables / "wso_delta.csv")
+    assert {r["stage"] for r in delta} == {"pretrain", "mid"} and len(delta) == 7 + 14
+    sweep = read_table(tables / "wso_sft_sweep.csv")
+    assert len(sweep) == 14 + 14 and sum(str(r["best"]) == "True" for r in sweep) == 7 + 14
+    sharp = read_table(tables / "wso_sharpness.csv")
+    assert {r["dataset"] for r in sharp} == {"pt", "sft"} and {int(float(r["step"])) for r in sharp} == {6, 12}
+    assert all(float(r["stderr"]) >= 0 for r in sharp)
+    corr = read_table(tables / "wso_correlation.csv")
+    assert {(r["dataset"], r["score"]) for r in corr} >= {("pt", "sft_score"), ("sft", "sft_score")}
+    for name in ("wso_delta", "wso_sft_sweep", "wso_sharpness", "wso_sharpness_sft"):
+        assert (out / "figures" / f"{name}.png").is_file()
+    assert "wso_sharpness_sft" in (out / "report.html").read_text()
+
+
+def test_delta_is_the_difference_from_the_best_decay_based_schedule() -> None:
+    models = [{"stage": "pretrain", "scheduler": k, "alpha_pre": a, "alpha_mid": "", "pt_val_loss": loss,
+               "task_acc_norm": task} for k, a, loss, task in
+              [("wso", 1.0, 2.431, 0.580), ("wsd", 0.0, 2.360, 0.585), ("cosine", 0.1, 2.379, 0.596)]]
+    sweep = [{"base": "pretrain", "scheduler": k, "alpha_pre": a, "alpha_mid": "", "best": True, "lr": 1e-5,
+              "task_acc_norm": t, "sft_val_loss": 1.0} for k, a, t in [("wso", 1.0, 0.50), ("wsd", 0.0, 0.45),
+                                                                        ("cosine", 0.1, 0.47)]]
+    rows = {r["scheduler"]: r for r in delta_rows(models, sweep)}
+    # Table 9 numbers (1B): best decay-based PT loss is WSD alpha 0 (2.360), best PT task cosine 0.1 (59.6)
+    assert rows["wso"]["d_pt_val_loss"] == pytest.approx(2.431 - 2.360)
+    assert rows["wsd"]["d_pt_val_loss"] == pytest.approx(0.0)
+    assert rows["wso"]["d_pt_task"] == pytest.approx(0.580 - 0.596)
+    assert rows["wso"]["d_sft_task"] == pytest.approx(0.50 - 0.47)
+    assert rows["cosine"]["d_sft_task"] == pytest.approx(0.0)
+
+
+def test_pearson_ci_by_hand() -> None:
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]
+    r, lo, hi = pearson_ci(x, y)
+    assert r == pytest.approx(0.8)  # cov 2.0 / var 2.5 (both)
+    half = 1.959963984540054 / math.sqrt(2)
+    assert lo == pytest.approx(math.tanh(math.atanh(0.8) - half)) and hi == pytest.approx(math.tanh(math.atanh(0.8) + half))
+    assert math.isnan(pearson_ci([1, 2, 3], [1, 1, 1])[0])
+
+
+class _Uniform(torch.nn.Module):
+    """Logits that favour token ids by a fixed table, whatever the context (checks the scoring rules)."""
+
+    def __init__(self, vocab: int, favourite: int) -> None:
+        super().__init__()
+        self.table = torch.zeros(vocab)
+        self.table[favourite] = 1.0
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table.expand(*idx.shape, -1).clone()
+
+
+class _Tok:
+    """Characters as token ids (ord)."""
+
+    class _Enc:
+        def __init__(self, ids: list[int]) -> None:
+            self.ids = ids
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> _Tok._Enc:
+        return self._Enc([ord(c) for c in text])
+
+
+def test_acc_and_acc_norm_follow_lm_evaluation_harness() -> None:
+    # Log-likelihoods are sums over the continuation tokens (delimiter " " + choice): the short choice "b" wins
+    # acc; dividing by the choice's length (without the delimiter), the long choice "aaaa" of favoured tokens
+    # wins acc_norm.
+    model = _Uniform(128, ord("a"))
+    item = MCItem("ctx", ("b", "aaaa"), gold=1)
+    lp_a, lp_other = torch.log_softmax(model.table, 0)[ord("a")].item(), torch.log_softmax(model.table, 0)[0].item()
+    ll = [2 * lp_other, lp_other + 4 * lp_a]
+    assert ll[0] > ll[1] and ll[1] / 4 > ll[0] / 1
+    scores = score_items(model, _Tok(), [item], max_len=32)
+    assert scores == {"acc": 0.0, "acc_norm": 1.0, "n": 1}
+
+
+def test_name_task_has_one_gold_among_four() -> None:
+    source = "\n".join(f'def f{i}(x):\n    """Doc {i} here."""\n    return x\n' for i in range(6))
+    items = stdlib_name_task([source])
+    assert len(items) == 6
+    for item in items:
+        assert len(item.choices) == 4 and len(set(item.choices)) == 4
+        doc_number = item.context.split()[2]
+        assert item.choices[item.gold] == f"f{doc_number}(" and item.delimiter == " "
+
+
+def test_fields_added_for_wso_keep_existing_run_identities(tmp_path: Path) -> None:
+    # stable_ratio, start_step, data.sft and branch.schedule at their defaults do not rename existing run folders
+    from wsdlab.common.hashing import spec_hash
+    from wsdlab.study.resolve import run_identity
+    from wsdlab.train import run_preset
+
+    spec = run_preset("tiny")
+    data = spec.model_dump(mode="json")
+    del data["schedule"]["stable_ratio"], data["schedule"]["start_step"], data["data"]["sft"]
+    assert run_identity(spec, tmp_path) == spec_hash(data)
+    changed = spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"stable_ratio": 0.75})})
+    assert run_identity(changed, tmp_path) != run_identity(spec, tmp_path)
