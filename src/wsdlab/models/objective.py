@@ -56,7 +56,7 @@ def batch_loss_and_accuracy(model: nn.Module, batch: Batch) -> tuple[Tensor, Ten
 
     One forward pass; the loss keeps its graph, the accuracy is detached (B,) -> scalar.
     """
-    if isinstance(batch, Tensor):
+    if isinstance(batch, (Tensor, MaskedBatch)):  # token batches (masked ones too): no accuracy
         return batch_loss(model, batch), None
     if len(batch) != 2:
         raise ValueError(f"vision batch must be (images, labels), got {len(batch)} items")

@@ -264,6 +264,34 @@ def _fmt(v: object, digits: int = 4) -> object:
         return v
 
 
+def _example_wso(rng: np.random.Generator, k: int, n: int) -> Tables:
+    """Made-up WSO-study tables (paper 002's pattern: decay best after pre-training, WSO after SFT and
+    flatter), one row per scheduler x alpha_pre, for the report tests and previews."""
+    models = [("wso", 1.0), ("wsd", 0.0), ("wsd", 0.1), ("cosine", 0.0), ("linear", 0.1)]
+    sharp = {"wso": 400.0, "wsd": 530.0, "cosine": 700.0, "linear": 900.0}
+    delta, sweep, along, final = [], [], [], []
+    for i, (kind, alpha) in enumerate(models):
+        head = {"scheduler": kind, "alpha_pre": alpha, "alpha_mid": ""}
+        delta.append({"stage": "pretrain", **head, "pt_val_loss": 5.07 + 0.05 * i, "pt_task": 0.3, "sft_task": 0.3,
+                      "sft_val_loss": 2.0 + 0.03 * i, "sft_lr": 1e-3, "d_pt_val_loss": 0.05 * i - (kind == "wso") * 0.02,
+                      "d_pt_task": 0.0, "d_sft_task": 0.02 * (kind == "wso"), "d_sft_val_loss": 0.03 * i - 0.06 * (kind == "wso")})
+        for lr in (1e-4, 3e-4, 1e-3):
+            sweep.append({"base": "pretrain", "run": f"sft-{kind}-{alpha}-{lr}", **head, "lr": lr,
+                          "sft_val_loss": 2.0 + 0.03 * i + abs(np.log10(lr) + 3) * 0.1, "task_acc": 0.3,
+                          "task_acc_norm": 0.3, "best": lr == 1e-3})
+        for dataset in ("pt", "sft"):
+            for step in range(k // 4, k + 1, k // 4):
+                trace = sharp[kind] * step / k + float(rng.standard_normal())
+                along.append({**head, "run": f"pretrain-{kind}-{alpha}", "step": step, "dataset": dataset, "trace": trace,
+                              "stderr": 0.05 * trace, "samples": 5})
+            final.append({**head, "dataset": dataset, "trace": sharp[kind], "sft_score": -2.0 - 0.03 * i,
+                          "sft_task": 0.3, "run": f"pretrain-{kind}-{alpha}"})
+    corr = [{"dataset": d, "score": "sft_score", "r": -0.7, "ci_low": -0.95, "ci_high": -0.1, "n": len(models)}
+            for d in ("pt", "sft")]
+    return {"wso_delta": delta, "wso_sft_sweep": sweep, "wso_sharpness": along, "wso_sharpness_sft": final,
+            "wso_correlation": corr}
+
+
 def _wso_delta_summary(tables: Tables) -> list[Row]:
     return [{"stage": r["stage"], "model": W.model_name(r), "PT loss": _fmt(r.get("pt_val_loss")),
              "Δ PT loss": _fmt(r.get("d_pt_val_loss")), "Δ PT task": _fmt(r.get("d_pt_task")),
@@ -402,7 +430,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("wso_delta", "wso",
                "Tables 1-4: each model's difference from the best decay-based schedule (alpha_pre < 1) in PT validation "
                "loss, PT task acc_norm, SFT task acc_norm and SFT validation loss (best LR per model).",
-               ("wso_delta",), W.plot_delta, _wso_delta_summary, unit="wso_delta"),
+               ("wso_delta",), W.plot_delta, _wso_delta_summary, unit="wso_delta", example=_example_wso),
     FigureSpec("wso_sft_sweep", "wso",
                "SFT validation loss for every learning rate of the sweep, per pre-trained (solid) and mid-trained "
                "(dotted) model (Table 8).",

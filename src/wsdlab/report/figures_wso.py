@@ -40,7 +40,7 @@ def plot_delta(tables: Tables, fig: Figure | None = None) -> Figure:
         ax.axvline(0.0, color="black", lw=0.8)
         ax.set_yticks(y, names, fontsize=6)
         ax.invert_yaxis()
-        ax.set(title=title)
+        ax.set(title=title, xlabel="difference from the best decay-based schedule", ylabel="model")
         ax.grid(alpha=0.3, axis="x")
     return fig
 
