@@ -48,6 +48,17 @@ def _decay_line(ax: Axes, rows: list[Row]) -> None:
         ax.axvline(float(np.median(starts)), color="grey", ls="--", lw=1.0)
 
 
+def _split_curves(ax: Axes, rows: list[Row], column: str) -> None:
+    """One model's `column` per schedule: train as a thin mean line, validation as a band over seeds."""
+    for (schedule, split), members in group_by(rows, "schedule", "split").items():
+        x, mean, lo, hi = curve_stats(members, "step", column)
+        color = SCHEDULE_COLOR.get(str(schedule), "grey")
+        if split == "train":
+            ax.plot(x, mean, color=color, lw=0.7, alpha=0.45)
+        else:
+            band(ax, x, mean, lo, hi, color=color, label=f"{SCHEDULE_LABEL.get(str(schedule), schedule)} (val)")
+
+
 def plot_curves(tables: Tables, fig: Figure | None = None) -> Figure:
     """Fig. 1: train loss (thin) and validation loss (thick) of WSD and warmup-cosine, mean over seeds
     with min/max band; dashed line: WSD's decay start (from universality_norms when present)."""
@@ -56,13 +67,7 @@ def plot_curves(tables: Tables, fig: Figure | None = None) -> Figure:
     models = models_of(rows)
     fig, axes = panels(fig, len(models), width=5.4)
     for ax, model in zip(axes, models):
-        for (schedule, split), members in group_by([r for r in rows if r["model"] == model], "schedule", "split").items():
-            x, mean, lo, hi = curve_stats(members, "step", "loss")
-            color = SCHEDULE_COLOR.get(str(schedule), "grey")
-            if split == "train":
-                ax.plot(x, mean, color=color, lw=0.7, alpha=0.45)
-            else:
-                band(ax, x, mean, lo, hi, color=color, label=f"{SCHEDULE_LABEL.get(str(schedule), schedule)} (val)")
+        _split_curves(ax, [r for r in rows if r["model"] == model], "loss")
         _decay_line(ax, [r for r in norms if r["model"] == model])
         ax.set(xlabel="step", ylabel="loss", title=title(model, "loss (thin: train, band: val over seeds)"))
         step_axis(ax)
@@ -80,13 +85,7 @@ def plot_accuracy(tables: Tables, fig: Figure | None = None) -> Figure:
     models = models_of(rows)
     fig, axes = panels(fig, len(models), width=5.4)
     for ax, model in zip(axes, models):
-        for (schedule, split), members in group_by([r for r in rows if r["model"] == model], "schedule", "split").items():
-            x, mean, lo, hi = curve_stats(members, "step", "accuracy")
-            color = SCHEDULE_COLOR.get(str(schedule), "grey")
-            if split == "train":
-                ax.plot(x, mean, color=color, lw=0.7, alpha=0.45)
-            else:
-                band(ax, x, mean, lo, hi, color=color, label=f"{SCHEDULE_LABEL.get(str(schedule), schedule)} (val)")
+        _split_curves(ax, [r for r in rows if r["model"] == model], "accuracy")
         ax.set(xlabel="step", ylabel="accuracy", title=title(model, "accuracy (thin: train, band: val)"))
         step_axis(ax)
         ax.grid(alpha=0.3)
