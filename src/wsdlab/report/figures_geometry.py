@@ -25,7 +25,7 @@ from wsdlab.report.aggregate import (
     require,
     sort_values,
 )
-from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
+from wsdlab.report.panels import band, boxes, legend, log_if_positive, panels, step_axis
 from wsdlab.report.style import color_map, group_label
 
 MAX_LANDSCAPES = 6  # contour panels drawn at most (evenly spread over the cooldown points)
@@ -192,19 +192,6 @@ def plot_sharpness(tables: Tables, fig: Figure | None = None) -> Figure:
     return fig
 
 
-def _boxes(ax: Axes, groups: dict[object, np.ndarray], *, ylabel: str, title: str) -> None:
-    """One box per group with every value drawn on top (few runs: the points matter)."""
-    names = list(groups)
-    data = [v[np.isfinite(v)] for v in groups.values()]
-    ax.boxplot(data, widths=0.5, showfliers=False)
-    ax.set_xticks(range(1, len(names) + 1), [str(n) for n in names])
-    rng = np.random.default_rng(0)
-    for i, v in enumerate(data, 1):
-        ax.scatter(i + rng.uniform(-0.08, 0.08, len(v)), v, s=14, color="#0072B2", alpha=0.7, zorder=3)
-    ax.set(ylabel=ylabel, title=title)
-    ax.grid(axis="y", alpha=0.3)
-
-
 def plot_pc1_share(tables: Tables, fig: Figure | None = None) -> Figure:
     """Share of variance explained by PC1 of the stable (S, S') and decay (D, D') iterates, over runs.
 
@@ -214,7 +201,7 @@ def plot_pc1_share(tables: Tables, fig: Figure | None = None) -> Figure:
     sets = {s: floats(m, "pc1_share") for s, m in group_by(rows, "set").items()}
     order = [s for s in ("S", "S'", "D", "D'") if s in sets] + [s for s in sets if s not in ("S", "S'", "D", "D'")]
     fig, (ax,) = panels(fig, 1, width=5.0)
-    _boxes(ax, {s: sets[s] for s in order}, ylabel="PC1 share of variance", title="PCA of the iterates")
+    boxes(ax, {s: sets[s] for s in order}, ylabel="PC1 share of variance", title="PCA of the iterates")
     ax.set_xlabel("iterate set (S: stable, D: decay, ': last/first 20%)")
     ax.set_ylim(0, 1.02)
     return fig
@@ -225,7 +212,7 @@ def plot_hv_norm(tables: Tables, fig: Figure | None = None) -> Figure:
     rows = rows_of_kind(tables, "trajectory", "hv", ["direction", "hv_norm"])
     groups = {d: floats(m, "hv_norm") for d, m in group_by(rows, "direction").items()}
     fig, (ax,) = panels(fig, 1, width=5.2)
-    _boxes(ax, groups, ylabel="||H v||", title="Curvature along the stable and decay directions")
+    boxes(ax, groups, ylabel="||H v||", title="Curvature along the stable and decay directions")
     log_if_positive(ax, floats(rows, "hv_norm"))
     ax.set_xlabel("direction (unit PC1 of S' / D')")
     return fig
@@ -238,9 +225,9 @@ def plot_quasi_convexity(tables: Tables, fig: Figure | None = None) -> Figure:
     known = ("warmup", "stable", "decay")
     order = [p for p in known if p in phases] + [p for p in phases if p not in known]
     fig, axes = panels(fig, 2, width=4.4)
-    _boxes(axes[0], {p: floats(phases[p], "tau") for p in order}, ylabel="τ = −∇L·(x*−x) / (L(x)−L(x*))",
+    boxes(axes[0], {p: floats(phases[p], "tau") for p in order}, ylabel="τ = −∇L·(x*−x) / (L(x)−L(x*))",
            title="Weak quasi-convexity ratio τ")
-    _boxes(axes[1], {p: floats(phases[p], "cos_grad_update") for p in order}, ylabel="cos(−∇L, next update)",
+    boxes(axes[1], {p: floats(phases[p], "cos_grad_update") for p in order}, ylabel="cos(−∇L, next update)",
            title="Gradient–update alignment")
     for ax in axes:
         ax.set_xlabel("phase")

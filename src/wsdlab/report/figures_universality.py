@@ -21,8 +21,7 @@ from wsdlab.report.aggregate import (
     has_values,
     require,
 )
-from wsdlab.report.figures_geometry import _boxes
-from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
+from wsdlab.report.panels import band, boxes, legend, log_if_positive, panels, step_axis
 
 MODEL_ORDER = ("lm", "cnn")
 MODEL_TITLE = {"lm": "LM", "cnn": "CNN"}
@@ -147,7 +146,7 @@ def plot_hv_norm(tables: Tables, fig: Figure | None = None) -> Figure:
     for ax, model in zip(axes, models):
         members = [r for r in rows if r["model"] == model]
         groups = {d: floats(m, "hv_norm") for d, m in sorted(group_by(members, "direction").items())}
-        _boxes(ax, groups, ylabel="||H(x̂) v||", title=title(model, "curvature along v_s, v_d"))
+        boxes(ax, groups, ylabel="||H(x̂) v||", title=title(model, "curvature along v_s, v_d"))
         log_if_positive(ax, floats(members, "hv_norm"))
         ax.set_xlabel("direction (unit PC1 of S' / D')")
     return fig
@@ -160,7 +159,7 @@ def plot_quasi_convexity(tables: Tables, fig: Figure | None = None) -> Figure:
     fig, axes = panels(fig, len(models), width=4.4)
     for ax, model in zip(axes, models):
         members = [r for r in rows if r["model"] == model]
-        _boxes(ax, {"τ": floats(members, "tau"), "cos": floats(members, "cos_grad_update")},
+        boxes(ax, {"τ": floats(members, "tau"), "cos": floats(members, "cos_grad_update")},
                ylabel="value", title=title(model, "τ_i and cos(−∇L, one-step update)"))
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_xlabel("measure (iterates after warmup, all runs)")
@@ -228,7 +227,7 @@ def plot_pc1_share(tables: Tables, fig: Figure | None = None) -> Figure:
     for ax, model in zip(axes, models):
         members = [r for r in rows if r["model"] == model and r["set"] in ("S", "D")]
         groups = {s: floats([r for r in members if r["set"] == s], "pc1_share") for s in ("S", "D")}
-        _boxes(ax, groups, ylabel="PC1 explained variance share", title=title(model, "PC1 share of S and D"))
+        boxes(ax, groups, ylabel="PC1 explained variance share", title=title(model, "PC1 share of S and D"))
         ax.axhline(0.4, color="grey", ls=":", lw=1.0)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("iterate set (S: stable, D: decay)")

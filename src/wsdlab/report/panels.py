@@ -82,3 +82,16 @@ def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
+
+
+def boxes(ax: Axes, groups: dict[object, np.ndarray], *, ylabel: str, title: str) -> None:
+    """One box per group with every value drawn on top (few runs: the points matter)."""
+    names = list(groups)
+    data = [v[np.isfinite(v)] for v in groups.values()]
+    ax.boxplot(data, widths=0.5, showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), [str(n) for n in names])
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(data, 1):
+        ax.scatter(i + rng.uniform(-0.08, 0.08, len(v)), v, s=14, color="#0072B2", alpha=0.7, zorder=3)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
