@@ -126,9 +126,9 @@ def test_auto_workers_one_per_core_capped(monkeypatch: pytest.MonkeyPatch) -> No
     import wsdlab.study.executors as ex
 
     monkeypatch.setattr(ex, "_cuda_device_count", lambda: 0)
-    monkeypatch.setattr(ex, "_available_cpus", lambda: {0, 1})
+    monkeypatch.setattr(ex, "available_cpus", lambda: {0, 1})
     assert ex.auto_workers() == 2
-    monkeypatch.setattr(ex, "_available_cpus", lambda: set(range(64)))
+    monkeypatch.setattr(ex, "available_cpus", lambda: set(range(64)))
     assert ex.auto_workers() == 4
     monkeypatch.setattr(ex, "_cuda_device_count", lambda: 8)
     assert ex.auto_workers() == 8

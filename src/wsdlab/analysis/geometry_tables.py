@@ -46,6 +46,7 @@ from wsdlab.analysis.hessian import (
     power_iteration_eigenvalues,
 )
 from wsdlab.analysis.landscape import cooldown_plane, interpolation
+from wsdlab.analysis.memo import MEMO, batches_digest, function_key, model_digest
 from wsdlab.analysis.probes import add_relative, probe_layers
 from wsdlab.analysis.trajectory import one_step_pairs, trajectory_table
 from wsdlab.analysis.units import (
@@ -152,7 +153,19 @@ def eval_batches(data: DataBundle, cfg: EvalSetConfig, device: torch.device | st
 
 
 def sharpness_at(model: nn.Module, batches: Sequence[Batch], cfg: SharpnessConfig, loss_fn: Any = batch_loss) -> Row:
-    """Trace and/or top eigenvalues of the Hessian of the mean loss of `model` on `batches`."""
+    """Trace and/or top eigenvalues of the Hessian of the mean loss of `model` on `batches`.
+
+    Computed once per process for the same weights, batches and settings (`analysis.memo`): a cooldown's
+    first sampled step is its parent's checkpoint, already measured on the parent.
+    """
+    fn_key = function_key(loss_fn)
+    if fn_key is None:
+        return _sharpness_at(model, batches, cfg, loss_fn)
+    key = ("sharpness", model_digest(model, mode=False), batches_digest(batches), cfg.model_dump_json(), fn_key)
+    return dict(MEMO.get_or_compute(key, lambda: _sharpness_at(model, batches, cfg, loss_fn)))
+
+
+def _sharpness_at(model: nn.Module, batches: Sequence[Batch], cfg: SharpnessConfig, loss_fn: Any) -> Row:
     op = HessianOperator(model, loss_fn, batches, cache_graph=cfg.cache_graph, probe_chunk=cfg.probe_chunk)
     row: Row = {"method": cfg.method, "estimator": cfg.estimator if cfg.method == "trace" else "",
                 "loss": mean_loss(model, loss_fn, batches)}

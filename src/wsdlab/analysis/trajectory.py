@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from wsdlab.analysis.evalset import Batch, LossFn, loss_and_gradient
 from wsdlab.analysis.hessian import HessianOperator, flatten, hvp_norms
+from wsdlab.analysis.memo import MEMO, batches_digest, function_key, model_digest
 from wsdlab.analysis.weights import (
     Weights,
     flatten_weights,
@@ -207,6 +208,20 @@ def phase_of(step: int, stable_start: int, decay_start: int) -> str:
 # ---------------------------------------------------------------------------- the whole analysis
 
 
+def _loss_and_flat_gradient(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], fn_key: str | None,
+                            data_key: str) -> tuple[float, Tensor]:
+    """Mean loss and flattened gradient at the model's weights, once per process for the same weights and
+    batches (`analysis.memo`): the cooldowns of one base share its stable-phase iterates."""
+    def compute() -> tuple[float, Tensor]:
+        loss, grad = loss_and_gradient(model, loss_fn, batches)
+        return loss, flatten(grad)
+
+    size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    if fn_key is None or size > MEMO.max_bytes:  # a gradient too large to keep is not worth hashing the weights for
+        return compute()
+    return MEMO.get_or_compute(("loss_and_gradient", model_digest(model), data_key, fn_key), compute)
+
+
 def trajectory_table(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], iterates: Mapping[int, Weights], *,
                      decay_start: int, stable_start: int = 0, end: int | None = None, fraction: float = 0.2,
                      hessian: bool = True, probe_chunk: int = 16,
@@ -240,11 +255,12 @@ def trajectory_table(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch]
             rows.append({"kind": "hv", "direction": name, "step": decay_start, "hv_norm": value, "cos_vs_vd": cos})
         del op
     losses, grads = [], []
+    fn_key, data_key = function_key(loss_fn), batches_digest(batches)
     for s in steps:
         load_weights(work, iterates[s])
-        loss, grad = loss_and_gradient(work, loss_fn, batches)
+        loss, grad = _loss_and_flat_gradient(work, loss_fn, batches, fn_key, data_key)
         losses.append(loss)
-        grads.append(flatten(grad))
+        grads.append(grad)
     phases = [phase_of(s, stable_start, decay_start) for s in steps]
     nxt = None
     if next_iterates is not None:

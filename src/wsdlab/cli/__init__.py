@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 
 from wsdlab.cli import analyze, data, export, schedule, study, train
 from wsdlab.cli.errors import DEBUG_ENV, set_debug, user_errors
+from wsdlab.common.allocator import tune_malloc
 
 
 class _Root(TyperGroup):
@@ -45,6 +46,7 @@ def _root(
 
 
 def main() -> None:
+    tune_malloc()  # reuse freed tensor memory instead of faulting in fresh pages every step
     try:
         app()
     except KeyboardInterrupt:

@@ -10,14 +10,18 @@ STUDY/tables/.fingerprints.json.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from wsdlab.analysis.tables import write_table
 from wsdlab.analysis.units import AnalysisUnit, SelectedRun, UnitContext, select, units
+from wsdlab.common.types import Row
 from wsdlab.common.hashing import spec_hash
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.plan import Plan
@@ -30,11 +34,13 @@ FINGERPRINTS = ".fingerprints.json"
 STEP_VERSION = 3  # bump to recompute every table after a change in this glue (3: analysis units)
 
 
-def study_runs(plan: Plan, resolver: Resolver) -> list[SelectedRun]:
-    """Every planned run as a SelectedRun (stage, labels, resolved folder), in plan order."""
+def study_runs(plan: Plan, resolver: Resolver, keys: set[str] | None = None) -> list[SelectedRun]:
+    """Every planned run (or those of `keys`) as a SelectedRun (stage, labels, resolved folder), in plan order."""
     out = []
-    for planned in plan:
+    for planned in plan:  # every run in plan order (cached): runs of one identity share the first one's folder
         run = resolver.resolve(planned)
+        if keys is not None and planned.key not in keys:
+            continue
         if run is None:
             raise ValueError(f"run '{planned.key}' is not resolved: its parent is not complete")
         out.append(SelectedRun(planned.key, planned.stage, dict(planned.labels), run.path))
@@ -114,34 +120,196 @@ def study_context(study: StudySpec, runs: Sequence[SelectedRun], tables_dir: Pat
 
 
 def compute_tables(plan: Plan, resolver: Resolver, study_dir: Path, progress: StudyProgress | None = None,
-                   force: bool = False) -> list[str]:
-    """Compute the study's tables into STUDY/tables/; returns the names of the units (re)computed."""
-    study = plan.study
-    tables_dir = Path(study_dir) / TABLES_DIR
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    runs = study_runs(plan, resolver)
-    ctx = study_context(study, runs, tables_dir, progress=bool(progress and progress.live_enabled))
-    recorded = {} if force else _read_fingerprints(tables_dir)
-    current: dict[str, str] = {}
-    computed: list[str] = []
-    chosen = enabled_units(study, runs)
-    ctx.current = frozenset(u.name for u in chosen)
-    for unit in chosen:
+                   force: bool = False, parallel: int = 1) -> list[str]:
+    """Compute the study's tables into STUDY/tables/ (every run complete); returns the units (re)computed."""
+    tables = TableScheduler(plan, resolver, study_dir, progress, force=force)
+    return tables.finish(parallel)
+
+
+def analysis_parallelism() -> int:
+    """Units computed at once once every run is complete: one per CPU core on CPU (each with one torch
+    thread), one on a GPU."""
+    if _device() != "cpu":
+        return 1
+    from wsdlab.study.executors import available_cpus
+
+    return max(1, len(available_cpus()))
+
+
+def _shared_loader(load: Callable[[], Any]) -> Callable[[], Any]:
+    """`load` called once however many threads ask (the data bundle every unit of a study reads)."""
+    lock = threading.Lock()
+    box: list[Any] = []
+
+    def get() -> Any:
+        with lock:
+            if not box:
+                box.append(load())
+            return box[0]
+
+    return get
+
+
+class TableScheduler:
+    """The study's analysis units, each computed as soon as every run it reads is complete.
+
+    While runs still train in worker processes, `poll` (called by the run loop before it hands out
+    CPU slots) starts ready units in background threads of this process, each taking one slot of the
+    executor (`while_training` at once, one by default); `finish` computes the rest, `parallel` at a
+    time, and raises the first unit's error. On CPU every unit computes with one torch thread (set
+    in its own thread, as OpenMP keeps the setting per thread) however many run at once, so a table's
+    numbers depend neither on the schedule nor on the machine's core count.
+    A unit whose fingerprint and tables are already on disk is skipped, as before.
+    """
+
+    def __init__(self, plan: Plan, resolver: Resolver, study_dir: Path, progress: StudyProgress | None = None,
+                 force: bool = False) -> None:
+        self.study, self.plan, self.resolver, self.progress = plan.study, plan, resolver, progress
+        self.tables_dir = Path(study_dir) / TABLES_DIR
+        self.recorded = {} if force else _read_fingerprints(self.tables_dir)
+        planned = [SelectedRun(p.key, p.stage, dict(p.labels), Path()) for p in plan]  # selection reads no folder
+        self.chosen = enabled_units(self.study, planned)
+        self.reads = {u.name: {r.key for rs in unit_inputs(self.study, u, planned).values() for r in rs}
+                      for u in self.chosen}
+        self.state: dict[str, str] = {u.name: "pending" for u in self.chosen}  # pending/running/done/failed
+        self.current: dict[str, str] = {}  # fingerprints of this pass
+        self.computed: list[str] = []
+        self.errors: list[tuple[str, BaseException]] = []
+        self.tables: dict[str, list[Row]] = {}  # shared by the units: what `needs` reads
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._ctx: UnitContext | None = None
+        self._threads_before: int | None = None
+
+    # scheduling -------------------------------------------------------------------------------
+    def poll(self, complete: set[str], free_slots: int | None = None, while_training: int = 1) -> int:
+        """Start the units whose runs are all in `complete` and whose upstream units are done, at most
+        `while_training` at once and only in CPU slots the training leaves free (`free_slots` of the
+        executor); returns the slots the running units hold, which the run loop leaves to them."""
+        with self._lock:
+            running = sum(v == "running" for v in self.state.values())
+            limit = while_training if free_slots is None else min(while_training, running + free_slots)
+            for unit in self._ready(complete, limit, locked=True):
+                self._start(unit, locked=True)
+            return sum(v == "running" for v in self.state.values())
+
+    def finish(self, parallel: int = 1) -> list[str]:
+        """Compute every unit not yet done (all runs complete), `parallel` at a time; the units (re)computed."""
+        complete = {p.key for p in self.plan}
+        try:
+            with self._done:
+                while any(v in ("pending", "running") for v in self.state.values()):
+                    ready = [] if self.errors else self._ready(complete, parallel, locked=True)
+                    for unit in ready:
+                        self._start(unit, locked=True)
+                    if not ready:
+                        if not any(v == "running" for v in self.state.values()):
+                            break  # an upstream failed: what waits on it never starts
+                        self._done.wait(timeout=1.0)
+        finally:
+            self._restore_threads()
+        if self.errors:
+            name, err = self.errors[0]
+            raise err
+        return list(self.computed)
+
+    def stop(self) -> None:
+        """Wait for the units already running (after a failed run); start no others."""
+        for thread in list(self._threads.values()):
+            thread.join()
+        self._restore_threads()
+
+    def _ready(self, complete: set[str], limit: int, locked: bool = False) -> list[AnalysisUnit]:
+        with contextlib.nullcontext() if locked else self._lock:
+            running = sum(v == "running" for v in self.state.values())
+            out: list[AnalysisUnit] = []
+            for unit in self.chosen:
+                if running + len(out) >= limit:
+                    break
+                if self.state[unit.name] != "pending" or not self.reads[unit.name] <= complete:
+                    continue
+                upstream = [n for n in unit.needs if n in self.state]
+                if all(self.state[n] == "done" for n in upstream):
+                    out.append(unit)
+            return out
+
+    def _start(self, unit: AnalysisUnit, locked: bool = False) -> None:
+        with contextlib.nullcontext() if locked else self._lock:
+            self.state[unit.name] = "running"
+            self._one_torch_thread()
+            thread = threading.Thread(target=self._run, args=(unit,), name=f"analysis-{unit.name}", daemon=True)
+            self._threads[unit.name] = thread
+        thread.start()
+
+    # one unit ---------------------------------------------------------------------------------
+    def _run(self, unit: AnalysisUnit) -> None:
+        if _device() == "cpu":
+            import torch
+
+            torch.set_num_threads(1)  # this thread's own setting (OpenMP's is per thread): see the class docstring
+        try:
+            ran = self._compute(unit)
+            state = "done"
+        except BaseException as err:  # noqa: BLE001 - handed to finish(), which raises it
+            ran, state = False, "failed"
+            with self._lock:
+                self.errors.append((unit.name, err))
+        with self._done:
+            self.state[unit.name] = state
+            if ran:
+                self.computed.append(unit.name)
+            self._done.notify_all()
+
+    def _compute(self, unit: AnalysisUnit) -> bool:
+        study = self.study
+        runs = study_runs(self.plan, self.resolver, keys=self.reads[unit.name])
         inputs = unit_inputs(study, unit, runs)
-        fp = current[unit.name] = unit_fingerprint(study, unit, inputs, current)
-        if recorded.get(unit.name) == fp and all((tables_dir / f"{t}.csv").is_file() for t in unit.tables):
-            continue
-        if progress is not None:
-            progress.message(f"analysis: {unit.name}")
+        with self._lock:
+            fp = unit_fingerprint(study, unit, inputs, self.current)
+            self.current[unit.name] = fp
+            if self.recorded.get(unit.name) == fp and all((self.tables_dir / f"{t}.csv").is_file() for t in unit.tables):
+                return False
+        self._message(f"analysis: {unit.name}")
         started = time.perf_counter()
-        ctx.inputs = inputs
-        ctx.selectors = {name: study.analyses.selector(unit, name) for name in unit.inputs}
-        for name, rows in unit.compute(ctx, study.analyses.options(unit.name)).items():
-            write_table(rows, tables_dir / f"{name}.csv")
-            ctx.tables[name] = rows
-        if progress is not None:
-            progress.message(f"analysis: {unit.name} done in {time.perf_counter() - started:.1f} s")
-        recorded[unit.name] = fp
-        atomic_write_text(tables_dir / FINGERPRINTS, json.dumps(recorded, indent=1, sort_keys=True))
-        computed.append(unit.name)
-    return computed
+        base = self._context()
+        ctx = dataclasses.replace(base, inputs=inputs, tables=self.tables,
+                                  selectors={name: study.analyses.selector(unit, name) for name in unit.inputs})
+        tables = unit.compute(ctx, study.analyses.options(unit.name))
+        with self._lock:
+            for name, rows in tables.items():
+                write_table(rows, self.tables_dir / f"{name}.csv")
+                self.tables[name] = rows
+            self.recorded[unit.name] = fp
+            atomic_write_text(self.tables_dir / FINGERPRINTS, json.dumps(self.recorded, indent=1, sort_keys=True))
+        self._message(f"analysis: {unit.name} done in {time.perf_counter() - started:.1f} s")
+        return True
+
+    def _context(self) -> UnitContext:
+        with self._lock:
+            if self._ctx is None:
+                self.tables_dir.mkdir(parents=True, exist_ok=True)
+                root = study_runs(self.plan, self.resolver, keys={self.plan.runs[0].key})
+                ctx = study_context(self.study, root, self.tables_dir, progress=False)
+                self._ctx = dataclasses.replace(ctx, load_data=_shared_loader(ctx.load_data),
+                                                current=frozenset(u.name for u in self.chosen))
+            return self._ctx
+
+    def _message(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.message(text)
+
+    def _one_torch_thread(self) -> None:
+        """CPU: one intra-op thread per unit (set once, before the first unit starts; restored at the end)."""
+        if self._threads_before is None and _device() == "cpu":
+            import torch
+
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def _restore_threads(self) -> None:
+        if self._threads_before is not None and not any(t.is_alive() for t in self._threads.values()):
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None

@@ -42,6 +42,7 @@ class Job:
     spec: RunSpec
     path: Path
     kind: str = "train"  # a registered wsdlab.study.jobs kind
+    alone: bool = False  # nothing else can run meanwhile: a worker may use every CPU of the executor
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class JobResult:
 
 class Executor(ABC):
     """Runs jobs; the runner never submits more than `free_slots()`."""
+
+    trains_elsewhere: bool = False  # jobs run in other processes: this one is free for the study's analyses
 
     @abstractmethod
     def free_slots(self) -> int: ...
@@ -109,7 +112,7 @@ def plan_slots(workers: int, cpus: list[int] | None = None, num_gpus: int = 0) -
     """Split the CPUs evenly between `workers` slots; with GPUs, slot i uses GPU i mod num_gpus."""
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    cpus = cpus if cpus is not None else sorted(_available_cpus())
+    cpus = cpus if cpus is not None else sorted(available_cpus())
     per = max(1, len(cpus) // workers)
     slots = []
     for i in range(workers):
@@ -125,10 +128,10 @@ def auto_workers(max_cpu_workers: int = 4) -> int:
     they keep their speed on a busy machine, where threads of one process wait on each other.
     """
     gpus = _cuda_device_count()
-    return gpus if gpus else max(1, min(len(_available_cpus()), max_cpu_workers))
+    return gpus if gpus else max(1, min(len(available_cpus()), max_cpu_workers))
 
 
-def _available_cpus() -> set[int]:
+def available_cpus() -> set[int]:
     if hasattr(os, "sched_getaffinity"):
         return os.sched_getaffinity(0)
     return set(range(os.cpu_count() or 1))
@@ -180,6 +183,7 @@ class ProcessExecutor(Executor):
         if num_gpus is None:
             num_gpus = _cuda_device_count()
         self.study_dir = Path(study_dir)
+        self.trains_elsewhere = num_gpus == 0  # GPU runs would share their device with the analyses
         self.slots = plan_slots(workers, num_gpus=num_gpus)
         self.sinks = sinks
         self.python = python
@@ -213,8 +217,13 @@ class ProcessExecutor(Executor):
         log_path = self.log_path(job)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         worker.job, worker.job_log = job, log_path
-        worker.send({"spec": str(job_file), "out": str(job.path), "name": job.key, "kind": job.kind,
-                     "log": str(log_path)})
+        request = {"spec": str(job_file), "out": str(job.path), "name": job.key, "kind": job.kind, "log": str(log_path)}
+        others = any(w.job is not None for i, w in self._workers.items() if i != index)
+        if job.alone and not others and len(self.slots) > 1 and self.slots[index].gpu is None:
+            # the only run that can train now (a study's root run): every CPU of the executor, one thread each
+            cpus = sorted({c for slot in self.slots for c in slot.cpus})
+            request.update(cpus=format_cpus(cpus), threads=len(cpus))
+        worker.send(request)
 
     def log_path(self, job: Job) -> Path:
         return self.study_dir / "logs" / f"{job.path.name}.log"

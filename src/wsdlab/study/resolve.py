@@ -12,6 +12,7 @@ checkpoints the steps its own branches and analyses need (`PlannedRun.keep`).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ class Resolver:
         self._branch_fn = branch_fn
         self._done: dict[str, ResolvedRun] = {}
         self._by_hash: dict[str, Path] = {}
+        self._lock = threading.RLock()  # the run loop and the analyses' threads resolve concurrently
 
     @property
     def branch_fn(self) -> BranchFn:
@@ -126,6 +128,10 @@ class Resolver:
 
     def resolve(self, run: PlannedRun) -> ResolvedRun | None:
         """The resolved run, or None while the checkpoint it branches from does not exist yet."""
+        with self._lock:
+            return self._resolve(run)
+
+    def _resolve(self, run: PlannedRun) -> ResolvedRun | None:
         if run.key in self._done:
             return self._done[run.key]
         if run.spec is not None:

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +24,7 @@ from wsdlab.common.errors import ConfigError, RunLockedError, WsdlabError
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.executors import Executor, Job, SequentialExecutor
 from wsdlab.study.cooldown import base_run_spec
-from wsdlab.study.plan import Plan, expand_plan
+from wsdlab.study.plan import Plan, PlannedRun, expand_plan
 from wsdlab.study.progress import StudyProgress
 from wsdlab.study.resolve import BranchFn, ResolvedRun, Resolver, check_branches, describe, run_is_complete
 from wsdlab.study.spec import StudySpec, dump_study, load_study
@@ -96,19 +96,30 @@ def load_study_dir(study_dir: str | Path) -> tuple[StudySpec, Plan]:
     return study, expand_plan(study, num_train)
 
 
-def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: StudyProgress) -> dict[str, RunStatus]:
+def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: StudyProgress,
+               on_complete: Callable[[set[str], int], int] | None = None) -> dict[str, RunStatus]:
     """Train every run of the plan that is not complete, parents before branches; returns final states.
 
     Independent ready runs go to the executor as slots free up; a failed run blocks only its branches.
+    `on_complete(keys, free_slots)` is called with the keys of the complete runs and the executor's
+    free slots before any slot is handed out; it returns how many slots it keeps (the study's analyses
+    start on complete runs while the rest trains, each in a slot of its own).
     """
     states: dict[str, State] = {r.key: "waiting" for r in plan}
     details: dict[str, str] = {}
     running_paths: dict[Path, str] = {}  # run folder -> key of the job training it
     start_steps = {r.key: 0 for r in plan}
 
+    def early_branches(key: str) -> bool:
+        """Whether a waiting run branches from a checkpoint of `key` before its end (it may start meanwhile)."""
+        return any(r.parent == key and r.at is not None and not r.at.final and states[r.key] == "waiting"
+                   for r in plan)
+
     def settle() -> bool:
         """Mark complete/blocked runs and submit ready ones; True if anything is still pending."""
         pending = False
+        free = executor.free_slots() - held
+        ready: list[tuple[PlannedRun, ResolvedRun]] = []
         for run in plan:
             if states[run.key] != "waiting":
                 continue
@@ -132,17 +143,31 @@ def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: Stu
                 progress.skipped(run.key)
                 continue
             pending = True
-            if resolved.path in running_paths or executor.free_slots() <= 0:
+            if resolved.path in running_paths or len(ready) >= free:
                 continue  # an identical run is training into the same folder, or no slot is free
+            running_paths[resolved.path] = run.key
+            ready.append((run, resolved))
+        for run, resolved in ready:
             start_steps[run.key] = resolved.start_step
             states[run.key] = "running"
-            running_paths[resolved.path] = run.key
             progress.started(run.key, resolved.path, start_steps[run.key], resolved.spec.train.steps)
-            executor.submit(Job(run.key, resolved.spec, resolved.path, run.job))
+            # the only run that can train now, and no analysis holds a slot: it may use every CPU
+            alone = len(ready) == 1 and len(running_paths) == 1 and held == 0 and not early_branches(run.key)
+            executor.submit(Job(run.key, resolved.spec, resolved.path, run.job, alone=alone))
         return pending or bool(running_paths)
 
+    def analyses_first() -> int:
+        """Slots kept by the analyses that run on the complete runs (0 without `on_complete`)."""
+        if on_complete is None:
+            return 0
+        return on_complete({k for k, v in states.items() if v == "complete"}, executor.free_slots())
+
+    held = 0
     try:
-        while settle():
+        while True:
+            held = analyses_first()
+            if not settle():
+                break
             for result in executor.wait(timeout=0.5):
                 key = result.job.key
                 running_paths.pop(result.job.path, None)
@@ -215,19 +240,29 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
         write_study_file(study, study_dir, num_train)
         resolver = Resolver(plan, study_dir, branch_fn)
         prog.total = len(plan)
-        with prog:  # the live display only while runs train: analyses show their own progress bars
-            statuses = train_runs(plan, resolver, executor or SequentialExecutor(), prog)
+        executor = executor or SequentialExecutor()
+        tables = None
+        if analyses:
+            from wsdlab.study.analyses import TableScheduler
+
+            tables = TableScheduler(plan, resolver, study_dir, prog)
+        # analyses overlap training only when runs train in other processes (not in this one's threads)
+        overlap = tables.poll if (tables is not None and executor.trains_elsewhere) else None
+        with prog:  # the live display while runs train
+            statuses = train_runs(plan, resolver, executor, prog, on_complete=overlap)
         write_runs_index(statuses, study_dir)
         failed = [s for s in statuses.values() if s.state in ("failed", "blocked")]
         if failed:
+            if tables is not None:
+                tables.stop()  # the units already computing finish (their tables are valid); no others start
             lines = "\n".join(f"  {s.key}: {s.detail.splitlines()[0] if s.detail else s.state}" for s in failed)
             raise StudyError(f"{len(failed)} run(s) of study '{study.name}' did not complete:\n{lines}\n"
                              f"fix the cause and re-run the same command: complete runs are kept")
         prog.message(prog.summary())
-        if analyses:
-            from wsdlab.study.analyses import compute_tables
+        if tables is not None:
+            from wsdlab.study.analyses import analysis_parallelism
 
-            compute_tables(plan, resolver, study_dir, prog)
+            tables.finish(analysis_parallelism())
         if report if report is not None else study.report.enabled:
             prog.message(f"report: {write_report(study, study_dir)}")
     return statuses
@@ -242,7 +277,7 @@ def write_report(study: StudySpec, study_dir: Path) -> Path:
 
 def redo_report(study_dir: str | Path, progress: StudyProgress | None = None) -> Path:
     """Recompute every table of a finished study and rewrite its report (`wsdlab study report`)."""
-    from wsdlab.study.analyses import compute_tables
+    from wsdlab.study.analyses import analysis_parallelism, compute_tables
 
     study_dir = Path(study_dir).absolute()
     study, plan = load_study_dir(study_dir)
@@ -254,7 +289,7 @@ def redo_report(study_dir: str | Path, progress: StudyProgress | None = None) ->
                          f"{' ...' if len(missing) > 5 else ''}); finish it with `wsdlab study run` first")
     with study_lock(study_dir):
         write_runs_index(statuses, study_dir)
-        compute_tables(plan, resolver, study_dir, progress, force=True)
+        compute_tables(plan, resolver, study_dir, progress, force=True, parallel=analysis_parallelism())
         return write_report(study, study_dir)
 
 

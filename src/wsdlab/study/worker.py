@@ -108,12 +108,20 @@ def short_traceback(err: BaseException) -> str:
     return f"{head}\n{frames}"
 
 
-def _serve(requests: Any, results: Any, options: SinkOptions) -> None:
-    """Run each job request line; stdout/stderr go to the job's log while it runs."""
+def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | None = None,
+           cpus: Sequence[int] | None = None) -> None:
+    """Run each job request line; stdout/stderr go to the job's log while it runs.
+
+    A request may widen this worker for its one job (`cpus`, `threads`: the only run that can train
+    now gets every core); the worker's own pinning (`threads`, `cpus`) is restored after the job.
+    """
     for line in requests:
         if not line.strip():
             continue
         request = json.loads(line)
+        wide = request.get("threads")
+        if wide:
+            pin_threads(int(wide), parse_cpus(request.get("cpus")))
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -131,6 +139,8 @@ def _serve(requests: Any, results: Any, options: SinkOptions) -> None:
         except BaseException as err:  # noqa: BLE001 - report every failure of a job, keep serving
             error = short_traceback(err)
             print(error, file=sys.stderr)
+        if wide:
+            pin_threads(threads or 1, cpus)
         sys.stdout.flush()
         sys.stderr.flush()
         results.write(json.dumps({"error": error}) + "\n")
@@ -145,10 +155,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tensorboard", action="store_true")
     parser.add_argument("--wandb", default=None)
     args = parser.parse_args(argv)
-    pin_threads(args.threads, parse_cpus(args.cpus))
+    from wsdlab.common.allocator import tune_malloc
+
+    tune_malloc()
+    cpus = parse_cpus(args.cpus)
+    pin_threads(args.threads, cpus)
     results = os.fdopen(os.dup(1), "w")  # the result channel: this process's stdout as started
     try:
-        _serve(sys.stdin, results, SinkOptions(args.tensorboard, args.wandb))
+        _serve(sys.stdin, results, SinkOptions(args.tensorboard, args.wandb), args.threads, cpus)
     except KeyboardInterrupt:
         sys.exit(130)
 

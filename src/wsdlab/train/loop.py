@@ -324,12 +324,14 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
             acc_sum = (acc_sum if acc_sum is not None else torch.zeros_like(loss_sum)) + acc * (len(idx) / len(local))
     lr = opt.param_groups[0]["lr"]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    gm_cos = gm_cos_global = prev = None
-    if log:
+    gm_cos = gm_cos_global = prev = gg = None
+    if log:  # each per-tensor sum once (measures.tensor_dots); the measures are built from them
         moments = [opt.state[p].get("exp_avg") for p in params]
+        gg = measures.tensor_dots(grads, grads)
         if all(m is not None for m in moments):
-            gm_cos = measures.mean_tensor_cosine(grads, moments, reduce)  # App. G: per tensor, then averaged
-            gm_cos_global = measures.cosine(grads, moments, reduce)  # cos(g_t, m_{t-1}) of the whole vectors
+            gm, mm = measures.tensor_dots(grads, moments), measures.tensor_dots(moments, moments)
+            gm_cos = measures.mean_cosine_of(gm, gg, mm, reduce)  # App. G: per tensor, then averaged
+            gm_cos_global = measures.cosine_of(gm, gg, mm, reduce)  # cos(g_t, m_{t-1}) of the whole vectors
         prev = measures.copy_of(params)
     if spec.optim.grad_clip is not None:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.optim.grad_clip, foreach=True)
@@ -341,11 +343,14 @@ def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: n
     row = None
     if log:
         update = measures.difference(params, prev)
-        ug = measures.cosine(grads, update, reduce)
+        uu = measures.tensor_dots(update, update)
+        if spec.optim.grad_clip is not None:  # clipping rescaled the gradients in place
+            gg = measures.tensor_dots(grads, grads)
+        ug = measures.cosine_of(measures.tensor_dots(grads, update), gg, uu, reduce)
         row = {"loss": float(dist_utils.all_reduce_mean(loss_sum, ctx)), "lr": lr,
                "grad_norm": float(full_norm),
                "param_norm": measures.global_norm(params, reduce),
-               "update_norm": measures.global_norm(update, reduce),  # ||x_t - x_{t-1}|| (paper 001, Fig. 6)
+               "update_norm": measures.norm_of(uu, reduce),  # ||x_t - x_{t-1}|| (paper 001, Fig. 6)
                "grad_momentum_cos": gm_cos,
                "grad_momentum_cos_global": gm_cos_global,
                "update_grad_cos": None if ug is None else -ug}  # cos(-g_t, x_t - x_{t-1})

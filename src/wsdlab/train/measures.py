@@ -25,6 +25,48 @@ def no_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def tensor_dots(a: Tensors, b: Tensors) -> torch.Tensor:
+    """(J,) float64: <a_j, b_j> = sum(a_j * b_j) of each paired tensor (local shards, not yet reduced).
+
+    Every measure below is built from these per-tensor sums, so a step that needs several measures of
+    the same lists computes each sum once (`cosine_of`, `mean_cosine_of`, `norm_of`).
+    """
+    a, b = _local(a), _local(b)
+    if not a:
+        return torch.zeros(0, dtype=torch.float64)
+    prods = torch._foreach_mul([x.float() for x in a], [y.float() for y in b])
+    return torch.stack([p.sum(dtype=torch.float64) for p in prods])
+
+
+def total(sums: torch.Tensor, reduce: Reduce = no_reduce) -> float:
+    """sum_j of per-tensor sums, added across ranks."""
+    return float(reduce(sums.sum())) if sums.numel() else 0.0
+
+
+def norm_of(squares: torch.Tensor, reduce: Reduce = no_reduce) -> float:
+    """||concat(ts)||_2 from the per-tensor squared norms `tensor_dots(ts, ts)`."""
+    return math.sqrt(total(squares, reduce))
+
+
+def cosine_of(ab: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor, reduce: Reduce = no_reduce) -> float | None:
+    """cos(a, b) of the concatenated lists from per-tensor sums <a_j,b_j>, ||a_j||^2, ||b_j||^2; None if a or b is 0."""
+    na, nb = norm_of(aa, reduce), norm_of(bb, reduce)
+    if na == 0.0 or nb == 0.0:
+        return None
+    return total(ab, reduce) / (na * nb)
+
+
+def mean_cosine_of(ab: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor, reduce: Reduce = no_reduce) -> float | None:
+    """(1/J) sum_j cos(a_j, b_j) from per-tensor sums (see `mean_tensor_cosine`)."""
+    if not ab.numel():
+        return None
+    dots, na2, nb2 = reduce(torch.stack([ab, aa, bb])).cpu().unbind(0)
+    ok = (na2 > 0) & (nb2 > 0)
+    if not bool(ok.any()):
+        return None
+    return float((dots[ok] / (na2[ok].sqrt() * nb2[ok].sqrt())).mean())
+
+
 def sum_of_squares(ts: Tensors, reduce: Reduce = no_reduce) -> float:
     """sum_i ||t_i||^2 over the list (float64 accumulation, as `dot`)."""
     return dot(ts, ts, reduce)
@@ -32,24 +74,17 @@ def sum_of_squares(ts: Tensors, reduce: Reduce = no_reduce) -> float:
 
 def dot(a: Tensors, b: Tensors, reduce: Reduce = no_reduce) -> float:
     """<a, b> = sum_i sum(a_i * b_i) over paired lists."""
-    a, b = _local(a), _local(b)
-    if not a:
-        return 0.0
-    prods = torch._foreach_mul([x.float() for x in a], [y.float() for y in b])
-    return float(reduce(torch.stack([p.sum(dtype=torch.float64) for p in prods]).sum()))
+    return total(tensor_dots(a, b), reduce)
 
 
 def global_norm(ts: Tensors, reduce: Reduce = no_reduce) -> float:
     """||concat(ts)||_2."""
-    return math.sqrt(sum_of_squares(ts, reduce))
+    return norm_of(tensor_dots(ts, ts), reduce)
 
 
 def cosine(a: Tensors, b: Tensors, reduce: Reduce = no_reduce) -> float | None:
     """cos(a, b) = <a, b> / (||a|| ||b||) of the concatenated lists; None if either is zero."""
-    na, nb = global_norm(a, reduce), global_norm(b, reduce)
-    if na == 0.0 or nb == 0.0:
-        return None
-    return dot(a, b, reduce) / (na * nb)
+    return cosine_of(tensor_dots(a, b), tensor_dots(a, a), tensor_dots(b, b), reduce)
 
 
 def mean_tensor_cosine(a: Tensors, b: Tensors, reduce: Reduce = no_reduce) -> float | None:
@@ -61,18 +96,7 @@ def mean_tensor_cosine(a: Tensors, b: Tensors, reduce: Reduce = no_reduce) -> fl
     dividing, so FSDP shards give the cosine of the whole tensor. Tensors where either norm is zero have
     no direction and are left out; None when no tensor has a cosine.
     """
-    a, b = _local(a), _local(b)
-    if not a:
-        return None
-    prods = torch._foreach_mul([x.float() for x in a], [y.float() for y in b])
-    sq_a = torch._foreach_mul([x.float() for x in a], [x.float() for x in a])
-    sq_b = torch._foreach_mul([y.float() for y in b], [y.float() for y in b])
-    sums = torch.stack([torch.stack([t.sum(dtype=torch.float64) for t in ts]) for ts in (prods, sq_a, sq_b)])
-    dots, na2, nb2 = reduce(sums).cpu().unbind(0)
-    ok = (na2 > 0) & (nb2 > 0)
-    if not bool(ok.any()):
-        return None
-    return float((dots[ok] / (na2[ok].sqrt() * nb2[ok].sqrt())).mean())
+    return mean_cosine_of(tensor_dots(a, b), tensor_dots(a, a), tensor_dots(b, b), reduce)
 
 
 def difference(a: Tensors, b: Tensors) -> list[torch.Tensor]:
