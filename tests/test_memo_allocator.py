@@ -137,3 +137,36 @@ def test_gradients_larger_than_the_budget_are_not_memoized(monkeypatch: pytest.M
     trajectory_table(model, batch_loss, lm_batches(4), iterates, decay_start=1, hessian=False)
     trajectory_table(model, batch_loss, lm_batches(4), iterates, decay_start=1, hessian=False)
     assert MEMO.hits == MEMO.misses == 0
+
+
+def test_math_attention_is_per_thread() -> None:
+    """A Hessian in one thread must not move another thread's evaluation onto the math kernel."""
+    import threading
+
+    import torch.nn.functional as F
+
+    from wsdlab.analysis.evalset import math_attention
+    from wsdlab.models.attention import causal_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 64, 32), torch.randn(2, 2, 64, 32), torch.randn(2, 2, 64, 32)
+    flash = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), is_causal=True)
+    math_ = torch.ops.aten._scaled_dot_product_attention_math(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                                              None, 0.0, True)[0]
+    assert not torch.equal(flash, math_)  # the kernels differ in their last bits on this input
+    inside, done = threading.Event(), threading.Event()
+    got: dict[str, torch.Tensor] = {}
+
+    def hessian_thread() -> None:
+        with math_attention():
+            got["math"] = causal_attention(q, k, v)
+            inside.set()
+            done.wait(10)
+
+    t = threading.Thread(target=hessian_thread)
+    t.start()
+    inside.wait(10)
+    got["plain"] = causal_attention(q, k, v)  # this thread is not inside math_attention
+    done.set()
+    t.join()
+    assert torch.equal(got["math"], math_) and torch.equal(got["plain"], flash)

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wsdlab.common.types import Batch
+from wsdlab.models.attention import math_attention as _model_math_attention
 
 LossFn = Callable[[nn.Module, Batch], Tensor]
 Split = Literal["val", "train"]
@@ -52,8 +52,12 @@ def move_batch(batch: Batch, device: torch.device | str) -> Batch:
 
 @contextlib.contextmanager
 def math_attention() -> Iterator[None]:
-    """Route SDPA to the math kernel: the only one with a double backward, and batchable under vmap."""
-    with sdpa_kernel(SDPBackend.MATH):
+    """Attention on SDPA's math kernel, the only one with a double backward and batchable under vmap.
+
+    Per thread (`wsdlab.models.attention.math_attention`: every wsdlab LM's attention reads it), so
+    concurrent analyses do not change each other's kernels, as the process-wide `sdpa_kernel` would.
+    """
+    with _model_math_attention():
         yield
 
 
