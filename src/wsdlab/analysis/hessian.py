@@ -1,7 +1,7 @@
 """Hessian-vector products of the mean loss over a fixed evaluation set, and the sharpness measures built on them.
 
 H v is computed reverse-over-reverse: the gradient g = dL/dtheta is built once with
-`create_graph=True` (inside `sdpa_kernel(SDPBackend.MATH)`, because the flash and memory-efficient
+`create_graph=True` (inside `math_attention()`: SDPA's math kernel, per thread, because the flash and memory-efficient
 attention kernels have no double backward) and every product is `autograd.grad(g, theta, v,
 retain_graph=True)`, so the first backward is paid once and reused by all products (PyHessian
 rebuilds it per batch per product when there are several batches). Forward-over-reverse
