@@ -39,7 +39,10 @@ class BaseReader(AnalysisUnit):
     tables = ("t_base",)
 
     def compute(self, ctx: Any, options: Any) -> dict[str, list[dict]]:
+        import torch
+
         log(f"unit:{self.name}")
+        log(f"threads:{torch.get_num_threads()}")  # every unit computes with one torch thread on CPU
         return {"t_base": [{"run": r.path.name} for r in ctx.runs("base")]}
 
 
@@ -142,6 +145,7 @@ def test_units_start_as_soon_as_their_runs_are_complete(tmp_path: Path, fake_uni
     assert tables.finish(2) == ["t_base_reader", "t_cooldown_reader"]
     # the base reader ran before the first cooldown trained; the cooldown reader after the last one
     assert EVENTS.index("unit:t_base_reader") < EVENTS.index("train:cd-linear-s0")
+    assert "threads:1" in EVENTS
     assert EVENTS.index("unit:t_cooldown_reader") > EVENTS.index("train:cd-sqrt-s0")
     assert (tmp_path / "tables" / "t_cooldowns.csv").read_text().splitlines() == ["n", "2"]
     fingerprints = json.loads((tmp_path / "tables" / ".fingerprints.json").read_text())

@@ -10,7 +10,6 @@ STUDY/tables/.fingerprints.json.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import threading
@@ -180,7 +179,6 @@ class TableScheduler:
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._ctx: UnitContext | None = None
-        self._threads_before: int | None = None
 
     # scheduling -------------------------------------------------------------------------------
     def poll(self, complete: set[str], free_slots: int | None = None, while_training: int = 1) -> int:
@@ -190,56 +188,50 @@ class TableScheduler:
         with self._lock:
             running = sum(v == "running" for v in self.state.values())
             limit = while_training if free_slots is None else min(while_training, running + free_slots)
-            for unit in self._ready(complete, limit, locked=True):
-                self._start(unit, locked=True)
+            for unit in self._ready(complete, limit):
+                self._start(unit)
             return sum(v == "running" for v in self.state.values())
 
     def finish(self, parallel: int = 1) -> list[str]:
         """Compute every unit not yet done (all runs complete), `parallel` at a time; the units (re)computed."""
         complete = {p.key for p in self.plan}
-        try:
-            with self._done:
-                while any(v in ("pending", "running") for v in self.state.values()):
-                    ready = [] if self.errors else self._ready(complete, parallel, locked=True)
-                    for unit in ready:
-                        self._start(unit, locked=True)
-                    if not ready:
-                        if not any(v == "running" for v in self.state.values()):
-                            break  # an upstream failed: what waits on it never starts
-                        self._done.wait(timeout=1.0)
-        finally:
-            self._restore_threads()
+        with self._done:
+            while any(v in ("pending", "running") for v in self.state.values()):
+                ready = [] if self.errors else self._ready(complete, parallel)
+                for unit in ready:
+                    self._start(unit)
+                if not ready:
+                    if not any(v == "running" for v in self.state.values()):
+                        break  # an upstream failed: what waits on it never starts
+                    self._done.wait(timeout=1.0)
         if self.errors:
-            name, err = self.errors[0]
-            raise err
+            raise self.errors[0][1]
         return list(self.computed)
 
     def stop(self) -> None:
         """Wait for the units already running (after a failed run); start no others."""
         for thread in list(self._threads.values()):
             thread.join()
-        self._restore_threads()
 
-    def _ready(self, complete: set[str], limit: int, locked: bool = False) -> list[AnalysisUnit]:
-        with contextlib.nullcontext() if locked else self._lock:
-            running = sum(v == "running" for v in self.state.values())
-            out: list[AnalysisUnit] = []
-            for unit in self.chosen:
-                if running + len(out) >= limit:
-                    break
-                if self.state[unit.name] != "pending" or not self.reads[unit.name] <= complete:
-                    continue
-                upstream = [n for n in unit.needs if n in self.state]
-                if all(self.state[n] == "done" for n in upstream):
-                    out.append(unit)
-            return out
+    def _ready(self, complete: set[str], limit: int) -> list[AnalysisUnit]:
+        """Pending units whose runs and upstream units are done, up to `limit` running in all (lock held)."""
+        running = sum(v == "running" for v in self.state.values())
+        out: list[AnalysisUnit] = []
+        for unit in self.chosen:
+            if running + len(out) >= limit:
+                break
+            if self.state[unit.name] != "pending" or not self.reads[unit.name] <= complete:
+                continue
+            upstream = [n for n in unit.needs if n in self.state]
+            if all(self.state[n] == "done" for n in upstream):
+                out.append(unit)
+        return out
 
-    def _start(self, unit: AnalysisUnit, locked: bool = False) -> None:
-        with contextlib.nullcontext() if locked else self._lock:
-            self.state[unit.name] = "running"
-            self._one_torch_thread()
-            thread = threading.Thread(target=self._run, args=(unit,), name=f"analysis-{unit.name}", daemon=True)
-            self._threads[unit.name] = thread
+    def _start(self, unit: AnalysisUnit) -> None:
+        """Compute `unit` in a thread of its own (lock held)."""
+        self.state[unit.name] = "running"
+        thread = threading.Thread(target=self._run, args=(unit,), name=f"analysis-{unit.name}", daemon=True)
+        self._threads[unit.name] = thread
         thread.start()
 
     # one unit ---------------------------------------------------------------------------------
@@ -248,15 +240,15 @@ class TableScheduler:
             import torch
 
             torch.set_num_threads(1)  # this thread's own setting (OpenMP's is per thread): see the class docstring
+        error: BaseException | None = None
         try:
             ran = self._compute(unit)
-            state = "done"
         except BaseException as err:  # noqa: BLE001 - handed to finish(), which raises it
-            ran, state = False, "failed"
-            with self._lock:
-                self.errors.append((unit.name, err))
+            ran, error = False, err
         with self._done:
-            self.state[unit.name] = state
+            self.state[unit.name] = "done" if error is None else "failed"
+            if error is not None:
+                self.errors.append((unit.name, error))
             if ran:
                 self.computed.append(unit.name)
             self._done.notify_all()
@@ -298,18 +290,3 @@ class TableScheduler:
     def _message(self, text: str) -> None:
         if self.progress is not None:
             self.progress.message(text)
-
-    def _one_torch_thread(self) -> None:
-        """CPU: one intra-op thread per unit (set once, before the first unit starts; restored at the end)."""
-        if self._threads_before is None and _device() == "cpu":
-            import torch
-
-            self._threads_before = torch.get_num_threads()
-            torch.set_num_threads(1)
-
-    def _restore_threads(self) -> None:
-        if self._threads_before is not None and not any(t.is_alive() for t in self._threads.values()):
-            import torch
-
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
