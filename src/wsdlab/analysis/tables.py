@@ -13,8 +13,19 @@ from wsdlab.common.io import atomic_write_text
 from wsdlab.common.types import Row
 
 
-def write_table(rows: Sequence[Row], path: str | Path) -> Path:
-    """Write rows as CSV; columns are the union of keys in first-seen order."""
+def write_table(rows: Sequence[Row], path: str | Path, *, if_changed: bool = False) -> Path:
+    """Write rows as CSV; columns are the union of keys in first-seen order. `if_changed` leaves a file
+    with exactly this content untouched (its mtime too)."""
+    text = table_text(rows)
+    path = Path(path)
+    if if_changed and path.is_file() and path.read_text() == text:
+        return path
+    atomic_write_text(path, text)
+    return path
+
+
+def table_text(rows: Sequence[Row]) -> str:
+    """The CSV text of rows (write_table's content)."""
     columns: list[str] = []
     for row in rows:
         for key in row:
@@ -25,8 +36,7 @@ def write_table(rows: Sequence[Row], path: str | Path) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-    return Path(path)
+    return buf.getvalue()
 
 
 def _fmt(v: Any) -> Any:

@@ -1,5 +1,6 @@
-"""`wsdlab study run | plan | list | status | report`: run a study, see its plan and cost before it
-runs, list the built-in studies, see where a study stands, redo its report."""
+"""`wsdlab study run | plan | list | status | report | claims`: run a study, see its plan and cost before
+it runs, list the built-in studies, see where a study stands, redo its report, read its verdicts on the
+papers' claims."""
 
 from __future__ import annotations
 
@@ -137,3 +138,49 @@ def report(study_dir: Path = typer.Argument(..., metavar="STUDY_DIR", parser=pat
     with user_errors():
         path = redo_report(study_dir, StudyProgress(study_dir.name, 0, Console(stderr=True), live=False))
     console.print(f"report: {path}", highlight=False, markup=False)
+
+
+VERDICT_STYLE = {"holds": "green", "contradicted": "red", "inconclusive": "yellow"}
+
+
+def _fmt(v: object) -> str:
+    return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+def claims(
+    study_dir: Path = typer.Argument(..., metavar="STUDY_DIR", parser=path_option, help="Study folder (its tables/)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON (for scripts) instead of a table."),
+) -> None:
+    """Paper vs this run: each claim of the papers the study touches, this run's value with its 95% interval,
+    and the verdict (holds / contradicted / inconclusive, with the reason). Writes STUDY/tables/claims.csv."""
+    import json
+
+    from wsdlab.analysis.claims import summary_line, write_claims
+    from wsdlab.common.errors import ConfigError
+    from wsdlab.study.runner import refresh_runs_index
+
+    with user_errors():
+        if not (study_dir / "tables").is_dir():
+            raise ConfigError(f"{study_dir}: not a study folder with tables (no {study_dir / 'tables'}); "
+                              f"run the study first: wsdlab study run ... --out {study_dir}")
+        refresh_runs_index(study_dir)
+        rows = write_claims(study_dir)
+    if as_json:
+        print(json.dumps(rows, indent=1, allow_nan=False, default=str))
+        return
+    for paper in dict.fromkeys(r["paper"] for r in rows):
+        mine = [r for r in rows if r["paper"] == paper]
+        console.print(f"\n[bold]{escape(paper)}[/] {escape(mine[0]['paper_title'])}\n{escape(mine[0]['scale'])}",
+                      highlight=False)
+        table = Table(show_lines=True, expand=True)
+        for col, ratio in (("claim (paper's figure)", 4), ("this run [95% interval] (n)", 3), ("verdict", 2),
+                           ("why", 3)):
+            table.add_column(col, ratio=ratio)
+        for r in mine:
+            interval = "" if r["ci_low"] is None else f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+            value = f"{_fmt(r['value'])}{interval} (n={r['n']})" if r["value"] is not None else "-"
+            table.add_row(escape(f"{r['claim']} ({r['where']})"), escape(f"{value}\n{r['statistic']}"),
+                          f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]", escape(r["reason"] or ""))
+        console.print(table)
+    console.print(summary_line(rows), highlight=False, markup=False)

@@ -195,6 +195,12 @@ def relative(path: Path, start: Path) -> str:
 
 
 def describe(resolved: ResolvedRun) -> dict[str, Any]:
-    """A flat row about a resolved run (runs.csv, status tables)."""
+    """A flat row about a resolved run (runs.csv, status tables): key, stage, labels, hash, folder, steps,
+    and its scale (model arch, parameters, tokens of all its steps from step 0) for the claims' scale line."""
+    from wsdlab.models import num_parameters
+    from wsdlab.study.compute import run_cost
+
+    spec = resolved.spec
     return {"key": resolved.key, "stage": resolved.run.stage, **resolved.run.labels,
-            "hash": resolved.hash, "dir": resolved.path.name, "steps": resolved.spec.train.steps}
+            "hash": resolved.hash, "dir": resolved.path.name, "steps": spec.train.steps,
+            "arch": spec.model.arch, "params": num_parameters(spec.model), "tokens": run_cost(spec).tokens}

@@ -263,9 +263,35 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
             from wsdlab.study.analyses import analysis_parallelism
 
             tables.finish(analysis_parallelism())
+            prog.message(write_claims_summary(study_dir))
         if report if report is not None else study.report.enabled:
             prog.message(f"report: {write_report(study, study_dir)}")
     return statuses
+
+
+def refresh_runs_index(study_dir: Path) -> None:
+    """Rewrite tables/runs.csv of a study folder written by an older release (without the runs' scale), so
+    the claims can state it; nothing is done when it already has it or the folder has no readable plan."""
+    from wsdlab.analysis.tables import read_table
+    from wsdlab.common.errors import WsdlabError
+
+    index = Path(study_dir) / "tables" / "runs.csv"
+    if index.is_file():
+        rows = read_table(index)
+        if rows and "params" in rows[0]:
+            return
+    try:
+        study, plan = load_study_dir(study_dir)
+        write_runs_index(plan_status(plan, Resolver(plan, Path(study_dir))), Path(study_dir))
+    except (WsdlabError, OSError, ValueError):
+        return  # the claims then say the scale is not recorded
+
+
+def write_claims_summary(study_dir: Path) -> str:
+    """Evaluate the papers' claims on the study's tables (tables/claims.csv); the one-line verdict count."""
+    from wsdlab.analysis.claims import summary_line, write_claims
+
+    return summary_line(write_claims(study_dir))
 
 
 def write_report(study: StudySpec, study_dir: Path) -> Path:
@@ -290,6 +316,9 @@ def redo_report(study_dir: str | Path, progress: StudyProgress | None = None) ->
     with study_lock(study_dir):
         write_runs_index(statuses, study_dir)
         compute_tables(plan, resolver, study_dir, progress, force=True, parallel=analysis_parallelism())
+        summary = write_claims_summary(study_dir)
+        if progress is not None:
+            progress.message(summary)
         return write_report(study, study_dir)
 
 
