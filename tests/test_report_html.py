@@ -107,22 +107,23 @@ def test_page_header_and_key_values(full_study) -> None:
                         if r["shape"] == "sqrt" and r["space"] == "kl")
     assert format_cell(kl_bias_sqrt) in cells
     # sections in the paper's order
-    headings = re.findall(r"<h2>\d+\. ([^<]+)</h2>", html)
-    assert headings[:3] == ["Schedules and validation curves", "Bias and variance", "Perplexity"]
+    headings = re.findall(r"<h2>(\d+)\. ([^<]+)</h2>", html)
+    assert headings[:4] == [("1", "Paper vs this run"), ("2", "Schedules and validation curves"),
+                            ("3", "Bias and variance"), ("4", "Perplexity")]
     assert "Not drawn" not in html
 
 
 def test_missing_tables_are_skipped_and_listed(tmp_path: Path) -> None:
     tables = synthetic_tables()
-    study = write_synthetic_study(tmp_path, {name: tables[name] for name in ("schedules", "bias_variance")})
+    study = write_synthetic_study(tmp_path, {name: tables[name] for name in ("schedules", "bias_variance", "recency")})
     html = build_report(study, title="Partial").read_text()
     drawn = sorted(p.stem for p in (study / "figures").glob("*.png"))
-    assert drawn == ["bias_variance", "schedules"]
-    assert len(_parse(html).imgs) == 2
+    assert drawn == ["bias_variance", "recency_shift", "recency_vs_bias_variance", "schedules"]
+    assert len(_parse(html).imgs) == 4
     assert "<title>Partial</title>" in html
-    skipped = html[html.index("Not drawn"):]
-    assert "<b>val_curves</b>: no table val_curves.csv" in skipped
-    assert "<b>schedules</b>" not in skipped
+    # the recency unit ran (recency.csv) without its curves: listed; val_curves wrote nothing: not listed
+    skipped = html[html.index('id="skipped"'):]
+    assert re.findall(r"<li><b>(\w+)</b>: ([^<]+)</li>", skipped) == [("recency_curves", "no table recency_curves.csv")]
     # without runs.csv there are no run counts: the report reads tables only, never the run folders
     assert "runs: 0 (0 complete)" in html
 
@@ -229,3 +230,50 @@ def test_module_entry_point_builds_the_page(tmp_path: Path, capsys: pytest.Captu
     path = main([str(tmp_path), "--title", "Empty study"])
     assert path == tmp_path / "report.html" and "<title>Empty study</title>" in path.read_text()
     assert str(path) in capsys.readouterr().out
+
+
+def test_unit_tables_are_the_first_table_of_each_of_the_units_figures() -> None:
+    from wsdlab.report.catalog import unit_tables
+
+    assert unit_tables("recency") == ("recency_curves", "recency")  # not bias_variance (read from upstream)
+    assert unit_tables("perplexity") == ("perplexity",)
+    assert unit_tables("universality_curves") == ("universality_curves", "universality_norms")
+    assert unit_tables("no_such_unit") == ()
+
+
+def test_not_drawn_lists_only_figures_of_units_that_ran_and_are_not_switched_off(tmp_path: Path) -> None:
+    """study.yaml enables recency and universality_curves (default-on, but no tables: another paper's
+    experiment) and switches trajectory off; recency wrote recency.csv only, trajectory left a stale bad table."""
+    tables = synthetic_tables()
+    study = write_synthetic_study(tmp_path, {"schedules": tables["schedules"], "recency": tables["recency"],
+                                             "trajectory": [{"run": "r", "kind": "pca"}]})
+    (study / "study.yaml").write_text(
+        "name: rule\nanalyses:\n  eval_batches: 2\n  recency: {enabled: true}\n"
+        "  universality_curves: {enabled: true, options: {}}\n  trajectory: {enabled: false}\n")
+    html = build_report(study).read_text()
+    skipped = html[html.index('id="skipped"'):]
+    assert re.findall(r"<li><b>(\w+)</b>: ([^<]+)</li>", skipped) == [
+        ("recency_curves", "no table recency_curves.csv"),
+        ("recency_vs_bias_variance", "no table bias_variance.csv"),
+    ]
+    assert '<a href="#skipped">Not drawn</a>' in html
+    # the same tables without a study.yaml: trajectory is no longer switched off, so its unusable table is news
+    (study / "study.yaml").unlink()
+    html = build_report(study).read_text()
+    listed = re.findall(r"<li><b>(\w+)</b>:", html[html.index('id="skipped"'):])
+    assert listed == ["recency_curves", "recency_vs_bias_variance", "hv_norm", "pc1_share", "quasi_convexity",
+                      "param_norm"]
+
+
+def test_not_drawn_and_unit_switches_as_functions() -> None:
+    from wsdlab.report.html import Skipped, not_drawn, unit_switches
+
+    specs = {f.name: f for f in FIGURES}
+    skipped = [Skipped(specs[n], "no table") for n in ("val_curves", "univ_length", "univ_norms", "probes")]
+    tables = {"universality_curves": [{"x": 1}], "probes": [{"x": 1}]}
+    switches = unit_switches({"analyses": {"eval_batches": 8, "probes": {"enabled": False},
+                                           "universality_length": {"enabled": True}, "val_curves": {}}})
+    assert switches == {"probes": False, "universality_length": True}
+    # univ_norms: its unit (universality_curves) wrote universality_curves.csv; univ_length's unit wrote nothing
+    assert [k.spec.name for k in not_drawn(skipped, tables, switches)] == ["univ_norms"]
+    assert unit_switches({}) == {} and unit_switches({"analyses": None}) == {}

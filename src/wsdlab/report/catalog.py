@@ -50,7 +50,7 @@ class FigureSpec:
     name: str  # file name STUDY/figures/<name>.png and the HTML anchor
     section: str
     caption: str  # one line: what the figure shows
-    tables: tuple[str, ...]  # tables it needs (CSV names without .csv); the first is the one linked first
+    tables: tuple[str, ...]  # tables it needs (CSV names without .csv); the first is its unit's own (linked first)
     draw: Draw
     summary: Summarize | None = None
     optional_tables: tuple[str, ...] = field(default=())
@@ -455,3 +455,9 @@ def figure_names() -> list[str]:
 def figures_of(unit: str) -> list[FigureSpec]:
     """The catalogue's figures drawn from the tables of analysis unit `unit`."""
     return [f for f in FIGURES if f.unit == unit]
+
+
+def unit_tables(unit: str) -> tuple[str, ...]:
+    """The tables analysis unit `unit` writes, as the catalogue knows them: the first table of each of its
+    figures (a figure's further tables may come from upstream units, e.g. bias_variance)."""
+    return tuple(dict.fromkeys(f.tables[0] for f in figures_of(unit)))

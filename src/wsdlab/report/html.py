@@ -1,5 +1,7 @@
 """The study report: draw every figure whose tables exist and write one self-contained STUDY/report.html.
 
+The page opens with "Paper vs this run" (`report/claims.py`, from tables/claims.csv when the claims
+layer wrote it), then the figures by section, the tables, and the figures this study could not draw.
 The page embeds its figures as base64 PNG data URIs and its CSS inline, uses no JavaScript and refers
 to no external URL (a Content-Security-Policy forbids fetching anything), so it opens offline and can
 be mailed as one file. Links to `tables/<name>.csv` are relative to the study directory.
@@ -14,6 +16,7 @@ import logging
 import math
 import struct
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from rich.progress import track
 from wsdlab.analysis.tables import read_table
 from wsdlab.common.io import atomic_write_bytes, atomic_write_text
 from wsdlab.report.aggregate import Row, Tables
-from wsdlab.report.catalog import FIGURES, SECTIONS, FigureSpec
+from wsdlab.report import claims as C
+from wsdlab.report.catalog import FIGURES, SECTIONS, FigureSpec, unit_tables
 from wsdlab.report.panels import png_bytes
 
 log = logging.getLogger(__name__)
@@ -70,7 +74,9 @@ def build_report(study_dir: Path, title: str | None = None, *, progress: bool = 
     tables = load_tables(study_dir / "tables")
     drawn, skipped = draw_figures(tables, study_dir / "figures", progress=progress)
     info = study_info(study_dir, tables)
-    page = render_page(title or info["title"], info, tables, drawn, skipped)
+    claims = C.read_claims(study_dir / "tables" / f"{C.CLAIMS_TABLE}.csv")
+    listed = not_drawn(skipped, tables, info["switches"])
+    page = render_page(title or info["title"], info, tables, drawn, listed, claims)
     out = study_dir / "report.html"
     atomic_write_text(out, page)
     return out
@@ -106,11 +112,39 @@ def draw_figures(tables: Tables, figures_dir: Path, *, progress: bool = False
     return drawn, skipped
 
 
+def not_drawn(skipped: list[Skipped], tables: Tables, switches: Mapping[str, bool]) -> list[Skipped]:
+    """The skipped figures the page lists under "Not drawn": those of the analyses this study ran.
+
+    A figure is listed when its unit is not switched off in study.yaml (`switches[unit]` False) AND the
+    unit wrote at least one of its own tables (`catalog.unit_tables`): the unit ran here, so a missing or
+    unusable table of it is news. Figures of units that wrote nothing (another paper's experiments,
+    whose runs this study lacks, or analyses not run yet) are left out: study.yaml cannot tell those
+    apart, since a unit is `enabled` by default and runs only where its inputs select runs. A unit
+    that failed before writing any table is reported by `wsdlab study run` itself.
+    """
+    out = []
+    for k in skipped:
+        own = unit_tables(k.spec.unit) if k.spec.unit else k.spec.tables[:1]
+        if switches.get(k.spec.unit, True) and any(t in tables for t in own):
+            out.append(k)
+    return out
+
+
+def unit_switches(spec: Mapping[str, Any]) -> dict[str, bool]:
+    """unit -> `enabled` from study.yaml's `analyses:` mapping (units without a boolean are left out)."""
+    analyses = spec.get("analyses")
+    if not isinstance(analyses, dict):
+        return {}
+    return {str(name): entry["enabled"] for name, entry in analyses.items()
+            if isinstance(entry, dict) and isinstance(entry.get("enabled"), bool)}
+
+
 def study_info(study_dir: Path, tables: Tables | None = None) -> dict[str, Any]:
-    """Name, description, title and run counts of a study (study.yaml and tables/runs.csv are optional).
+    """Name, description, title, run counts and analysis switches of a study (study.yaml and
+    tables/runs.csv are optional).
 
     Run counts come from runs.csv (one row per planned run, with `stage` and `state`) when present;
-    the report reads tables only, never the run folders.
+    the report reads tables only, never the run folders. `switches` is `unit_switches(study.yaml)`.
     """
     spec: dict[str, Any] = {}
     spec_path = study_dir / "study.yaml"
@@ -132,6 +166,7 @@ def study_info(study_dir: Path, tables: Tables | None = None) -> dict[str, Any]:
         "runs": runs,
         "complete": complete,
         "roles": roles,
+        "switches": unit_switches(spec),
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(),
     }
 
@@ -219,25 +254,31 @@ h1{margin:.2rem 0;font-size:1.6rem} h2{margin-top:2.2rem;border-bottom:1px solid
 nav ol{columns:2;font-size:.92rem} a{color:#0061a0}
 figure{margin:1.2rem 0 2rem} figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.93rem;margin:.4rem 0} .src{color:#666}
-table.values{border-collapse:collapse;font-size:.82rem;margin-top:.4rem}
+table.values{border-collapse:collapse;font-size:.82rem;margin-top:.4rem;display:block;max-width:100%;overflow-x:auto}
 table.values th,table.values td{border:1px solid #ddd;padding:.15rem .5rem}
 table.values th{background:#f3f6f9;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.skipped li{color:#555;font-size:.92rem}
-"""
+.skipped li{color:#555;font-size:.92rem} code{font-size:.9em;background:#f3f3f3;padding:0 .2rem}
+""" + C.CSS
+
+
+CLAIMS_HEADING = "Paper vs this run"
 
 
 def render_page(title: str, info: dict[str, Any], tables: Tables, drawn: list[DrawnFigure],
-                skipped: list[Skipped]) -> str:
-    """The whole HTML page: header, contents, one section per heading with figures, skipped list."""
+                skipped: list[Skipped], claims: list[C.Claim] | None = None) -> str:
+    """The whole HTML page: header, contents, "Paper vs this run" (`claims`, rows of claims.csv; a note
+    when there are none), one section per heading with figures, the tables, the not-drawn list."""
     by_section: dict[str, list[DrawnFigure]] = {}
     for d in drawn:
         by_section.setdefault(d.spec.section, []).append(d)
     sections = [s for s in SECTIONS if s.key in by_section]
-    toc = "".join(f'<li><a href="#sec-{_esc(s.key)}">{_esc(s.title)}</a></li>' for s in sections)
+    toc = f'<li><a href="#claims">{CLAIMS_HEADING}</a></li>'
+    toc += "".join(f'<li><a href="#sec-{_esc(s.key)}">{_esc(s.title)}</a></li>' for s in sections)
     toc += '<li><a href="#tables">Tables</a></li>' if tables else ""
     toc += '<li><a href="#skipped">Not drawn</a></li>' if skipped else ""
-    body = []
-    for i, s in enumerate(sections, 1):
+    numbers = {d.spec.name: d.number for d in drawn}
+    body = [C.claims_section(claims or [], numbers, f"1. {CLAIMS_HEADING}")]
+    for i, s in enumerate(sections, 2):  # numbered as in the contents, "Paper vs this run" first
         figs = "".join(_figure_html(d) for d in by_section[s.key])
         body.append(f'<section id="sec-{_esc(s.key)}"><h2>{i}. {_esc(s.title)}</h2>'
                     f'<p class="intro">{_esc(s.intro)}</p>{figs}</section>')
@@ -246,11 +287,12 @@ def render_page(title: str, info: dict[str, Any], tables: Tables, drawn: list[Dr
     if skipped:
         items = "".join(f"<li><b>{_esc(k.spec.name)}</b>: {_esc(k.reason)}</li>" for k in skipped)
         body.append('<section id="skipped" class="skipped"><h2>Not drawn</h2>'
-                    "<p>Figures whose tables are absent (analysis not enabled or not run yet) or unusable:</p>"
+                    "<p>Figures of the analyses this study ran whose tables are absent or unusable (figures of "
+                    "analyses that wrote no table here, such as other papers' experiments, are not listed):</p>"
                     f"<ul>{items}</ul></section>")
     if not drawn:
-        body.insert(0, '<p class="intro">No figure could be drawn: STUDY/tables/ holds none of the tables '
-                       "they need (see Not drawn).</p>")
+        body.insert(1, '<p class="intro">No figure could be drawn: STUDY/tables/ holds none of the tables '
+                       f"they need{' (see Not drawn)' if skipped else ''}.</p>")
     desc = f'<p class="intro">{_esc(info["description"])}</p>' if info.get("description") else ""
     roles = ", ".join(f"{n} {_esc(r)}" for r, n in info.get("roles", {}).items())
     meta = (f'Study <b>{_esc(info["name"])}</b> · generated {_esc(info["date"])} · runs: {info["runs"]} '
