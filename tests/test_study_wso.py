@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from wsdlab.analysis.multiple_choice import MCItem, score_items, stdlib_name_task
 from wsdlab.analysis.tables import read_table
-from wsdlab.analysis.wso import delta_rows, pearson_ci
+from wsdlab.analysis.wso import pearson_ci
 from wsdlab.cli import app
 from wsdlab.train.runstore import RunDir
 
@@ -25,46 +25,45 @@ def test_wso_quick_runs_every_stage_and_table(tmp_path: Path) -> None:
     result = runner.invoke(app, ["study", "run", "wso", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
     runs = {p.name.rsplit("-", 1)[0]: RunDir(p) for p in (out / "runs").iterdir() if (p / "COMPLETE").is_file()}
-    assert len(runs) == 7 + 14 + 14 + 14
+    # 7 pre-training runs; mid-training of alpha_pre 0.1 and WSO only (Section 4), alpha_mid 0 and 1; SFT: 2 LRs
+    # x 2 seeds per pre-trained model, 1 LR x 2 seeds per mid-trained model
+    assert len(runs) == 7 + 8 + 28 + 16
+    assert {k for k in runs if k.startswith("mid-")} == {f"mid-{k}-a{a}-m{m}" for k, a in
+                                                         (("wsd", 0.1), ("cosine", 0.1), ("linear", 0.1), ("wso", 1))
+                                                         for m in (0, 1)}
     wsd = runs["pretrain-wsd-alpha0"].spec.schedule
     assert wsd.stable_ratio == 0.75 and wsd.kind == "wsd"
-    sft = runs["sft-cosine-a0.1-lr0.001"].spec
+    sft = runs["sft-cosine-a0.1-lr0.001-s0"].spec
     assert sft.data.sft is not None and sft.schedule.kind == "cosine" and sft.schedule.start_step == 12
     assert sft.optim.weight_decay == 0.0 and sft.optim.lr == 0.001
-    lrs = [r["lr"] for r in runs["sft-cosine-a0.1-lr0.001"].metrics() if "lr" in r]
+    assert runs["sft-cosine-a0.1-lr0.001-s1"].spec.data.order.seed == 1 and sft.data.order.seed == 0
+    lrs = [r["lr"] for r in runs["sft-cosine-a0.1-lr0.001-s0"].metrics() if "lr" in r]
     assert lrs[0] == pytest.approx(0.001)  # warmup 1 step from the stage's own start, then cosine to 0
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
     mid = runs["mid-linear-a0.1-m0"].spec
     assert mid.schedule.mid.alpha_mid == 0.0 and mid.data.order.portion == 1
     tables = out / "tables"
     delta = read_table(tables / "wso_delta.csv")
-    assert {r["stage"] for r in delta} == {"pretrain", "mid"} and len(delta) == 7 + 14
+    assert {r["stage"] for r in delta} == {"pretrain", "mid"} and len(delta) == 7 + 8
+    assert {"d_pt_task_pts", "d_sft_task_pts", "sft_task_sd", "n_seeds", "selected_by", "decay_based"} <= set(delta[0])
+    assert all(int(float(r["n_seeds"])) == 2 and r["selected_by"] == "val_loss" for r in delta)
+    for stage in ("pretrain", "mid"):  # one reference per stage: the best decay-based row has difference 0
+        decay = [r for r in delta if r["stage"] == stage and str(r["decay_based"]) == "True"]
+        assert min(float(r["d_pt_val_loss"]) for r in decay) == pytest.approx(0.0)
     sweep = read_table(tables / "wso_sft_sweep.csv")
-    assert len(sweep) == 14 + 14 and sum(str(r["best"]) == "True" for r in sweep) == 7 + 14
+    assert len(sweep) == 28 + 16 and sum(str(r["best"]) == "True" for r in sweep) == 2 * (7 + 8)
+    assert {int(float(r["seed"])) for r in sweep} == {0, 1} and {r["selected_by"] for r in sweep} == {"val_loss"}
     sharp = read_table(tables / "wso_sharpness.csv")
     assert {r["dataset"] for r in sharp} == {"pt", "sft"} and {int(float(r["step"])) for r in sharp} == {6, 12}
     assert all(float(r["stderr"]) >= 0 for r in sharp)
+    for r in sharp:  # 4 probes first, then chunks of 2 up to 6; precise = stderr <= 5% of |trace|
+        assert int(float(r["samples"])) in (4, 6)
+        assert (str(r["precise"]) == "True") == (float(r["stderr"]) <= 0.05 * abs(float(r["trace"])))
     corr = read_table(tables / "wso_correlation.csv")
     assert {(r["dataset"], r["score"]) for r in corr} >= {("pt", "sft_score"), ("sft", "sft_score")}
     for name in ("wso_delta", "wso_sft_sweep", "wso_sharpness", "wso_sharpness_sft"):
         assert (out / "figures" / f"{name}.png").is_file()
     assert "wso_sharpness_sft" in (out / "report.html").read_text()
-
-
-def test_delta_is_the_difference_from_the_best_decay_based_schedule() -> None:
-    models = [{"stage": "pretrain", "scheduler": k, "alpha_pre": a, "alpha_mid": "", "pt_val_loss": loss,
-               "task_acc_norm": task} for k, a, loss, task in
-              [("wso", 1.0, 2.431, 0.580), ("wsd", 0.0, 2.360, 0.585), ("cosine", 0.1, 2.379, 0.596)]]
-    sweep = [{"base": "pretrain", "scheduler": k, "alpha_pre": a, "alpha_mid": "", "best": True, "lr": 1e-5,
-              "task_acc_norm": t, "sft_val_loss": 1.0} for k, a, t in [("wso", 1.0, 0.50), ("wsd", 0.0, 0.45),
-                                                                        ("cosine", 0.1, 0.47)]]
-    rows = {r["scheduler"]: r for r in delta_rows(models, sweep)}
-    # Table 9 numbers (1B): best decay-based PT loss is WSD alpha 0 (2.360), best PT task cosine 0.1 (59.6)
-    assert rows["wso"]["d_pt_val_loss"] == pytest.approx(2.431 - 2.360)
-    assert rows["wsd"]["d_pt_val_loss"] == pytest.approx(0.0)
-    assert rows["wso"]["d_pt_task"] == pytest.approx(0.580 - 0.596)
-    assert rows["wso"]["d_sft_task"] == pytest.approx(0.50 - 0.47)
-    assert rows["cosine"]["d_sft_task"] == pytest.approx(0.0)
 
 
 def test_pearson_ci_by_hand() -> None:

@@ -1,16 +1,18 @@
 """The WSO paper's tables and sharpness figures ("Pre-training without learning rate decay enhances
 supervised fine-tuning"): units over a study with stages `pretrain` (scheduler x alpha_pre), `mid`
-(alpha_mid, eq. 11) and `sft` (an LR sweep per pre- or mid-trained model, Table 8).
+(alpha_mid, eq. 11) and `sft` (an LR sweep per pre- or mid-trained model, Table 8, optionally with
+several data-order seeds per LR).
 
 - `wso_eval`: per pre-/mid-trained model its validation loss and the multiple-choice task (acc, acc_norm,
-  scored like lm-evaluation-harness: `multiple_choice.py`); per SFT run (every LR of the sweep) its SFT
-  validation loss and the task after SFT, the best LR per model marked (the paper selects "the best value
-  based on AlpacaEval performance", Table 8; offline: the lowest SFT validation loss).
-- `wso_delta`: Tables 1-4, "the difference from the best decay-based schedule" in PT validation loss, PT
-  task average and SFT task average, for each scheduler and alpha_pre (and alpha_mid).
+  scored like lm-evaluation-harness: `multiple_choice.py`); per SFT run (every LR and seed of the sweep) its
+  SFT validation loss and the task after SFT, the selected LR per model marked (`select_by`, below).
+- `wso_delta`: Tables 1-4, "differences from the best-performing decay-based scheduler for that metric"
+  in PT (or MT) validation loss, PT (MT) task average and SFT task average: one reference per stage and
+  metric; task differences in points (x100) as printed.
 - `wso_sharpness`: Fig. 3, the Hessian trace (eq. 6, "Sharpness(theta_t) = Tr(H_L(theta_t))") by Hutchinson's
   estimator (eq. 12, Rademacher z_i) with its standard error, on kept checkpoints along pre-training, "on
-  held-out validation sets from both the pre-training dataset and the SFT dataset" (App. H).
+  held-out validation sets from both the pre-training dataset and the SFT dataset" (App. H); probes are
+  added until the standard error is a set fraction of |trace| (or a maximum is reached).
 - `wso_correlation`: Fig. 4, SFT score vs final sharpness with Pearson r and its 95% confidence interval
   (Fisher z: tanh(atanh r +- 1.96 / sqrt(n - 3))).
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -62,8 +64,22 @@ def final_val_loss(run: Any) -> float | None:
 
 
 class EvalOptions(StrictModel):
+    """Options of `wso_eval`.
+
+    `select_by` picks each model's SFT learning rate. The paper selects "the best value based on AlpacaEval
+    performance" (Table 8) and warns that "Selecting hyperparameters based on such as validation loss does
+    not necessarily yield better downstream task performance" (App. F.2); `task` does that with the offline
+    multiple-choice task (acc_norm). The default is `val_loss` (lowest SFT validation loss) because at laptop
+    scale the task is too noisy to rank LRs: the `wso` study's task has 64 four-way items, so one model's
+    acc_norm has a binomial standard error of about 6 points, larger than the differences between LRs,
+    while the SFT validation loss averages over every held-out token. `wso-1b` selects by `task`.
+    """
+
     max_items: int | None = Field(None, gt=0, description="At most this many multiple-choice items.")
     num_choices: int = Field(4, ge=2)
+    select_by: Literal["val_loss", "task"] = Field(
+        "val_loss", description="SFT LR selection: val_loss = lowest mean SFT validation loss over seeds; "
+        "task = highest mean task acc_norm over seeds (the paper's choice; ties -> lower val loss, then lower LR).")
 
 
 class _Tasks:
@@ -94,7 +110,8 @@ class _Tasks:
 
 @register_unit
 class WsoEval(AnalysisUnit):
-    """Validation loss and multiple-choice accuracy of every pre-, mid- and fine-tuned model; the SFT LR sweep."""
+    """Validation loss and multiple-choice accuracy of every pre-, mid- and fine-tuned model; the SFT LR sweep
+    with the selected LR of each model marked (`best`, on every seed's row of that LR)."""
 
     name = "wso_eval"
     Options = EvalOptions
@@ -119,12 +136,10 @@ class WsoEval(AnalysisUnit):
             mc = tasks.score(run, ctx.device)
             labels = model_labels(sel)
             sweep.append({"base": "mid" if labels["alpha_mid"] != "" else "pretrain", "run": run.path.name,
-                          **labels, "lr": run.spec.optim.lr, "sft_val_loss": final_val_loss(run),
-                          "task_acc": mc["acc"], "task_acc_norm": mc["acc_norm"], "best": False})
-        for rows in _group(sweep, lambda r: (r["base"], model_key(r))).values():
-            scored = [r for r in rows if r["sft_val_loss"] is not None]
-            if scored:
-                min(scored, key=lambda r: r["sft_val_loss"])["best"] = True
+                          **labels, "seed": run.spec.data.order.seed, "lr": run.spec.optim.lr,
+                          "sft_val_loss": final_val_loss(run), "task_acc": mc["acc"],
+                          "task_acc_norm": mc["acc_norm"], "best": False, "selected_by": options.select_by})
+        mark_selected(sweep, options.select_by)
         return {"wso_models": models, "wso_sft_sweep": sweep}
 
 
@@ -143,26 +158,114 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _truth(v: Any) -> bool:
+    return v is True or str(v) in ("True", "true", "1")
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    xs = [x for x in values if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _sd(values: Sequence[float | None]) -> float | None:
+    """Sample standard deviation (ddof 1); None for fewer than two values."""
+    xs = [x for x in values if x is not None]
+    if len(xs) < 2:
+        return None
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def _sweep_key(row: Row) -> tuple[str, str]:
+    return str(row["base"]), model_key(row)
+
+
+def mark_selected(sweep: Sequence[Row], select_by: str) -> None:
+    """Set `best` on the rows (every seed) of each model's selected SFT LR, in place.
+
+    The LRs of a model are ranked by the mean over their seeds: `val_loss` = lowest mean SFT validation
+    loss; `task` = highest mean task acc_norm, ties broken by the lower mean SFT validation loss, then the
+    lower LR. An LR without a score is never selected."""
+    if select_by not in ("val_loss", "task"):
+        raise ValueError(f"select_by must be 'val_loss' or 'task', got {select_by!r}")
+    for rows in _group(sweep, _sweep_key).values():
+        by_lr = _group(rows, lambda r: float(r["lr"]))
+        ranked = []
+        for lr, members in by_lr.items():
+            loss = _mean([_num(r["sft_val_loss"]) for r in members])
+            task = _mean([_num(r["task_acc_norm"]) for r in members])
+            if select_by == "val_loss" and loss is not None:
+                ranked.append(((loss, lr), lr))
+            elif select_by == "task" and task is not None:
+                ranked.append(((-task, math.inf if loss is None else loss, lr), lr))
+        if ranked:
+            chosen = min(ranked)[1]
+            for r in by_lr[chosen]:
+                r["best"] = True
+
+
+def selected_sft(sweep: Sequence[Row]) -> dict[tuple[str, str], Row]:
+    """Per (base, model key) the selected LR's rows aggregated over seeds: lr, sft_task (mean acc_norm),
+    sft_task_sd (sample sd over seeds, None for one seed), sft_val_loss (mean), sft_val_loss_sd, n_seeds,
+    selected_by."""
+    out: dict[tuple[str, str], Row] = {}
+    for key, rows in _group([r for r in sweep if _truth(r["best"])], _sweep_key).items():
+        tasks = [_num(r["task_acc_norm"]) for r in rows]
+        losses = [_num(r["sft_val_loss"]) for r in rows]
+        out[key] = {"lr": _num(rows[0]["lr"]), "sft_task": _mean(tasks), "sft_task_sd": _sd(tasks),
+                    "sft_val_loss": _mean(losses), "sft_val_loss_sd": _sd(losses), "n_seeds": len(rows),
+                    "selected_by": rows[0].get("selected_by", "val_loss")}
+    return out
+
+
+def decay_based(stage: str, alpha_pre: float | None, alpha_mid: Any) -> bool:
+    """Whether the LR decays somewhere before SFT: alpha_pre < 1, or (after mid-training) alpha_mid < 1.
+
+    Table 2 ranks "WSD 1.0 0.0" (alpha_pre = 1, alpha_mid = 0: constant pre-training, then decay) among the
+    decay-based schedules, and it is their best in MT loss and task ("the decay-based scheduler with
+    alpha_pre = 1.0 and alpha_mid = 0.0 achieve the best performance"); only WSO throughout (alpha_pre =
+    alpha_mid = 1) is not decay-based."""
+    if alpha_pre is None:
+        return False
+    mid = _num(alpha_mid)
+    return alpha_pre < 1.0 or (stage == "mid" and mid is not None and mid < 1.0)
+
+
+# (column, better, scale): loss differences in loss units, task differences in points (x100) as printed
+DELTA_METRICS = (("pt_val_loss", min, 1.0, "d_pt_val_loss"), ("pt_task", max, 100.0, "d_pt_task_pts"),
+                 ("sft_task", max, 100.0, "d_sft_task_pts"), ("sft_val_loss", min, 1.0, "d_sft_val_loss"))
+
+
 def delta_rows(models: Sequence[Row], sweep: Sequence[Row]) -> list[Row]:
     """Tables 1-4: per stage (pretrain, mid) and model, its values and their differences from the best
-    decay-based schedule (alpha_pre < 1; lowest loss, highest task score) of the same stage (and alpha_mid)."""
-    best_sft = {(r["base"], model_key(r)): r for r in sweep if str(r["best"]) in ("True", "true", "1")}
+    decay-based value of the same stage.
+
+    Table 1: "For each model size and each metric, values are differences (Delta) from the best-performing
+    decay-based scheduler for that metric"; Table 2: "Values are differences from the best decay-based
+    schedule". So there is one reference per stage and metric, over every alpha_mid: the best (lowest loss,
+    highest task) of the decay-based rows (`decay_based`), never WSO's. For stage `mid`, pt_val_loss and
+    pt_task are the mid-trained model's (Table 2's "MT Valid Loss", "MT Task Avg"). pt_task and sft_task are
+    acc_norm fractions; d_pt_task_pts and d_sft_task_pts are differences in points (x100), as printed;
+    d_pt_val_loss and d_sft_val_loss in loss units. SFT values are the selected LR's means over seeds."""
+    best = selected_sft(sweep)
     rows = []
     for m in models:
-        sft = best_sft.get((m["stage"], model_key(m)))
-        rows.append({"stage": m["stage"], "scheduler": m["scheduler"], "alpha_pre": _num(m["alpha_pre"]),
-                     "alpha_mid": m["alpha_mid"], "pt_val_loss": _num(m["pt_val_loss"]),
-                     "pt_task": _num(m["task_acc_norm"]),
-                     "sft_task": None if sft is None else _num(sft["task_acc_norm"]),
-                     "sft_val_loss": None if sft is None else _num(sft["sft_val_loss"]),
-                     "sft_lr": None if sft is None else _num(sft["lr"])})
-    for group in _group(rows, lambda r: (r["stage"], r["alpha_mid"])).values():
-        decay = [r for r in group if r["alpha_pre"] is not None and r["alpha_pre"] < 1.0]
-        for col, better in (("pt_val_loss", min), ("pt_task", max), ("sft_task", max), ("sft_val_loss", min)):
+        sft = best.get((str(m["stage"]), model_key(m)), {})
+        alpha_pre = _num(m["alpha_pre"])
+        rows.append({"stage": m["stage"], "scheduler": m["scheduler"], "alpha_pre": alpha_pre,
+                     "alpha_mid": m["alpha_mid"], "decay_based": decay_based(str(m["stage"]), alpha_pre, m["alpha_mid"]),
+                     "pt_val_loss": _num(m["pt_val_loss"]), "pt_task": _num(m["task_acc_norm"]),
+                     "sft_task": sft.get("sft_task"), "sft_task_sd": sft.get("sft_task_sd"),
+                     "sft_val_loss": sft.get("sft_val_loss"), "sft_val_loss_sd": sft.get("sft_val_loss_sd"),
+                     "n_seeds": sft.get("n_seeds", 0), "sft_lr": sft.get("lr"),
+                     "selected_by": sft.get("selected_by", "")})
+    for group in _group(rows, lambda r: r["stage"]).values():
+        decay = [r for r in group if r["decay_based"]]
+        for col, better, scale, name in DELTA_METRICS:
             values = [r[col] for r in decay if r[col] is not None]
             ref = better(values) if values else None
             for r in group:
-                r[f"d_{col}"] = None if (ref is None or r[col] is None) else r[col] - ref
+                r[name] = None if (ref is None or r[col] is None) else (r[col] - ref) * scale
     return rows
 
 
@@ -181,16 +284,53 @@ class WsoDelta(AnalysisUnit):
 
 
 class SharpnessOptions(StrictModel):
-    samples: int = Field(10, gt=0, description="Hutchinson samples (App. H, Table 23: 50).")
+    samples: int = Field(10, gt=0, description="Hutchinson probes; with target_rel_stderr the most probes "
+                         "(App. H, Table 23: 50).")
+    target_rel_stderr: float | None = Field(
+        0.05, gt=0.0, description="Add probes until stderr <= this x |trace| (or `samples` are used); None: "
+        "exactly `samples` probes.")
+    min_samples: int = Field(10, ge=2, description="Probes of the first chunk, before the target is checked.")
     batches: int = Field(1, gt=0)
     batch_size: int = Field(8, gt=0)
     seed: int = Field(0, ge=0)
     datasets: list[str] = Field(default_factory=lambda: ["pt", "sft"], description="pt and/or sft validation sets.")
 
 
+def _chunk_seed(seed: int, chunk: int) -> int:
+    """Probe seed of chunk k >= 1 of one estimate (chunk 0 uses `seed`): distinct per chunk, so probes are
+    independent across chunks."""
+    return (seed + 1_000_003 * chunk) % 2**63
+
+
+def relative_trace(op: Any, max_samples: int, seed: int, target_rel_stderr: float | None,
+                   min_samples: int = 10) -> Any:
+    """Hutchinson's trace (`hessian.hutchinson_trace`) to a relative standard error: a first chunk of
+    `min_samples` probes, then chunks of max(2, min_samples // 2) probes until stderr <= target_rel_stderr *
+    |mean| or `max_samples` probes are used. Without a target, exactly `max_samples` probes (one seed).
+
+    A relative target fixes the noise of a trace *comparison* (decay vs WSO) rather than the cost; the SE of
+    a few probes is itself noisy and stopping favours a chance-small one, hence the first chunk."""
+    from wsdlab.analysis.hessian import TraceEstimate, hutchinson_trace, mean_and_stderr
+
+    if target_rel_stderr is None:
+        return hutchinson_trace(op, max_samples, seed)
+    first = min(max(min_samples, 2), max_samples)
+    quad = list(hutchinson_trace(op, first, seed).samples)
+    step, chunk = max(2, first // 2), 1
+    while len(quad) < max_samples:
+        mean, se = mean_and_stderr(quad)
+        if se <= target_rel_stderr * abs(mean):
+            break
+        quad += hutchinson_trace(op, min(step, max_samples - len(quad)), _chunk_seed(seed, chunk)).samples
+        chunk += 1
+    mean, se = mean_and_stderr(quad)
+    return TraceEstimate(mean, se, len(quad), quad)
+
+
 @register_unit
 class WsoSharpness(AnalysisUnit):
-    """Fig. 3: Hessian trace (Hutchinson, with standard error) along pre-training, on PT and SFT validation data."""
+    """Fig. 3: Hessian trace (Hutchinson, with standard error) along pre-training, on PT and SFT validation
+    data; `samples` = probes used, `precise` = stderr <= target_rel_stderr x |trace|."""
 
     name = "wso_sharpness"
     Options = SharpnessOptions
@@ -200,12 +340,13 @@ class WsoSharpness(AnalysisUnit):
 
     def compute(self, ctx: UnitContext, options: SharpnessOptions) -> dict[str, list[Row]]:
         from wsdlab.analysis.evalset import fixed_batches, math_attention
-        from wsdlab.analysis.hessian import HessianOperator, hutchinson_trace
+        from wsdlab.analysis.hessian import HessianOperator
         from wsdlab.data import DataConfig, load_data
         from wsdlab.models import batch_loss
 
         rows: list[Row] = []
         data_cache: dict[str, Any] = {}
+        target = options.target_rel_stderr
         for sel in ctx.selected("pretrain"):
             run = sel.run
             sets = {}
@@ -225,9 +366,12 @@ class WsoSharpness(AnalysisUnit):
                 for name, batches in sets.items():
                     with math_attention():
                         op = HessianOperator(model, batch_loss, batches)
-                        est = hutchinson_trace(op, options.samples, options.seed)
+                        est = relative_trace(op, options.samples, options.seed, target, options.min_samples)
+                    rel = est.stderr / abs(est.trace) if est.trace and not math.isnan(est.stderr) else None
                     rows.append({**model_labels(sel), "run": run.path.name, "step": step, "dataset": name,
-                                 "trace": est.trace, "stderr": est.stderr, "samples": options.samples})
+                                 "trace": est.trace, "stderr": est.stderr, "samples": est.products,
+                                 "rel_stderr": rel, "target_rel_stderr": "" if target is None else target,
+                                 "precise": "" if target is None else bool(rel is not None and rel <= target)})
         return {"wso_sharpness": rows}
 
 
@@ -256,8 +400,7 @@ class WsoCorrelation(AnalysisUnit):
 
     def compute(self, ctx: UnitContext, options: object) -> dict[str, list[Row]]:
         sharp = ctx.table("wso_sharpness")
-        best = {model_key(r): r for r in ctx.table("wso_sft_sweep")
-                if r["base"] == "pretrain" and str(r["best"]) in ("True", "true", "1")}
+        best = {key[1]: row for key, row in selected_sft(ctx.table("wso_sft_sweep")).items() if key[0] == "pretrain"}
         points: list[Row] = []
         for (run, dataset), rows in _group(sharp, lambda r: (r["run"], r["dataset"])).items():
             last = max(rows, key=lambda r: int(float(r["step"])))
@@ -266,7 +409,9 @@ class WsoCorrelation(AnalysisUnit):
                 continue
             points.append({"scheduler": last["scheduler"], "alpha_pre": last["alpha_pre"], "run": run,
                            "dataset": dataset, "step": last["step"], "trace": _num(last["trace"]),
-                           "sft_score": -float(sft["sft_val_loss"]), "sft_task": _num(sft["task_acc_norm"])})
+                           "trace_stderr": _num(last["stderr"]),
+                           "sft_score": None if sft["sft_val_loss"] is None else -sft["sft_val_loss"],
+                           "sft_task": sft["sft_task"], "n_seeds": sft["n_seeds"]})
         corr: list[Row] = []
         for dataset, rows in _group(points, lambda r: r["dataset"]).items():
             for score in ("sft_score", "sft_task"):

@@ -274,7 +274,8 @@ def _example_wso(rng: np.random.Generator, k: int, n: int) -> Tables:
         head = {"scheduler": kind, "alpha_pre": alpha, "alpha_mid": ""}
         delta.append({"stage": "pretrain", **head, "pt_val_loss": 5.07 + 0.05 * i, "pt_task": 0.3, "sft_task": 0.3,
                       "sft_val_loss": 2.0 + 0.03 * i, "sft_lr": 1e-3, "d_pt_val_loss": 0.05 * i - (kind == "wso") * 0.02,
-                      "d_pt_task": 0.0, "d_sft_task": 0.02 * (kind == "wso"), "d_sft_val_loss": 0.03 * i - 0.06 * (kind == "wso")})
+                      "d_pt_task_pts": 0.0, "d_sft_task_pts": 2.0 * (kind == "wso"),
+                      "d_sft_val_loss": 0.03 * i - 0.06 * (kind == "wso")})
         for lr in (1e-4, 3e-4, 1e-3):
             sweep.append({"base": "pretrain", "run": f"sft-{kind}-{alpha}-{lr}", **head, "lr": lr,
                           "sft_val_loss": 2.0 + 0.03 * i + abs(np.log10(lr) + 3) * 0.1, "task_acc": 0.3,
@@ -294,13 +295,14 @@ def _example_wso(rng: np.random.Generator, k: int, n: int) -> Tables:
 
 def _wso_delta_summary(tables: Tables) -> list[Row]:
     return [{"stage": r["stage"], "model": W.model_name(r), "PT loss": _fmt(r.get("pt_val_loss")),
-             "Δ PT loss": _fmt(r.get("d_pt_val_loss")), "Δ PT task": _fmt(r.get("d_pt_task")),
-             "Δ SFT task": _fmt(r.get("d_sft_task")), "Δ SFT loss": _fmt(r.get("d_sft_val_loss")),
+             "Δ PT loss": _fmt(r.get("d_pt_val_loss")), "Δ PT task (pts)": _fmt(r.get("d_pt_task_pts")),
+             "Δ SFT task (pts)": _fmt(r.get("d_sft_task_pts")), "Δ SFT loss": _fmt(r.get("d_sft_val_loss")),
              "SFT lr": r.get("sft_lr")} for r in tables["wso_delta"]]
 
 
 def _wso_sweep_summary(tables: Tables) -> list[Row]:
-    return [{"base": r["base"], "model": W.model_name(r), "best lr": r["lr"], "SFT loss": _fmt(r["sft_val_loss"]),
+    return [{"base": r["base"], "model": W.model_name(r), "seed": r.get("seed", ""), "best lr": r["lr"],
+             "SFT loss": _fmt(r["sft_val_loss"]),
              "task acc_norm": _fmt(r["task_acc_norm"])}
             for r in tables["wso_sft_sweep"] if str(r.get("best")) in ("True", "true", "1")]
 

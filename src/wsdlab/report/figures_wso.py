@@ -10,8 +10,8 @@ from wsdlab.report.panels import legend, panels, step_axis
 from wsdlab.report.style import group_color
 
 DELTA_COLUMNS = (("d_pt_val_loss", "Δ PT validation loss (lower is better)"),
-                 ("d_pt_task", "Δ PT task acc_norm (higher is better)"),
-                 ("d_sft_task", "Δ SFT task acc_norm (higher is better)"),
+                 ("d_pt_task_pts", "Δ PT task acc_norm, points (higher is better)"),
+                 ("d_sft_task_pts", "Δ SFT task acc_norm, points (higher is better)"),
                  ("d_sft_val_loss", "Δ SFT validation loss (lower is better)"))
 
 
@@ -46,16 +46,19 @@ def plot_delta(tables: Tables, fig: Figure | None = None) -> Figure:
 
 
 def plot_sft_sweep(tables: Tables, fig: Figure | None = None) -> Figure:
-    """SFT validation loss vs learning rate, one line per pre-/mid-trained model (Table 8's sweep)."""
+    """SFT validation loss vs learning rate, one line per pre-/mid-trained model and SFT seed (Table 8's sweep)."""
     rows = require(tables, "wso_sft_sweep", ["scheduler", "alpha_pre", "lr", "sft_val_loss"])
     fig, axes = panels(fig, 1, width=6.0)
     ax = axes[0]
-    for members in group_by(rows, "base", "scheduler", "alpha_pre", "alpha_mid").values():
+    labelled: set[str] = set()
+    for members in group_by(rows, "base", "scheduler", "alpha_pre", "alpha_mid", "seed").values():  # a line per seed
         members = sorted(members, key=lambda r: to_float(r["lr"]))
         label = model_name(members[0]) + (" (mid)" if members[0]["base"] == "mid" else "")
+        first = label not in labelled
+        labelled.add(label)
         ax.plot([to_float(r["lr"]) for r in members], [to_float(r["sft_val_loss"]) for r in members], marker="o",
                 color=group_color(members[0]["scheduler"]), ls="-" if members[0]["base"] == "pretrain" else ":",
-                label=label)
+                label=label if first else None)
     ax.set_xscale("log")
     ax.set(xlabel="SFT learning rate", ylabel="SFT validation loss", title="SFT learning-rate sweep")
     ax.grid(alpha=0.3)
