@@ -14,7 +14,9 @@ is evaluated on its own data (an LM and a CNN share none). Rows carry `model`, `
   and t denote checkpoints taken at 80% and 100% of the stable phase, or at the start and end of the
   cooldown phase". segment `stable` (80% -> 100%) and `cooldown` (start -> end).
 - `universality_sharpness` (Fig. 3 left): "Estimated sharpness, evaluated on iterates x_i sampled at a
-  fixed rate along the cooldown phase": top Hessian eigenvalue (lambda_1) on the cooldown iterates.
+  fixed rate along the cooldown phase": top Hessian eigenvalue (lambda_1) on the cooldown iterates, with
+  the Lanczos solve's `converged`, `residual` (max ||H y - lambda y|| / max|lambda|) and `iterations`, so
+  a claim can refuse an unconverged lambda_1.
 - `universality_trajectory` (Fig. 3 right, 4, 7): the trajectory table of each WSD run: PCA of S, D, S',
   D' ("the first component captures at least approximately 40% of the total variance"), ||H(x^) v_s||
   vs ||H(x^) v_d|| at the decay start, and on iterates "sampled regularly after warmup" tau_i and
@@ -204,7 +206,8 @@ class UniversalitySharpness(AnalysisUnit):
             for r in sharpness_table(run, options, steps=steps, data=data(sel), device=ctx.device):
                 rows.append({**head(sel, model), "step": r["step"], "decay_start": t_c,
                              "cooldown_progress": (r["step"] - t_c) / max(final_step(run) - t_c, 1),
-                             "lambda_1": r.get("lambda_1"), "loss": r.get("loss")})
+                             "lambda_1": r.get("lambda_1"), "converged": r.get("converged"),
+                             "residual": r.get("residual"), "iterations": r.get("iterations"), "loss": r.get("loss")})
         return {"universality_sharpness": rows}
 
 
