@@ -176,6 +176,17 @@ class UniversalityInterpolate(AnalysisUnit):
 
 
 class UniversalitySharpnessOptions(SharpnessConfig):
+    """Fig. 3 (left)'s sharpness: lambda_1 of the Hessian of the loss on a fixed evaluation set.
+
+    Paper 001 says only what is measured, not how: "sharpness (the largest eigenvalue of the loss
+    Hessian)" and "Estimated sharpness, evaluated on iterates x_i sampled at a fixed rate along the
+    cooldown phase" (Fig. 3); it names no solver, number of iterations or tolerance. Here it is Lanczos
+    (full reorthogonalisation) run until the Ritz residual of lambda_1 is below `tol` * max|theta| or
+    `max_iters` products; each row says whether it got there (`converged`, `residual`, `iterations`),
+    and an unconverged lambda_1 is an under-estimate (on the quick study's CNN, 5 products gave 5-20%
+    too little and turned the rise along the cooldown into a fall), so a claim must not read it.
+    """
+
     method: Literal["trace", "top-eigen", "exact"] = Field("top-eigen", description="Fig. 3: the top eigenvalue.")
     max_iters: int = Field(30, gt=0, description="Most products per eigenvalue solve.")
     tol: float = Field(1e-3, gt=0.0)
