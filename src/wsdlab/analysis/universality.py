@@ -214,12 +214,20 @@ class UniversalitySharpness(AnalysisUnit):
             t_c = decay_start(run)
             samples, _ = one_step_pairs(weight_steps(run))  # leave out the one-step partners (Fig. 4's x_{i+1})
             steps = evenly([s for s in samples if s >= t_c], options.num_steps)
-            for r in sharpness_table(run, options, steps=steps, data=data(sel), device=ctx.device):
-                rows.append({**head(sel, model), "step": r["step"], "decay_start": t_c,
-                             "cooldown_progress": (r["step"] - t_c) / max(final_step(run) - t_c, 1),
-                             "lambda_1": r.get("lambda_1"), "converged": r.get("converged"),
-                             "residual": r.get("residual"), "iterations": r.get("iterations"), "loss": r.get("loss")})
+            rows += [{**head(sel, model), **sharpness_row(r, t_c, final_step(run))}
+                     for r in sharpness_table(run, options, steps=steps, data=data(sel), device=ctx.device)]
         return {"universality_sharpness": rows}
+
+
+SHARPNESS_COLUMNS = ("step", "decay_start", "cooldown_progress", "lambda_1", "converged", "residual", "iterations",
+                     "loss")
+
+
+def sharpness_row(row: Row, decay_start: int, final: int) -> Row:
+    """A `sharpness` table row (method top-eigen) as a universality_sharpness row (after model, seed, run)."""
+    progress = (row["step"] - decay_start) / max(final - decay_start, 1)
+    out = {"step": row["step"], "decay_start": decay_start, "cooldown_progress": progress}
+    return {**out, **{k: row.get(k) for k in SHARPNESS_COLUMNS if k not in out}}
 
 
 # ------------------------------------------------------------------------------ Fig. 3 (right), 4, 7
