@@ -36,9 +36,9 @@ class SharpnessConfig(StrictModel):
 
     method: Literal["trace", "top-eigen", "exact"] = "trace"
     estimator: Literal["hutchinson", "hutchpp"] = Field("hutchinson", description="Trace estimator.")
-    samples: int = Field(100, gt=0, description="Hessian-vector products of the trace estimate (the most, with a target).")
+    samples: int = Field(100, gt=0, description="Products of the trace estimate (the most, with a target).")
     target_rel_stderr: float | None = Field(
-        None, gt=0.0, description="Hutchinson: stop once stderr <= this * |trace| (after min-samples); None = all samples.")
+        None, gt=0.0, description="Hutchinson: stop once stderr <= this * |trace|; None = all samples.")
     min_samples: int = Field(10, gt=1, description="Hutchinson with a target: probes before the target may stop it.")
     top_k: int = Field(1, gt=0, description="Eigenvalues of method top-eigen.")
     solver: Literal["lanczos", "power"] = "lanczos"

@@ -464,8 +464,8 @@ def power_iteration_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 10
     start = op.num_products
     first = _power_deflated(op, 1 if largest else k, max_iters, tol, seed)
     if not largest or (k == 1 and first.values[0] >= 0):
-        values, vectors, residuals, ok, most = first.values, first.vectors, first.residuals, first.converged, first.iterations
-        seen = list(values)
+        values, vectors, residuals = first.values, first.vectors, first.residuals
+        ok, most, seen = first.converged, first.iterations, list(first.values)
     else:
         lam_min, ok, most = first.values[0], first.converged, first.iterations
         seen = [lam_min]
