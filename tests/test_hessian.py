@@ -216,6 +216,82 @@ def test_lanczos_and_power_iteration_top_eigenvalue_within_one_percent(micro):
     assert abs(magnitude.eigenvalues[0] - exact.eigenvalues[-1]) <= 0.01 * abs(exact.eigenvalues[-1])
 
 
+class MatrixOperator:
+    """An explicit symmetric matrix behind the HvpOperator interface (a hand-built spectrum)."""
+
+    def __init__(self, matrix: torch.Tensor, probe_chunk: int = 4) -> None:
+        self.matrix = matrix
+        self.dim, self.dtype, self.device = matrix.shape[0], matrix.dtype, matrix.device
+        self.num_products, self.probe_chunk = 0, probe_chunk
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        self.num_products += 1
+        return self.matrix @ v
+
+    def matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        self.num_products += vs.shape[0]
+        return vs @ self.matrix
+
+
+def rotated(spectrum: list[float], seed: int = 0) -> MatrixOperator:
+    """Q diag(spectrum) Q^T with a random orthogonal Q: eigenvalues known by construction."""
+    n = len(spectrum)
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
+    return MatrixOperator(q @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ q.T)
+
+
+# lambda_1 = 10 well separated from a bulk in [-1, 1] (n = 60); lambda_min = -20 dominates the second
+BULK = [10.0, 4.0] + [-1.0 + 2.0 * i / 57 for i in range(58)]
+NEGATIVE = [10.0, 4.0, -20.0] + [-1.0 + 2.0 * i / 56 for i in range(57)]
+
+
+def test_lanczos_converged_flag_and_residual_on_a_known_spectrum():
+    tol = 1e-8
+    enough = lanczos_eigenvalues(rotated(BULK), k=1, max_iters=60, tol=tol)
+    assert enough.converged and enough.residual <= tol
+    assert enough.iterations == enough.products < 60
+    assert enough.eigenvalues[0] == pytest.approx(10.0, abs=1e-8)
+    short = lanczos_eigenvalues(rotated(BULK), k=1, max_iters=3, tol=tol)
+    assert not short.converged and short.residual > tol
+    assert short.iterations == short.products == 3
+    # the Ritz bound: theta is within residual * max|theta| of an eigenvalue (here lambda_1 = 10)
+    assert abs(short.eigenvalues[0] - 10.0) <= short.residual * 10.0
+    two = lanczos_eigenvalues(rotated(BULK), k=2, max_iters=60, tol=tol)
+    assert two.converged and two.residual <= tol and two.eigenvalues == pytest.approx([10.0, 4.0], abs=1e-7)
+
+
+def test_power_iteration_converged_flag_and_residual_on_a_known_spectrum():
+    tol = 1e-10
+    enough = power_iteration_eigenvalues(rotated(BULK), k=1, max_iters=500, tol=tol)
+    assert enough.converged and enough.iterations < 500 and enough.products == enough.iterations
+    assert enough.eigenvalues[0] == pytest.approx(10.0, rel=1e-9)
+    # its stop test is the Rayleigh quotient's change (~ residual^2): the residual ends near sqrt(tol)
+    assert enough.residual <= 1e-4
+    short = power_iteration_eigenvalues(rotated(BULK), k=1, max_iters=2, tol=tol)
+    assert not short.converged and short.iterations == 2 and short.residual > tol
+    assert abs(short.eigenvalues[0] - 10.0) <= short.residual * 10.0  # residual bound, rho = 10
+    # lambda_min = -20 dominates: lambda_min first, then H + 20 I; residual relative to rho = 20
+    shifted = power_iteration_eigenvalues(rotated(NEGATIVE), k=1, max_iters=2000, tol=tol)
+    assert shifted.converged and shifted.eigenvalues[0] == pytest.approx(10.0, rel=1e-6)
+    assert shifted.residual <= 1e-4 and shifted.products > shifted.iterations
+    cut = power_iteration_eigenvalues(rotated(NEGATIVE), k=1, max_iters=3, tol=tol)
+    assert not cut.converged and cut.iterations == 3 and cut.residual > tol
+
+
+def test_hutchinson_relative_stderr_target_stops_early_and_keeps_fixed_samples_without_it():
+    diag = MatrixOperator(torch.diag(torch.tensor([3.0, 1.0, 2.0, 0.5], dtype=torch.float64)))
+    # z^T D z = tr D for every Rademacher z: stderr 0, so the target stops at the first chunk past min_samples
+    est = hutchinson_trace(diag, 40, seed=0, target_rel_stderr=0.01, min_samples=10)
+    assert est.products == 12 and est.trace == pytest.approx(6.5) and est.stderr == 0.0
+    full = hutchinson_trace(rotated(BULK), 40, seed=0)
+    tight = hutchinson_trace(rotated(BULK), 40, seed=0, target_rel_stderr=1e-9)
+    assert full.products == tight.products == 40 and tight.trace == full.trace
+    loose = hutchinson_trace(rotated(BULK), 40, seed=0, target_rel_stderr=10.0, min_samples=10)
+    assert loose.products == 12 and loose.samples == full.samples[:12]
+    with pytest.raises(ValueError, match="target_rel_stderr"):
+        hutchinson_trace(diag, 4, target_rel_stderr=0.0)
+
+
 def test_lanczos_ritz_vectors_are_eigenvectors(mlp):
     model, batches = mlp
     op = HessianOperator(model, mlp_loss, batches)

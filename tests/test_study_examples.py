@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -64,6 +65,8 @@ def test_example_study_runs_quick(tmp_path: Path, name: str, expected: set[str])
         tables = {p.stem for p in (out / "tables").glob("*.csv")}
         assert {"universality_curves", "universality_norms", "universality_interpolate", "universality_sharpness",
                 "universality_trajectory", "universality_length"} <= tables
+        sharp = list(csv.DictReader((out / "tables" / "universality_sharpness.csv").open()))
+        assert sharp and all(r["converged"] == "True" for r in sharp)  # lambda_1 solved to its tolerance
         curves = (out / "tables" / "universality_curves.csv").read_text()
         assert "accuracy" in curves.splitlines()[0]
         html = (out / "report.html").read_text()

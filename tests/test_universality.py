@@ -44,3 +44,40 @@ def test_matching_fraction_is_the_shortest_cooldown_at_or_below_cosine() -> None
     losses = {0.1: 0.70, 0.2: 0.66, 0.35: 0.63, 0.5: 0.62}
     assert matching_fraction(losses, 0.64) == 0.35
     assert matching_fraction(losses, 0.60) is None
+
+
+def test_sharpness_row_keeps_the_solver_quality_beside_lambda_1() -> None:
+    from wsdlab.analysis.universality import SHARPNESS_COLUMNS, sharpness_row
+
+    table_row = {"run": "r", "step": 18, "dataset": "val", "method": "top-eigen", "estimator": "", "loss": 2.5,
+                 "solver": "lanczos", "lambda_1": 3.0, "converged": False, "residual": 0.2, "iterations": 5,
+                 "products": 5}
+    row = sharpness_row(table_row, decay_start=13, final=20)
+    assert tuple(row) == SHARPNESS_COLUMNS == ("step", "decay_start", "cooldown_progress", "lambda_1", "converged",
+                                               "residual", "iterations", "loss")
+    assert row["cooldown_progress"] == pytest.approx(5 / 7)  # (18 - 13) / (20 - 13)
+    assert (row["lambda_1"], row["converged"], row["residual"], row["iterations"]) == (3.0, False, 0.2, 5)
+
+
+def test_universality_sharpness_flags_an_unconverged_lambda_1() -> None:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from wsdlab.analysis.geometry_tables import sharpness_at
+    from wsdlab.analysis.hessian import HessianOperator, exact_spectrum
+    from wsdlab.analysis.universality import UniversalitySharpnessOptions
+
+    def loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, 3, dtype=torch.float64, generator=g), torch.randint(0, 3, (16,), generator=g))]
+    top = exact_spectrum(HessianOperator(model, loss, batches)).eigenvalues[0]
+    short = sharpness_at(model, batches, UniversalitySharpnessOptions(max_iters=2), loss_fn=loss)
+    assert short["converged"] is False and short["residual"] > 1e-3 and short["iterations"] == 2
+    full = sharpness_at(model, batches, UniversalitySharpnessOptions(max_iters=200, tol=1e-6), loss_fn=loss)
+    assert full["converged"] is True and full["residual"] <= 1e-6 and full["iterations"] < 200
+    assert full["lambda_1"] == pytest.approx(top, rel=1e-6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from wsdlab.common.config import StrictModel
 
@@ -36,7 +36,10 @@ class SharpnessConfig(StrictModel):
 
     method: Literal["trace", "top-eigen", "exact"] = "trace"
     estimator: Literal["hutchinson", "hutchpp"] = Field("hutchinson", description="Trace estimator.")
-    samples: int = Field(100, gt=0, description="Hessian-vector products of the trace estimate.")
+    samples: int = Field(100, gt=0, description="Products of the trace estimate (the most, with a target).")
+    target_rel_stderr: float | None = Field(
+        None, gt=0.0, description="Hutchinson: stop once stderr <= this * |trace|; None = all samples.")
+    min_samples: int = Field(10, gt=1, description="Hutchinson with a target: probes before the target may stop it.")
     top_k: int = Field(1, gt=0, description="Eigenvalues of method top-eigen.")
     solver: Literal["lanczos", "power"] = "lanczos"
     max_iters: int = Field(100, gt=0, description="Most products per eigenvalue solve.")
@@ -45,6 +48,12 @@ class SharpnessConfig(StrictModel):
     probe_chunk: int = Field(16, gt=0, description="Products computed in one batched backward.")
     cache_graph: bool = Field(True, description="Reuse the gradient's graph across products (uses memory).")
     eval: EvalSetConfig = Field(default_factory=EvalSetConfig, json_schema_extra=NO_PREFIX)
+
+    @model_validator(mode="after")
+    def _target_needs_hutchinson(self) -> SharpnessConfig:
+        if self.target_rel_stderr is not None and self.estimator != "hutchinson":
+            raise ValueError(f"target_rel_stderr needs estimator 'hutchinson' (got {self.estimator!r})")
+        return self
 
 
 class InterpolateConfig(StrictModel):

@@ -3,9 +3,14 @@ interpolate, landscape, trajectory, probes. Each reads weights from a `RunDir` (
 checkpoints), fixed batches of the run's data, and returns one table (list of dict rows).
 
 Table columns (every table starts with `run`, the run directory's name):
-- sharpness:   run, step, dataset, method, estimator, loss, trace, trace_stderr, samples, products,
-               lambda_1 .. lambda_k  (trace columns empty for method top-eigen, lambda columns empty
-               for method trace; exact fills both and trace_stderr = 0)
+- sharpness:   run, step, dataset, method, estimator, loss, then by method
+               trace:     trace, trace_stderr, samples (probes actually used: fewer than `samples`
+                          when `target_rel_stderr` stopped it), products
+               top-eigen: solver, lambda_1 .. lambda_k, converged, residual, iterations, products
+               exact:     trace, trace_stderr (= 0), samples (= 0), lambda_1 .. lambda_k,
+                          converged (True), residual (0), iterations (0), products
+               (`residual`: `hessian.EigenEstimate.residual`, max ||H y - lambda y|| / max|lambda|;
+               a row with converged False is not a measurement to draw conclusions from)
 - interpolate: run, from_run, from_step, to_run, to_step, dataset, alpha, loss, perplexity
 - landscape:   run, point, pre_step, final_step, after_step, dataset, a, b, loss, perplexity,
                e1_norm, e2_norm
@@ -170,7 +175,8 @@ def _sharpness_at(model: nn.Module, batches: Sequence[Batch], cfg: SharpnessConf
     row: Row = {"method": cfg.method, "estimator": cfg.estimator if cfg.method == "trace" else "",
                 "loss": mean_loss(model, loss_fn, batches)}
     if cfg.method == "trace":
-        est = (hutchinson_trace(op, cfg.samples, cfg.seed) if cfg.estimator == "hutchinson"
+        est = (hutchinson_trace(op, cfg.samples, cfg.seed, target_rel_stderr=cfg.target_rel_stderr,
+                                min_samples=cfg.min_samples) if cfg.estimator == "hutchinson"
                else hutchpp_trace(op, max(cfg.samples, 3), cfg.seed))
         row.update(trace=est.trace, trace_stderr=est.stderr, samples=est.products)
     elif cfg.method == "top-eigen":
@@ -178,10 +184,12 @@ def _sharpness_at(model: nn.Module, batches: Sequence[Batch], cfg: SharpnessConf
         eig = solve(op, cfg.top_k, cfg.max_iters, cfg.tol, cfg.seed)
         row["solver"] = cfg.solver
         row.update({f"lambda_{i + 1}": v for i, v in enumerate(eig.eigenvalues)})
+        row.update(converged=eig.converged, residual=eig.residual, iterations=eig.iterations)
     else:
         spec = exact_spectrum(op)
         row.update(trace=spec.trace, trace_stderr=0.0, samples=0)
         row.update({f"lambda_{i + 1}": v for i, v in enumerate(spec.eigenvalues[: cfg.top_k])})
+        row.update(converged=True, residual=0.0, iterations=0)
     row["products"] = op.num_products
     return row
 
@@ -455,6 +463,8 @@ class Sharpness(_GeometryUnit):
                 out.update(trace=r["trace"], trace_stderr=r["trace_stderr"], samples=r["samples"])
             if lambdas(r):
                 out["eigenvalues"] = lambdas(r)
+            if "converged" in r:
+                out.update(converged=r["converged"], residual=r["residual"])
             return out
 
         last = next(r for r in rows if r["step"] == rows[-1]["step"])

@@ -17,10 +17,13 @@ its seed.
 
 Estimators (all work on an `HvpOperator`, a symmetric n x n matrix known only through products):
 - `hutchinson_trace`: tr H ~ mean_j z_j^T H z_j with Rademacher z_j, with its standard error;
-  optionally stops as soon as the standard error reaches a target (`target_stderr`).
+  optionally stops as soon as the standard error reaches a target (`target_stderr`, or
+  `target_rel_stderr` relative to the estimate).
 - `hutchpp_trace`: Hutch++ (Meyer et al. 2021): lower variance at the same number of products when
   a few large eigenvalues carry most of ||H||_F (not at every point of a network: see benchmarks).
 - `lanczos_eigenvalues`: top-k eigenvalues by Lanczos with full reorthogonalisation.
+  Both eigenvalue solvers return an `EigenEstimate` with `converged`, the relative `residual` of the
+  returned pairs and the `iterations` taken, so a table can say when a value is not to be trusted.
 - `power_iteration_eigenvalues`: top-k by power iteration with deflation (PyHessian's method),
   shifted by lambda_min when needed so the largest algebraic eigenvalues come out.
 - `hvp_norms`: ||H v|| for given directions (normalised to unit length).
@@ -229,20 +232,24 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
 
 
 def hutchinson_trace(op: HvpOperator, samples: int, seed: int = 0, *, target_stderr: float | None = None,
-                     min_samples: int = 10) -> TraceEstimate:
+                     min_samples: int = 10, target_rel_stderr: float | None = None) -> TraceEstimate:
     """Hutchinson's estimator with Rademacher probes, drawn and multiplied a chunk at a time.
 
     Probes are streamed in chunks of the operator's `probe_chunk` (16 when it has none), so memory
     stays at a chunk of vectors whatever the number of samples. With `target_stderr`, `samples` is
     the most probes used: it stops after the first chunk at which at least `min_samples` probes
     have been used and the standard error is <= `target_stderr` (a fixed accuracy instead of a
-    fixed cost). The SE of a few probes is itself noisy and stopping favours a chance-small one, so
-    keep `min_samples` at 10-30 or more.
+    fixed cost). `target_rel_stderr` is the same with the target relative to the running estimate:
+    stop when SE <= target_rel_stderr * |mean| (both targets given: either one stops it). The SE of a
+    few probes is itself noisy and stopping favours a chance-small one, so keep `min_samples` at 10-30
+    or more.
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if target_stderr is not None and not target_stderr > 0:
         raise ValueError(f"target_stderr must be > 0, got {target_stderr}")
+    if target_rel_stderr is not None and not target_rel_stderr > 0:
+        raise ValueError(f"target_rel_stderr must be > 0, got {target_rel_stderr}")
     gen = _generator(seed)
     chunk = int(getattr(op, "probe_chunk", 16))
     quad: list[float] = []
@@ -250,9 +257,11 @@ def hutchinson_trace(op: HvpOperator, samples: int, seed: int = 0, *, target_std
         z = rademacher(min(chunk, samples - start), op.dim, gen, op.dtype, op.device)
         # Hutchinson (1990): tr(H) = E[z^T H z] for E[z z^T] = I
         quad += (z * op.matmat(z)).sum(dim=1, dtype=torch.float64).tolist()
-        if target_stderr is not None and len(quad) >= max(min_samples, 2) \
-                and mean_and_stderr(quad)[1] <= target_stderr:
-            break
+        if (target_stderr is not None or target_rel_stderr is not None) and len(quad) >= max(min_samples, 2):
+            mean, se = mean_and_stderr(quad)
+            if (target_stderr is not None and se <= target_stderr) \
+                    or (target_rel_stderr is not None and se <= target_rel_stderr * abs(mean)):
+                break
     mean, se = mean_and_stderr(quad)
     return TraceEstimate(mean, se, len(quad), quad)
 
@@ -287,12 +296,25 @@ def hutchpp_trace(op: HvpOperator, products: int, seed: int = 0) -> TraceEstimat
 
 @dataclass(frozen=True)
 class EigenEstimate:
-    """Top eigenvalues (descending), their eigenvectors (k, n) when kept, and the products used."""
+    """Top eigenvalues (descending), their eigenvectors (k, n) when kept, and what the solve cost and reached.
+
+    `residual` is max_i ||H y_i - theta_i y_i|| / rho over the returned pairs (theta_i, y_i), relative to
+    rho = the largest |eigenvalue| the solver saw (Lanczos: max |Ritz value|; power iteration: max |value|
+    of its solves, lambda_min included), not to each |theta_i|. For a symmetric H each theta_i is within
+    residual * rho of an eigenvalue of H, so it is the measurement's error bound. Lanczos reads it from the
+    Ritz bound beta_m |s_{m,i}| (no extra products) and is `converged` exactly when residual <= tol (or
+    its Krylov space became invariant); power iteration's `converged` is its own stop test (the Rayleigh
+    quotient changed by <= tol relatively), and its residual comes from the last product. `iterations`:
+    Lanczos steps (the Krylov dimension) or the most iterations one power solve took (= max_iters when
+    one ran out); `products` counts every H-product.
+    """
 
     eigenvalues: list[float]
     products: int
     eigenvectors: Tensor | None = None
     converged: bool = True
+    residual: float = 0.0
+    iterations: int = 0
 
 
 def _random_unit(op: HvpOperator, seed: int) -> Tensor:
@@ -305,8 +327,10 @@ def lanczos_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 60, tol: f
     """Top-k (largest algebraic) eigenvalues by Lanczos with full reorthogonalisation.
 
     Stops when the Ritz residual bound beta_j |s_j| of each of the top k Ritz pairs is below
-    `tol * max|theta|`, or after `max_iters` products (at most n). The basis (max_iters, n) is kept
-    in memory for the reorthogonalisation.
+    `tol * max|theta|`, or after `max_iters` products (at most n); `converged` says which, and
+    `residual` is max_i beta_j |s_{j,i}| / max|theta| at exit (so converged iff residual <= tol, unless
+    the Krylov space became invariant). The basis (max_iters, n) is kept in memory for the
+    reorthogonalisation.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -318,6 +342,7 @@ def lanczos_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 60, tol: f
     alphas: list[float] = []
     betas: list[float] = []
     converged = False
+    residual = float("nan")
     evals = evecs = None
     for j in range(iters):
         w = op.matvec(basis[j])
@@ -330,12 +355,12 @@ def lanczos_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 60, tol: f
         beta = float(w.double().norm())
         t = _tridiagonal(alphas, betas)
         evals, evecs = torch.linalg.eigh(t)
-        if j + 1 >= k:
-            scale = max(float(evals.abs().max()), 1e-30)
-            resid = (beta * evecs[-1, -k:].abs()).max().item()
-            if resid <= tol * scale:
-                converged = True
-                break
+        # Ritz residual ||H y_i - theta_i y_i|| = beta_j |s_{j,i}| (Parlett, The Symmetric Eigenvalue Problem, 13.1)
+        scale = max(float(evals.abs().max()), 1e-30)
+        residual = (beta * evecs[-1, -k:].abs()).max().item() / scale
+        if j + 1 >= k and residual <= tol:
+            converged = True
+            break
         if j + 1 == iters:
             break
         if beta <= 1e-10 * max(abs(alpha), 1e-30):
@@ -349,7 +374,7 @@ def lanczos_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 60, tol: f
     vectors = None
     if return_vectors:
         vectors = (evecs[:, -k:].flip(1).T.to(op.dtype) @ basis[:m])  # (k, n) Ritz vectors
-    return EigenEstimate([float(x) for x in top], m, vectors, converged)
+    return EigenEstimate([float(x) for x in top], m, vectors, converged, residual, m)
 
 
 def _tridiagonal(alphas: Sequence[float], betas: Sequence[float]) -> Tensor:
@@ -379,21 +404,32 @@ class ShiftedOperator:
         return self.op.matmat(vs) - self.shift * vs.to(self.device, self.dtype)
 
 
-def _power_deflated(op: HvpOperator, k: int, max_iters: int, tol: float, seed: int) -> tuple[list[float], list[Tensor], bool]:
+@dataclass(frozen=True)
+class _PowerSolve:
+    values: list[float]
+    vectors: list[Tensor]
+    converged: bool
+    residuals: list[float]  # ||H v - value v|| of each pair (absolute; a shift cancels out of it)
+    iterations: int  # the most iterations one eigenvalue took
+
+
+def _power_deflated(op: HvpOperator, k: int, max_iters: int, tol: float, seed: int) -> _PowerSolve:
     """k dominant (largest-magnitude) eigenpairs, each found orthogonal to the ones before (PyHessian's loop)."""
     found: list[Tensor] = []
     values: list[float] = []
-    all_converged = True
+    residuals: list[float] = []
+    all_converged, most = True, 0
     for i in range(k):
         v = _random_unit(op, seed + i)
-        value, converged = float("nan"), False
-        for _ in range(max_iters):
+        value, converged, residual, it = float("nan"), False, float("nan"), 0
+        for it in range(1, max_iters + 1):
             for u in found:
                 v = v - torch.dot(v, u) * u
             v = v / v.norm()
             hv = op.matvec(v)
-            # Rayleigh quotient v^T H v of the unit vector v
+            # Rayleigh quotient v^T H v of the unit vector v, and its residual ||H v - (v^T H v) v||
             new = float(torch.dot(hv.double(), v.double()))
+            residual = float((hv.double() - new * v.double()).norm())
             norm = hv.norm()
             if norm == 0:
                 value, converged = 0.0, True
@@ -404,9 +440,11 @@ def _power_deflated(op: HvpOperator, k: int, max_iters: int, tol: float, seed: i
                 break
             value = new
         all_converged &= converged
+        most = max(most, it)
         found.append(v)
         values.append(value)
-    return values, found, all_converged
+        residuals.append(residual)
+    return _PowerSolve(values, found, all_converged, residuals, most)
 
 
 def power_iteration_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 100, tol: float = 1e-4,
@@ -414,27 +452,36 @@ def power_iteration_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 10
     """Top-k eigenvalues by power iteration with deflation (PyHessian's method), descending.
 
     Each eigenvalue iterates v <- H v / ||H v|| (v kept orthogonal to the eigenvectors found before)
-    until the Rayleigh quotient changes by less than `tol` relatively. Plain power iteration finds
+    until the Rayleigh quotient changes by less than `tol` relatively (`converged`). Plain power iteration finds
     the largest *magnitude* (`largest=False`: PyHessian's behaviour). With `largest=True` the largest
     algebraic eigenvalues are returned: unless the dominant eigenvalue is positive and k = 1, the
     smallest eigenvalue lambda_min is found first and the iteration runs on H - lambda_min I (PSD).
+    `residual`: max ||H v - theta v|| of the returned pairs at their last product, over the largest
+    |eigenvalue| found (EigenEstimate).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     start = op.num_products
-    dominant, vecs, ok = _power_deflated(op, 1 if largest else k, max_iters, tol, seed)
-    if not largest or (k == 1 and dominant[0] >= 0):
-        values, vectors = dominant, vecs
+    first = _power_deflated(op, 1 if largest else k, max_iters, tol, seed)
+    if not largest or (k == 1 and first.values[0] >= 0):
+        values, vectors, residuals = first.values, first.vectors, first.residuals
+        ok, most, seen = first.converged, first.iterations, list(first.values)
     else:
-        lam_min = dominant[0]
+        lam_min, ok, most = first.values[0], first.converged, first.iterations
+        seen = [lam_min]
         if lam_min >= 0:  # the dominant one is lambda_max: the bottom is dominant for H - lambda_max I
-            low, _, ok_low = _power_deflated(ShiftedOperator(op, lam_min), 1, max_iters, tol, seed + k)
-            lam_min, ok = low[0] + lam_min, ok and ok_low
-        shifted, vectors, ok_top = _power_deflated(ShiftedOperator(op, lam_min), k, max_iters, tol, seed)
-        values, ok = [x + lam_min for x in shifted], ok and ok_top
+            low = _power_deflated(ShiftedOperator(op, lam_min), 1, max_iters, tol, seed + k)
+            lam_min, ok, most = low.values[0] + lam_min, ok and low.converged, max(most, low.iterations)
+            seen.append(lam_min)
+        top = _power_deflated(ShiftedOperator(op, lam_min), k, max_iters, tol, seed)
+        values = [x + lam_min for x in top.values]
+        vectors, residuals = top.vectors, top.residuals
+        ok, most = ok and top.converged, max(most, top.iterations)
+        seen += values
+    scale = max(max((abs(x) for x in seen if not math.isnan(x)), default=0.0), 1e-30)
     order = sorted(range(len(values)), key=lambda j: -values[j])
     return EigenEstimate([values[j] for j in order], op.num_products - start,
-                         torch.stack([vectors[j] for j in order]), ok)
+                         torch.stack([vectors[j] for j in order]), ok, max(residuals) / scale, most)
 
 
 def hvp_norms(op: HvpOperator, directions: Sequence[Tensor]) -> list[float]:

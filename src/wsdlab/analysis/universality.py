@@ -14,7 +14,9 @@ is evaluated on its own data (an LM and a CNN share none). Rows carry `model`, `
   and t denote checkpoints taken at 80% and 100% of the stable phase, or at the start and end of the
   cooldown phase". segment `stable` (80% -> 100%) and `cooldown` (start -> end).
 - `universality_sharpness` (Fig. 3 left): "Estimated sharpness, evaluated on iterates x_i sampled at a
-  fixed rate along the cooldown phase": top Hessian eigenvalue (lambda_1) on the cooldown iterates.
+  fixed rate along the cooldown phase": top Hessian eigenvalue (lambda_1) on the cooldown iterates, with
+  the Lanczos solve's `converged`, `residual` (max ||H y - lambda y|| / max|lambda|) and `iterations`, so
+  a claim can refuse an unconverged lambda_1.
 - `universality_trajectory` (Fig. 3 right, 4, 7): the trajectory table of each WSD run: PCA of S, D, S',
   D' ("the first component captures at least approximately 40% of the total variance"), ||H(x^) v_s||
   vs ||H(x^) v_d|| at the decay start, and on iterates "sampled regularly after warmup" tau_i and
@@ -174,6 +176,17 @@ class UniversalityInterpolate(AnalysisUnit):
 
 
 class UniversalitySharpnessOptions(SharpnessConfig):
+    """Fig. 3 (left)'s sharpness: lambda_1 of the Hessian of the loss on a fixed evaluation set.
+
+    Paper 001 says only what is measured, not how: "sharpness (the largest eigenvalue of the loss
+    Hessian)" and "Estimated sharpness, evaluated on iterates x_i sampled at a fixed rate along the
+    cooldown phase" (Fig. 3); it names no solver, number of iterations or tolerance. Here it is Lanczos
+    (full reorthogonalisation) run until the Ritz residual of lambda_1 is below `tol` * max|theta| or
+    `max_iters` products; each row says whether it got there (`converged`, `residual`, `iterations`),
+    and an unconverged lambda_1 is an under-estimate (on the quick study's CNN, 5 products gave 5-20%
+    too little and turned the rise along the cooldown into a fall), so a claim must not read it.
+    """
+
     method: Literal["trace", "top-eigen", "exact"] = Field("top-eigen", description="Fig. 3: the top eigenvalue.")
     max_iters: int = Field(30, gt=0, description="Most products per eigenvalue solve.")
     tol: float = Field(1e-3, gt=0.0)
@@ -201,11 +214,20 @@ class UniversalitySharpness(AnalysisUnit):
             t_c = decay_start(run)
             samples, _ = one_step_pairs(weight_steps(run))  # leave out the one-step partners (Fig. 4's x_{i+1})
             steps = evenly([s for s in samples if s >= t_c], options.num_steps)
-            for r in sharpness_table(run, options, steps=steps, data=data(sel), device=ctx.device):
-                rows.append({**head(sel, model), "step": r["step"], "decay_start": t_c,
-                             "cooldown_progress": (r["step"] - t_c) / max(final_step(run) - t_c, 1),
-                             "lambda_1": r.get("lambda_1"), "loss": r.get("loss")})
+            rows += [{**head(sel, model), **sharpness_row(r, t_c, final_step(run))}
+                     for r in sharpness_table(run, options, steps=steps, data=data(sel), device=ctx.device)]
         return {"universality_sharpness": rows}
+
+
+SHARPNESS_COLUMNS = ("step", "decay_start", "cooldown_progress", "lambda_1", "converged", "residual", "iterations",
+                     "loss")
+
+
+def sharpness_row(row: Row, decay_start: int, final: int) -> Row:
+    """A `sharpness` table row (method top-eigen) as a universality_sharpness row (after model, seed, run)."""
+    progress = (row["step"] - decay_start) / max(final - decay_start, 1)
+    out = {"step": row["step"], "decay_start": decay_start, "cooldown_progress": progress}
+    return {**out, **{k: row.get(k) for k in SHARPNESS_COLUMNS if k not in out}}
 
 
 # ------------------------------------------------------------------------------ Fig. 3 (right), 4, 7
