@@ -73,7 +73,7 @@ def test_export_loads_in_transformers_and_matches_logits_and_greedy_generation(r
     assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["num_key_value_heads"] == mcfg.kv_heads
     assert cfg["tie_word_embeddings"] is mcfg.tie_embeddings and cfg["rope_theta"] == mcfg.rope_theta
     assert cfg["head_dim"] == (16 if variant == "gqa-head-dim" else 8)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
     ours = run.load_model(3)
     ids = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -138,7 +138,7 @@ def test_padding_works_and_padded_logits_match(runs, tmp_path: Path) -> None:
     short = tok("x", return_tensors="pt")["input_ids"]
     assert batch["input_ids"].shape == (2, 9) and batch["input_ids"][1, 1:].tolist() == [1] * 8  # right-padded with
     assert batch["attention_mask"][1].tolist() == [1] + [0] * 8                                   # the separator
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
     with torch.no_grad():
         padded = hf(**batch).logits
         expected = run.load_model(3)(short)
@@ -204,6 +204,9 @@ def test_export_of_a_run_folder_says_to_pass_a_checkpoint(runs, tmp_path: Path) 
     run = runs("untied", model=VARIANTS["untied"])
     with pytest.raises(ConfigError, match=r"is a run folder, not a checkpoint; pass .*checkpoints/<step> \(it has steps 0, 3\)"):
         export_hf(run.path, tmp_path / "hf")
+    with pytest.raises(ConfigError, match=r"is a run folder, not a checkpoint; pass .*checkpoints/<step>"):
+        export_hf(run.path / "checkpoints", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_cli_export_writes_the_directory(runs, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from wsdlab.common.io import atomic_directory
 from wsdlab.data.sft import PROMPT_TEMPLATE
 from wsdlab.data.tokenizer import separator_id
 from wsdlab.models.config import LlamaConfig
-from wsdlab.train.checkpoint import STATE_FILE, list_checkpoints, open_checkpoint
+from wsdlab.train.checkpoint import MODEL_FILE, STATE_FILE, list_checkpoints, open_checkpoint
 from wsdlab.train.config import RunSpec
 from wsdlab.train.layout import CHECKPOINTS_DIR, SPEC
 
@@ -178,9 +178,12 @@ def chat_template(separator: str) -> str:
 
 
 def _refuse_run_folder(path: Path) -> None:
-    """A run folder given for a checkpoint: say which checkpoint folders it holds."""
-    if (path / STATE_FILE).is_file() or not ((path / SPEC).is_file() or (path / CHECKPOINTS_DIR).is_dir()):
-        return
+    """A run folder (or its checkpoints/ folder) given for a checkpoint: say which checkpoint folders it holds."""
+    if path.name == CHECKPOINTS_DIR and not (path / STATE_FILE).is_file() and (path.parent / SPEC).is_file():
+        path = path.parent  # RUN/checkpoints
+    elif (path / STATE_FILE).is_file() or (path / MODEL_FILE).is_file() or not (
+            (path / SPEC).is_file() or (path / CHECKPOINTS_DIR).is_dir()):
+        return  # a checkpoint (open_checkpoint names what is wrong with a damaged one) or nothing of ours
     steps = list(list_checkpoints(path))
     have = f"it has steps {', '.join(map(str, steps))}" if steps else "it has no checkpoint yet"
     raise ConfigError(f"export: {path} is a run folder, not a checkpoint; pass one of its checkpoint folders, "
