@@ -26,8 +26,8 @@ def to_device(batch: Any, device: torch.device | str) -> Any:
 
 
 def eval_index_chunks(num_val: int, num_batches: int, batch_size: int, chunk_size: int | None = None) -> list[np.ndarray]:
-    """Indices 0..n-1 of the val split (n = num_batches * batch_size, at most num_val) in batches of
-    batch_size, each cut into chunks of at most `chunk_size` (memory only: the set is the same)."""
+    """Indices 0..n-1 of the val split (n = num_batches * batch_size, at most num_val) in consecutive
+    chunks of min(batch_size, chunk_size) (the chunk size bounds memory; the set depends on neither)."""
     if num_batches <= 0 or batch_size <= 0 or (chunk_size is not None and chunk_size <= 0):
         raise ConfigError(f"eval needs num_batches > 0, batch_size > 0 and chunk_size > 0, got {num_batches}, "
                           f"{batch_size}, {chunk_size}")
