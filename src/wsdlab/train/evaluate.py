@@ -25,7 +25,8 @@ def to_device(batch: Any, device: torch.device | str) -> Any:
     raise TypeError(f"unsupported batch type {type(batch).__name__}")
 
 
-def eval_index_chunks(num_val: int, num_batches: int, batch_size: int, chunk_size: int | None = None) -> list[np.ndarray]:
+def eval_index_chunks(num_val: int, num_batches: int, batch_size: int,
+                      chunk_size: int | None = None) -> list[np.ndarray]:
     """Indices 0..n-1 of the val split (n = num_batches * batch_size, at most num_val) in consecutive
     chunks of min(batch_size, chunk_size) (the chunk size bounds memory; the set depends on neither)."""
     if num_batches <= 0 or batch_size <= 0 or (chunk_size is not None and chunk_size <= 0):
