@@ -30,6 +30,16 @@ def stable(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     return RunDir(out)
 
 
+def test_only_rank_0_prints_the_summary_with_the_final_values(stable: RunDir) -> None:
+    args = ("train", "--preset", "micro", "--steps", 6, "--checkpoint-every", 3, "--seed", 1, "--out", stable.path,
+            "--set", "train.eval_every=3", *QUIET)  # the complete run: train returns at once
+    other = runner.invoke(app, [str(a) for a in args], env={"RANK": "1"})
+    assert other.exit_code == 0 and other.output == ""
+    main = runner.invoke(app, [str(a) for a in args], env={"RANK": "0"})
+    loss, val = stable.metrics()[-1]["loss"], stable.eval_rows()[-1]["val_loss"]
+    assert main.exit_code == 0 and f"step 6 | loss {loss:.4f} | val loss {val:.4f}" in main.output
+
+
 def test_train_writes_a_complete_run(stable: RunDir) -> None:
     assert stable.is_complete and stable.spec.train.steps == 6 and stable.spec.train.seed == 1
     assert stable.checkpoint_steps() == [0, 3, 6]

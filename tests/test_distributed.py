@@ -1,4 +1,5 @@
-"""Two gloo processes under torchrun (DDP) match one process on the same global batch."""
+"""Two gloo processes under torchrun (DDP) match one process on the same global batch; rank 0 alone
+prints the run summary. (Masked-batch accumulation over two ranks: tests/test_accumulate.py.)"""
 
 from __future__ import annotations
 
@@ -50,3 +51,8 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     losses_single = [r["loss"] for r in single.metrics()]
     losses_ddp = [r["loss"] for r in RunDir(tmp_path / "ddp").metrics()]
     assert losses_ddp == pytest.approx(losses_single, rel=1e-4)  # the loss is averaged over both ranks
+    # rank 0 alone prints the run summary, with the final rows' values
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("done ")]
+    final_val = RunDir(tmp_path / "ddp").eval_rows()[-1]["val_loss"]
+    assert len(summaries) == 1, proc.stdout
+    assert f"step 4 | loss {losses_ddp[-1]:.4f} | val loss {final_val:.4f}" in summaries[0]

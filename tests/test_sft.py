@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from wsdlab.common.types import MaskedBatch
 from wsdlab.data import DataConfig, load_data
@@ -23,7 +24,7 @@ from wsdlab.data.sft import (
 from wsdlab.data.shards import split_documents
 from wsdlab.data.sources import iter_documents
 from wsdlab.models import batch_loss, build_model, model_config
-from wsdlab.train import RunSpec, branch_spec, train
+from wsdlab.train import RunSpec, branch_spec, evaluate_metrics, train
 
 CORPUS = dict(source="stdlib", max_documents=300, vocab_size=512, seq_len=64)
 
@@ -103,6 +104,47 @@ def test_sft_branch_restarts_warmup_and_reads_masked_pairs(parent, tmp_path: Pat
                                    0.5 * (1 + math.cos(math.pi * 3 / 4)), 0.0)]
     assert lrs == pytest.approx(expected, abs=1e-12)
     assert run.eval_rows()[-1]["val_loss"] > 0
+
+
+def test_sft_branch_accumulates_like_the_full_batch(parent, tmp_path: Path) -> None:
+    # responses have very unequal lengths: every response token of the global batch must weigh the same
+    def branch(micro_batch_size: int | None):
+        spec = branch_spec(parent.checkpoint(4), steps=2, mode="restart", reset_optimizer=True,
+                           schedule={"kind": "cosine", "warmup_steps": 0}, data={"sft": {"source": "stdlib"}},
+                           overrides={"optim.lr": 1e-3, "train.batch_size": 4,
+                                      "train.micro_batch_size": micro_batch_size})
+        return train(spec, tmp_path / str(micro_batch_size))
+
+    full, accum = branch(None), branch(1)
+    a, b = load_file(full.checkpoint(6) / "model.safetensors"), load_file(accum.checkpoint(6) / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+    assert [r["loss"] for r in accum.metrics()] == pytest.approx([r["loss"] for r in full.metrics()], rel=1e-5)
+    assert [r["val_loss"] for r in accum.eval_rows()] == pytest.approx(  # the same val set
+        [r["val_loss"] for r in full.eval_rows()], rel=1e-5)
+
+
+def test_masked_val_loss_is_the_mean_over_response_tokens_of_the_set() -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config("tiny", vocab_size=50, seq_len=8, d_model=16, n_layers=1, n_heads=2,
+                                     n_kv_heads=1, ffn_dim=32)).double()
+    tokens = torch.randint(0, 50, (5, 9))
+    mask = torch.zeros(5, 8)
+    for b, n in enumerate([8, 1, 3, 1, 6]):  # response lengths
+        mask[b, 8 - n:] = 1
+
+    class Val:
+        num_val = 5
+
+        def val_batch(self, idx: np.ndarray) -> MaskedBatch:
+            return MaskedBatch((tokens[torch.as_tensor(idx)], mask[torch.as_tensor(idx)]))
+
+    with torch.no_grad():
+        ce = F.cross_entropy(model(tokens[:, :-1]).reshape(-1, 50), tokens[:, 1:].reshape(-1), reduction="none")
+    expected = float((ce.view(5, 8) * mask.double()).sum() / 19)
+    for chunk_size in (1, 2, None):
+        val = evaluate_metrics(model, Val(), 1, 5, "cpu", chunk_size=chunk_size)
+        assert val == {"val_loss": pytest.approx(expected, rel=1e-12)}
 
 
 def test_sft_with_a_pretrained_tokenizer_prepares_no_corpus(tmp_path: Path) -> None:

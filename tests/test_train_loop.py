@@ -14,6 +14,7 @@ from wsdlab.data import SequenceOrder, load_data
 from wsdlab.models import batch_loss, build_model
 from wsdlab.schedules import build_schedule
 from wsdlab.train import MetricsSink, RunSpec, run_preset, train
+from wsdlab.train.evaluate import eval_index_chunks
 from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors
 
 TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "param_norm", "update_norm", "grad_momentum_cos",
@@ -150,6 +151,17 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path: Path, data) -> N
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
     assert [r["loss"] for r in a.metrics()] == pytest.approx([r["loss"] for r in b.metrics()], rel=1e-5)
+    # the val set is eval_batches x the global batch either way (micro_batch_size only sets the chunks)
+    vals = [r["val_loss"] for r in a.eval_rows()]
+    assert len(vals) == 2 and vals == pytest.approx([r["val_loss"] for r in b.eval_rows()], rel=1e-6)
+
+
+def test_eval_chunks_cut_the_same_set() -> None:
+    assert [c.tolist() for c in eval_index_chunks(100, 2, 5)] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert [c.tolist() for c in eval_index_chunks(100, 2, 5, chunk_size=3)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert [c.tolist() for c in eval_index_chunks(7, 2, 5, chunk_size=8)] == [[0, 1, 2, 3, 4], [5, 6]]
+    with pytest.raises(ValueError, match="chunk_size"):
+        eval_index_chunks(100, 2, 5, chunk_size=0)
 
 
 def test_loss_falls_on_the_micro_preset(tmp_path: Path, data) -> None:

@@ -6,6 +6,7 @@ naming the field and exits with code 2, leaving nothing behind.
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,10 @@ def make_sinks(out: Path, spec: RunSpec, tensorboard: bool, wandb: str | None) -
 
 
 def print_summary(run: RunDir) -> None:
-    """Final train loss, final val loss, median tokens/s and the run directory."""
+    """Final train loss, final val loss, median tokens/s and the run directory; printed by rank 0 alone
+    under torchrun (the rank that wrote the files: when `train` returns there, they hold the final rows)."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return
     rows, evals = run.metrics(), run.eval_rows()
     loss = rows[-1]["loss"] if rows else None
     val = evals[-1]["val_loss"] if evals else None

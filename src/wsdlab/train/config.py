@@ -46,7 +46,7 @@ class TrainConfig(StrictModel):
     micro_batch_size: int | None = Field(None, gt=0, le=MAX_BATCH_ITEMS, description="Per-process micro batch; gradient accumulation fills the global batch.")
     eval_every: int = Field(50, gt=0)
     eval_batches: int = Field(8, gt=0)
-    eval_batch_size: int | None = Field(None, gt=0, le=MAX_BATCH_ITEMS)
+    eval_batch_size: int | None = Field(None, gt=0, le=MAX_BATCH_ITEMS, description="Val items per eval batch (the val set: eval_batches x this); None = the global batch.")
     checkpoint_every: int | None = Field(None, gt=0)
     checkpoint_steps: list[int] = Field(default_factory=list, description="Extra steps to checkpoint at.")
     snapshot_every: int | None = Field(None, gt=0, description="Weight snapshots (trajectory) every k steps.")

@@ -29,10 +29,11 @@ from torch import nn
 
 from wsdlab import data as wsd_data
 from wsdlab.common.errors import CheckpointError, ConfigError, NonFiniteError
-from wsdlab.models import LMConfig, batch_loss_and_accuracy, build_model, flops_per_token
+from wsdlab.models import LMConfig, build_model, flops_per_token
 from wsdlab.schedules import build_schedule
 from wsdlab.train import distributed as dist_utils
 from wsdlab.train import measures
+from wsdlab.train.accumulate import accumulate_gradients
 from wsdlab.train.batching import global_batch_size, micro_batches, rank_slice
 from wsdlab.train.checkpoint import Checkpoint, list_checkpoints, load_model_weights, open_checkpoint
 from wsdlab.train.config import RunSpec
@@ -237,7 +238,10 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
     schedule = build_schedule(spec.schedule, spec.train.steps)
     scheduler = bind_schedule(setup.optimizer, schedule, st.step)
     order = wsd_data.SequenceOrder(spec.data.order, setup.data.num_train)
-    eval_size = spec.train.eval_batch_size or spec.train.micro_batch_size or setup.global_batch
+    # the val set: the first eval_batches x eval_size items (eval settings and global batch, never micro_batch_size),
+    # computed in chunks of eval_chunk items (the memory bound validate_run_start checks)
+    eval_size = spec.train.eval_batch_size or setup.global_batch
+    eval_chunk = spec.train.eval_batch_size or spec.train.micro_batch_size or setup.global_batch
     fpt = flops_per_token(spec.model) if ctx.device.type == "cuda" else None
     peak = peak_flops(ctx.device)
     params = [p for g in setup.optimizer.param_groups for p in g["params"]]
@@ -256,7 +260,7 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
 
     def run_eval() -> None:
         val = evaluate_metrics(model, setup.data, spec.train.eval_batches, eval_size, ctx.device,
-                               _autocast(spec, ctx.device))  # val_loss (+ val_accuracy for classifiers)
+                               _autocast(spec, ctx.device), chunk_size=eval_chunk)  # val_loss (+ val_accuracy)
         writer.row({"split": "val", "step": st.step, **val})
 
     try:
@@ -300,28 +304,22 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
 
 def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: np.ndarray, log: bool,
                 reduce: measures.Reduce) -> dict[str, Any] | None:
-    """One optimizer update, accumulating gradients over micro batches; the train row when `log`.
+    """One optimizer update, accumulating gradients over micro batches (`accumulate.accumulate_gradients`:
+    masked SFT batches weigh every response token of the global batch equally); the train row when `log`.
 
     Measurements (only on logged steps, so other steps never wait on the device): loss (mean over
-    the global batch), lr of this update, grad_norm before clipping, param_norm after the update,
+    the global batch; masked batches: over its response tokens), lr of this update, grad_norm before
+    clipping, param_norm after the update,
     grad_momentum_cos = mean over parameter tensors j of cos(g_t^j, m_{t-1}^j) (Dremov et al. App. G; None
     without moments), grad_momentum_cos_global = cos(g_t, m_{t-1}) of the concatenated vectors,
     update_grad_cos = cos(-g_t, x_t - x_{t-1}), update_norm = ||x_t - x_{t-1}|| (reduced over ranks like param_norm),
     accuracy (classifiers only: share of the batch's images classified right, before the update).
     """
     spec, ctx, opt = setup.spec, setup.ctx, setup.optimizer
-    local = rank_slice(seq, ctx.rank, ctx.world_size)
-    chunks = micro_batches(local, spec.train.micro_batch_size)
-    loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
-    acc_sum: torch.Tensor | None = None  # classifiers: accuracy on the train batch (before the update)
-    for i, idx in enumerate(chunks):
-        batch = to_device(setup.data.train_batch(idx), ctx.device)
-        with dist_utils.no_sync(fwd, last=i == len(chunks) - 1), _autocast(spec, ctx.device):
-            loss, acc = batch_loss_and_accuracy(fwd, batch)
-            (loss * (len(idx) / len(local))).backward()
-        loss_sum += loss.detach().double() * (len(idx) / len(local))
-        if acc is not None:
-            acc_sum = (acc_sum if acc_sum is not None else torch.zeros_like(loss_sum)) + acc * (len(idx) / len(local))
+    chunks = micro_batches(rank_slice(seq, ctx.rank, ctx.world_size), spec.train.micro_batch_size)
+    loss_sum, acc_sum = accumulate_gradients(  # acc_sum: classifiers' accuracy on the batch (before the update)
+        fwd, lambda idx: to_device(setup.data.train_batch(idx), ctx.device), chunks, ctx,
+        lambda: _autocast(spec, ctx.device))
     lr = opt.param_groups[0]["lr"]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     gm_cos = gm_cos_global = prev = gg = None
