@@ -115,6 +115,16 @@ def is_prepared(directory: Path) -> bool:
     return (directory / META_FILE).is_file()
 
 
+def prepared_meta(cfg: DataConfig) -> dict[str, Any] | None:
+    """meta.json of `cfg`'s corpus if it is already prepared, else None; never prepares anything
+    (a local source or tokenizer file that is missing also gives None)."""
+    try:
+        directory = corpus_dir(cfg)
+    except (FileNotFoundError, ConfigError):
+        return None
+    return read_meta(directory) if is_prepared(directory) else None
+
+
 def read_meta(directory: str | Path) -> dict[str, Any]:
     """meta.json of a prepared corpus directory."""
     path = Path(directory) / META_FILE
