@@ -349,3 +349,21 @@ def test_plan_reads_the_count_of_a_prepared_corpus(tmp_path: Path) -> None:
     assert plan_num_train(study, tmp_path / "study")[1] is not None  # not prepared yet: provisional
     directory = prepare_corpus(base_run_spec(study).data, progress=False)
     assert plan_num_train(study, tmp_path / "study") == (read_meta(directory)["num_train"], None)
+
+
+def test_cli_plans_the_paper_study_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wsdlab study plan paper-210M`: a hub dataset and a tokenizer file that are not here, no network."""
+    from typer.testing import CliRunner
+
+    from wsdlab.cli import app
+    from wsdlab.data import shards
+
+    monkeypatch.setenv("WSDLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(shards, "prepare_corpus", lambda *a, **k: pytest.fail("planning prepared data"))
+    result = CliRunner().invoke(app, ["study", "plan", "paper-210M", "--out", str(tmp_path / "study")])
+    assert result.exit_code == 0, result.output
+    assert "140 runs" in result.stdout and "2,048,000,000" in result.stdout  # base: 20k steps x 200 x 512
+    assert "data portions (data.order) are provisional" in result.stdout
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "study").exists()
