@@ -12,6 +12,13 @@ round(max_tokens * val_fraction) of them and train the rest, each taking its doc
 order and truncating the last one kept. The directory is built under a `.tmp-` name and renamed
 into place under a file lock, so concurrent preparers neither corrupt it nor repeat the work; a
 second call reuses it.
+
+Preparation streams, so memory does not grow with the corpus: the documents are read once and
+spooled to a file in the build directory (`DocumentStore`; the split needs them in a shuffled
+order), the tokenizer is trained from an iterator over the train documents, and each split is
+tokenized in batches of ENCODE_BATCH documents and written CHUNK_TOKENS at a time (`RowWriter`).
+What stays in memory per document is 16 bytes (its offset and its place in the permutation). The
+result is byte for byte what packing in memory wrote (`pack_sequences` + `np.save`).
 """
 
 from __future__ import annotations
