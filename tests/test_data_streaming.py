@@ -15,7 +15,17 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from wsdlab.data import shards
 from wsdlab.data.bundle import prepared_marker
 from wsdlab.data.config import DataConfig
-from wsdlab.data.shards import DocumentStore, RowWriter, pack_sequences, prepare_corpus, prepared_meta, read_meta
+from wsdlab.data.shards import (
+    DocumentStore,
+    RowWriter,
+    pack_sequences,
+    prepare_corpus,
+    prepared_meta,
+    read_meta,
+    tokenize_documents,
+    write_split,
+)
+from wsdlab.data.tokenizer import train_char
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -45,6 +55,24 @@ def test_row_writer_without_a_whole_row(tmp_path: Path) -> None:
     writer.add(np.array([1, 2]))
     assert writer.close() == 0
     assert np.load(tmp_path / "x.npy").shape == (0, 8)
+
+
+@pytest.mark.parametrize("budget", [None, 1, 57, 300, 10_000])
+@pytest.mark.parametrize("chunk_tokens", [1, 20, 1 << 20])
+def test_write_split_equals_the_in_memory_path(tmp_path: Path, budget: int | None, chunk_tokens: int) -> None:
+    """Streaming a split gives the bytes and counts of tokenizing every document, then packing (the former
+    path), with a token budget that truncates a document and with chunks smaller than a row."""
+    docs = [f"doc {i}: " + "abcdefgh"[: 1 + i % 8] * (1 + i % 5) for i in range(60)]
+    tok = train_char(docs, 20)
+    dtype = np.dtype(np.uint16)
+    counts = write_split(tok, iter(docs), len(docs), tmp_path / "s.npy", 9, 1, dtype, budget, chunk_tokens)
+    arrays = tokenize_documents(tok, docs, dtype, budget)
+    reference = pack_sequences(arrays, 9, 1, dtype)
+    assert (tmp_path / "s.npy").read_bytes() == npy_bytes(reference)
+    assert counts == {"documents": len(arrays), "tokens": sum(len(a) for a in arrays), "rows": len(reference),
+                      "stream": sum(len(a) + 1 for a in arrays)}
+    if budget is not None and budget < 300:
+        assert counts["tokens"] == budget and counts["documents"] < len(docs)
 
 
 def test_document_store_round_trips_in_any_order(tmp_path: Path) -> None:
