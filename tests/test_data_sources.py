@@ -100,3 +100,20 @@ def test_fingerprint_changes_with_file_content(jsonl_file: Path) -> None:
     jsonl_file.write_text(jsonl_file.read_text() + json.dumps({"text": "new"}) + "\n")
     os.utime(jsonl_file, ns=(1, 1))
     assert source_fingerprint(cfg) != before
+
+
+def test_single_text_file_is_split_a_chunk_at_a_time_into_the_same_paragraphs(tmp_path: Path) -> None:
+    """Streaming `split_paragraphs` equals splitting the whole decoded file, for every chunk size, with
+    separators, multi-byte characters and invalid UTF-8 falling across chunk boundaries."""
+    import random
+
+    from wsdlab.data.sources import _BLANK_LINES, _read_text, split_paragraphs
+
+    rng = random.Random(0)
+    pieces = [b"a", b"word ", b"\n", b"\n\n", b" ", b"\t", b"\r\n", "é✓".encode(), b"\xff", b"\xe2\x9c", b"\n \t\n\n"]
+    for trial in range(40):
+        path = tmp_path / f"t{trial}.txt"
+        path.write_bytes(b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 300))))
+        expected = _BLANK_LINES.split(_read_text(path))
+        for chunk in (1, 2, 3, 7, 64, 1 << 20):
+            assert list(split_paragraphs(path, chunk)) == expected, (trial, chunk)

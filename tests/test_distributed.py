@@ -56,3 +56,41 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     final_val = RunDir(tmp_path / "ddp").eval_rows()[-1]["val_loss"]
     assert len(summaries) == 1, proc.stdout
     assert f"step 4 | loss {losses_ddp[-1]:.4f} | val loss {final_val:.4f}" in summaries[0]
+
+
+def test_other_ranks_poll_the_data_marker_instead_of_a_barrier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank != 0 waits (no collective, so no process-group timeout) until rank 0's corpus marker exists."""
+    from wsdlab.train import distributed as dist_utils
+
+    marker = tmp_path / "meta.json"
+    polls: list[int] = []
+
+    def ready() -> bool:
+        polls.append(1)
+        if len(polls) == 3:
+            marker.write_text("{}")  # rank 0 finishes while we wait
+        return marker.is_file()
+
+    monkeypatch.setattr(dist_utils, "barrier", lambda ctx: pytest.fail("no barrier when a ready check is given"))
+    other = dist_utils.DistContext(rank=1, world_size=2)
+    with dist_utils.main_first(other, ready=ready, timeout_s=60, poll_s=0.001):
+        assert marker.is_file()
+    assert len(polls) == 3
+    with dist_utils.main_first(dist_utils.DistContext(rank=0, world_size=2), ready=lambda: False, timeout_s=0.01):
+        pass  # rank 0 neither waits nor joins a barrier
+    with pytest.raises(TimeoutError, match="WSDLAB_DATA_WAIT"):
+        dist_utils.wait_until(lambda: False, timeout_s=0.01, poll_s=0.001)
+
+
+def test_data_wait_seconds_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsdlab.common.errors import ConfigError
+    from wsdlab.train import distributed as dist_utils
+
+    monkeypatch.delenv("WSDLAB_DATA_WAIT", raising=False)
+    assert dist_utils.data_wait_seconds() == 7 * 24 * 3600
+    monkeypatch.setenv("WSDLAB_DATA_WAIT", "90")
+    assert dist_utils.data_wait_seconds() == 90.0
+    for bad in ("0", "soon", "-5"):
+        monkeypatch.setenv("WSDLAB_DATA_WAIT", bad)
+        with pytest.raises(ConfigError, match="WSDLAB_DATA_WAIT"):
+            dist_utils.data_wait_seconds()

@@ -296,3 +296,74 @@ def test_resolution_hashes_are_unique_stable_and_location_independent(tmp_path: 
     third = Resolver(expand_plan(parse_study(changed)), tmp_path / "a")
     assert third.resolve(third.plan["cd-linear-s0"]).hash != runs["cd-linear-s0"].hash
     assert run_identity(base.spec, tmp_path / "a") == base.hash
+
+
+def test_fresh_min_train_is_the_smallest_accepted_layout() -> None:
+    from wsdlab.study.cooldown import fresh_min_train
+
+    study = _fresh_study()
+    # one cooldown reads cooldown.steps x batch = 6 x 4 = 24 sequences; 3 averaging portions: 2 x 3 x 24
+    assert fresh_min_train(study) == 144
+    fresh_layout(144, 24, 3)
+    with pytest.raises(ValueError, match="cooldown.data"):
+        fresh_layout(143, 24, 3)
+
+
+def test_plan_never_prepares_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`study plan` of a fresh study whose corpus is not prepared (a missing file, a missing tokenizer):
+    costs from the spec alone, provisional portions, nothing prepared or written."""
+    import json
+
+    from wsdlab.data import shards
+    from wsdlab.study.runner import plan_costs, plan_num_train
+
+    monkeypatch.setattr(shards, "prepare_corpus", lambda *a, **k: pytest.fail("planning prepared data"))
+    cache = tmp_path / "cache"
+    data = {"source": "jsonl", "path": str(tmp_path / "missing.jsonl"), "tokenizer": "pretrained",
+            "tokenizer_path": str(tmp_path / "missing-tokenizer.json"), "seq_len": 32, "cache_dir": str(cache)}
+    study = _fresh_study(base={"preset": "tiny", "spec": {"train": {"steps": 20, "batch_size": 4}, "data": data}})
+    notes: list[str] = []
+    rows = plan_costs(study, tmp_path / "study", notes)
+    assert len(rows) == len(expand_plan(study, num_train=144)) and notes and "provisional" in notes[0]
+    base = next(r for r in rows if r["key"] == "base")
+    assert base["tokens"] == 20 * 4 * 32  # steps x batch x seq_len
+    assert not cache.exists() and not (tmp_path / "study").exists()
+    # a started study's plan.json fixes num_train
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "plan.json").write_text(json.dumps({"num_train": 5000}))
+    assert plan_num_train(study, tmp_path / "study") == (5000, None)
+    assert plan_num_train(parse_study(study_data()), tmp_path / "study") == (None, None)  # continue: not needed
+
+
+def test_plan_reads_the_count_of_a_prepared_corpus(tmp_path: Path) -> None:
+    import json
+
+    from wsdlab.data.shards import prepare_corpus, read_meta
+    from wsdlab.study.runner import plan_num_train
+
+    lines = [json.dumps({"text": f"doc {i} " + "alpha beta gamma delta " * 20}) for i in range(30)]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
+    data = {"source": "jsonl", "path": str(tmp_path / "c.jsonl"), "tokenizer": "char", "vocab_size": 40,
+            "seq_len": 16, "cache_dir": str(tmp_path / "cache")}
+    study = _fresh_study(base={"preset": "tiny", "spec": {"train": {"steps": 20, "batch_size": 4}, "data": data}})
+    assert plan_num_train(study, tmp_path / "study")[1] is not None  # not prepared yet: provisional
+    directory = prepare_corpus(base_run_spec(study).data, progress=False)
+    assert plan_num_train(study, tmp_path / "study") == (read_meta(directory)["num_train"], None)
+
+
+def test_cli_plans_the_paper_study_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wsdlab study plan paper-210M`: a hub dataset and a tokenizer file that are not here, no network."""
+    from typer.testing import CliRunner
+
+    from wsdlab.cli import app
+    from wsdlab.data import shards
+
+    monkeypatch.setenv("WSDLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(shards, "prepare_corpus", lambda *a, **k: pytest.fail("planning prepared data"))
+    result = CliRunner().invoke(app, ["study", "plan", "paper-210M", "--out", str(tmp_path / "study")])
+    assert result.exit_code == 0, result.output
+    assert "140 runs" in result.stdout and "2,048,000,000" in result.stdout  # base: 20k steps x 200 x 512
+    assert "data portions (data.order) are provisional" in result.stdout
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "study").exists()

@@ -1,4 +1,5 @@
-"""`wsdlab data prepare` and `wsdlab data show`: build a corpus into the cache once, and look at it."""
+"""`wsdlab data prepare` and `wsdlab data show`: build a corpus into the cache once (the separate
+preparation step for clusters), and look at it."""
 
 from __future__ import annotations
 
@@ -57,7 +58,12 @@ def prepare(
     cache_dir: Optional[Path] = CacheOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress while preparing."),
 ) -> None:
-    """Build the corpus and tokenizer of a DataConfig into the cache (once), and print its counts."""
+    """Build the corpus and tokenizer of a DataConfig into the cache (once), and print its counts.
+
+    On a cluster, run this once (one process, on a node that sees the shared cache) before training:
+    a run then finds the corpus prepared; under torchrun, ranks other than 0 otherwise wait for rank
+    0's preparation (up to $WSDLAB_DATA_WAIT seconds, default a week).
+    """
     with user_errors():
         cfg = build_config(config, set_, cache_dir)
         bundle = load_data(cfg, progress=progress)

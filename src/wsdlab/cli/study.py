@@ -73,7 +73,8 @@ def plan(
     with user_errors():
         study = _load(spec, quick)
         study_dir = (out or Path("wsdlab-out") / study.name).absolute()
-        rows = plan_costs(study, study_dir)
+        notes: list[str] = []
+        rows = plan_costs(study, study_dir, notes)
         total_flops = sum(r["flops"] for r in rows if not r["shared"])
         hours = gpu_hours(total_flops, device, mfu)
     table = Table(title=escape(f"study {study.name}: {len(rows)} runs"))
@@ -89,6 +90,8 @@ def plan(
     console.print(f"{len(rows)} runs ({sum(not r['shared'] for r in rows)} distinct), {done} done, {len(rows) - done} left; "
                   f"total {tokens:,} tokens, {total_flops:.3g} training FLOPs = {hours:.3g} GPU-hours on one {device} "
                   f"at {mfu:.0%} MFU", highlight=False, markup=False)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 @app.command("list")

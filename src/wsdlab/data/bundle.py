@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from wsdlab.common.types import Batch
 from wsdlab.data.config import DataConfig
 from wsdlab.data.orders import SequenceOrder
-from wsdlab.data.shards import TOKENIZER_FILE, cache_root, prepare_corpus, read_meta
+from wsdlab.data.shards import META_FILE, TOKENIZER_FILE, cache_root, corpus_dir, prepare_corpus, read_meta
 from wsdlab.data.vision import ImageSplits, load_images, normalize
 
 
@@ -128,3 +128,12 @@ def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:
 
         return SFTBundle(cfg, progress=progress)  # type: ignore[return-value]
     return TokenBundle(prepare_corpus(cfg, progress=progress), cfg)
+
+
+def prepared_marker(cfg: DataConfig) -> Path | None:
+    """The file whose existence means `load_data(cfg)` prepares nothing: the token corpus's meta.json
+    (written last). None where there is no corpus to prepare (image datasets, SFT pairs on a
+    pretrained tokenizer). Ranks other than 0 wait for it while rank 0 prepares."""
+    if cfg.is_vision or (cfg.sft is not None and cfg.tokenizer == "pretrained" and cfg.tokenizer_path):
+        return None
+    return corpus_dir(cfg.model_copy(update={"sft": None})) / META_FILE

@@ -12,17 +12,27 @@ round(max_tokens * val_fraction) of them and train the rest, each taking its doc
 order and truncating the last one kept. The directory is built under a `.tmp-` name and renamed
 into place under a file lock, so concurrent preparers neither corrupt it nor repeat the work; a
 second call reuses it.
+
+Preparation streams, so memory does not grow with the corpus: the documents are read once and
+spooled to a file in the build directory (`DocumentStore`; the split needs them in a shuffled
+order), the tokenizer is trained from an iterator over the train documents, and each split is
+tokenized in batches of ENCODE_BATCH documents and written CHUNK_TOKENS at a time (`RowWriter`).
+What stays in memory per document is 16 bytes (its offset and its place in the permutation). The
+result is byte for byte what packing in memory wrote (`pack_sequences` + `np.save`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import itertools
 import json
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +53,8 @@ META_FILE = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 SPLITS = ("train", "val")
 ENCODE_BATCH = 256
+CHUNK_TOKENS = 1 << 24  # tokens a split writer buffers before writing whole rows (32 MiB of uint16)
+DOCUMENTS_FILE = ".documents.bin"  # the spooled documents, inside the build directory while it is built
 
 
 class _AlreadyPrepared(Exception):
@@ -108,6 +120,16 @@ def corpus_dir(cfg: DataConfig) -> Path:
 def is_prepared(directory: Path) -> bool:
     """A corpus directory is complete once its meta.json exists (it is written last, then renamed in)."""
     return (directory / META_FILE).is_file()
+
+
+def prepared_meta(cfg: DataConfig) -> dict[str, Any] | None:
+    """meta.json of `cfg`'s corpus if it is already prepared, else None; never prepares anything
+    (a local source or tokenizer file that is missing also gives None)."""
+    try:
+        directory = corpus_dir(cfg)
+    except (FileNotFoundError, ConfigError):
+        return None
+    return read_meta(directory) if is_prepared(directory) else None
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
@@ -198,45 +220,195 @@ def tokenize_documents(
     return out
 
 
-def _write_array(path: Path, array: np.ndarray) -> None:
-    """Write `array` as a .npy through a memmap (readable back with np.load(mmap_mode='r'))."""
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=array.shape)
-    mm[...] = array
-    mm.flush()
-    del mm
+class DocumentStore:
+    """The source's documents spooled once to a file (UTF-8 bytes + offsets), read back by index.
+
+    The split shuffles documents, so packing reads them in a random order; spooling them to disk
+    keeps that order without holding the corpus in memory (8 bytes per document stay: the offsets).
+    Reads use pread, not a memory map, so the pages read do not stay in the process's memory.
+    """
+
+    def __init__(self, path: Path, documents: Iterable[str]) -> None:
+        self.path = path
+        offsets = array("q", [0])
+        with open(path, "wb") as f:
+            pos = 0
+            for doc in documents:
+                data = doc.encode("utf-8", "surrogatepass")  # exact round trip, even of lone surrogates
+                f.write(data)
+                pos += len(data)
+                offsets.append(pos)
+        self.offsets = np.frombuffer(offsets, dtype=np.int64)
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
+        return os.pread(self._fd, stop - start, start).decode("utf-8", "surrogatepass")
+
+    def iterate(self, ids: np.ndarray) -> Iterator[str]:
+        """The documents `ids`, in that order."""
+        for i in ids:
+            yield self[int(i)]
+
+    def close(self) -> None:
+        os.close(self._fd)
+        self.path.unlink(missing_ok=True)
+
+
+class RowWriter:
+    """Writes `doc sep doc sep ...` as rows of `width` tokens into a .npy file, a chunk at a time.
+
+    The same bytes as `np.save(path, pack_sequences(...))` through `open_memmap`: the header is
+    written for the final row count at `close` (numpy pads the header so its length does not depend
+    on the number of rows). Memory: one chunk of `chunk_rows` rows.
+    """
+
+    def __init__(self, path: Path, width: int, separator: int, dtype: np.dtype, chunk_rows: int) -> None:
+        self.path, self.width, self.dtype = path, width, dtype
+        self.separator = separator
+        self.buffer = np.empty(max(1, chunk_rows) * width, dtype=dtype)
+        self.fill = 0  # tokens in the buffer
+        self.rows = 0  # rows written to the file
+        self.tokens = 0  # tokens of the stream (document tokens + separators)
+        self.header_len = len(self._header(0))
+        self.file = open(path, "wb")
+        self.file.write(b"\0" * self.header_len)
+
+    def _header(self, rows: int) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (rows, self.width)})
+        return buf.getvalue()
+
+    def _put(self, ids: np.ndarray) -> None:
+        pos = 0
+        while pos < len(ids):
+            take = min(len(ids) - pos, len(self.buffer) - self.fill)
+            self.buffer[self.fill : self.fill + take] = ids[pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == len(self.buffer):
+                self._flush()
+
+    def _flush(self) -> None:
+        """Write the buffer's whole rows; keep the partial row's tokens at its front."""
+        full = (self.fill // self.width) * self.width
+        self.file.write(self.buffer[:full].tobytes())
+        self.rows += full // self.width
+        rest = self.fill - full
+        self.buffer[:rest] = self.buffer[full : self.fill]
+        self.fill = rest
+
+    def add(self, ids: np.ndarray) -> None:
+        """Append one document's tokens and a separator to the stream."""
+        self._put(np.asarray(ids, dtype=self.dtype))
+        self._put(np.array([self.separator], dtype=self.dtype))
+        self.tokens += len(ids) + 1
+
+    def close(self) -> int:
+        """Write the remaining whole rows (the partial one is dropped) and the header; the row count."""
+        self._flush()
+        header = self._header(self.rows)
+        if len(header) != self.header_len:  # pragma: no cover - numpy pads the shape, so this never happens
+            raise RuntimeError(f"npy header length changed from {self.header_len} to {len(header)}")
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.close()
+        return self.rows
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def write_split(
+    tok: Tokenizer,
+    documents: Iterable[str],
+    num_documents: int,
+    path: Path,
+    seq_len: int,
+    separator: int,
+    dtype: np.dtype,
+    max_tokens: int | None = None,
+    chunk_tokens: int | None = None,
+    progress: bool = False,
+    label: str = "tokenizing",
+) -> dict[str, int]:
+    """Tokenize `documents` in batches and stream them into `path` as rows of seq_len + 1 tokens.
+
+    The file equals `pack_sequences(tokenize_documents(...))` saved as .npy, without holding either:
+    memory is one encode batch plus a chunk of about `chunk_tokens` tokens (default `CHUNK_TOKENS`). Returns the counts
+    (`documents`, `tokens`: document tokens kept, separators not counted; `rows`; `stream`: with them).
+    """
+    width = seq_len + 1
+    writer = RowWriter(path, width, separator, dtype, max(1, (chunk_tokens or CHUNK_TOKENS) // width))
+    kept = docs = 0
+    done = False
+    with _progress(progress) as bar:
+        task = bar.add_task(label, total=num_documents)
+        for chunk in _batches(documents, ENCODE_BATCH):
+            for enc in tok.encode_batch(list(chunk), add_special_tokens=False):
+                ids = np.asarray(enc.ids, dtype=dtype)
+                if max_tokens is not None and kept + len(ids) >= max_tokens:
+                    ids, done = ids[: max_tokens - kept], True
+                writer.add(ids)
+                kept += len(ids)
+                docs += 1
+                if done:
+                    break
+            bar.advance(task, len(chunk))
+            if done:
+                bar.update(task, completed=num_documents)
+                break
+    rows = writer.close()
+    return {"documents": docs, "tokens": kept, "rows": rows, "stream": writer.tokens}
 
 
 def _build(cfg: DataConfig, out: Path, name: str, progress: bool) -> dict[str, Any]:
-    """Do the work of `prepare_corpus` into directory `out` (to be renamed `name`); return the meta dict."""
+    """Do the work of `prepare_corpus` into directory `out` (to be renamed `name`); return the meta dict.
+
+    Streams: the documents are spooled to a file in `out` (removed at the end), the tokenizer is
+    trained from an iterator over the train documents, and each split is tokenized and written a
+    chunk at a time, so memory does not grow with the corpus (beyond 16 bytes per document: the
+    offsets and the split's permutation).
+    """
     console = Console(stderr=True, quiet=not progress)
     t0 = time.perf_counter()
     console.print(f"reading documents ({cfg.source}) ...", highlight=False)
-    docs = list(iter_documents(cfg, hf_cache_dir=cache_root(cfg) / "hf"))
-    train_ids, val_ids = split_documents(len(docs), cfg.val_fraction, cfg.split_seed)
-    console.print(f"{len(docs)} documents: {len(train_ids)} train, {len(val_ids)} val; building {cfg.tokenizer} tokenizer ...",
-                  highlight=False)
-    tok = build_tokenizer(cfg, [docs[i] for i in train_ids], progress=progress)
-    sep = separator_id(tok, "data.tokenizer_path" if cfg.tokenizer == "pretrained" else "tokenizer")
-    vocab_size = tok.get_vocab_size()
-    dtype = token_dtype(vocab_size)
-    meta: dict[str, Any] = {
-        "format": FORMAT_VERSION, "name": name, "fields": corpus_fields(cfg),
-        "vocab_size": vocab_size, "separator_id": sep, "dtype": dtype.name, "seq_len": cfg.seq_len,
-        "num_documents": len(docs),
-    }
-    budgets = split_budgets(cfg.max_tokens, cfg.val_fraction)
-    for split, ids, budget in zip(SPLITS, (train_ids, val_ids), budgets):
-        arrays = tokenize_documents(tok, [docs[i] for i in ids.tolist()], dtype, budget, progress, f"tokenizing {split}")
-        seqs = pack_sequences(arrays, cfg.seq_len, sep, dtype)
-        if len(seqs) == 0:
-            raise ConfigError(
-                f"data: the {split} split has {sum(len(a) + 1 for a in arrays)} tokens, fewer than one sequence of "
-                f"seq_len + 1 = {cfg.seq_len + 1}; raise max_documents/max_tokens/val_fraction or lower seq_len"
-            )
-        _write_array(out / f"{split}.npy", seqs)
-        meta[f"{split}_documents"] = len(arrays)
-        meta[f"{split}_tokens"] = int(sum(len(a) for a in arrays))
-        meta[f"num_{split}"] = int(len(seqs))
+    store = DocumentStore(out / DOCUMENTS_FILE, iter_documents(cfg, hf_cache_dir=cache_root(cfg) / "hf"))
+    try:
+        train_ids, val_ids = split_documents(len(store), cfg.val_fraction, cfg.split_seed)
+        console.print(f"{len(store)} documents: {len(train_ids)} train, {len(val_ids)} val; "
+                      f"building {cfg.tokenizer} tokenizer ...", highlight=False)
+        tok = build_tokenizer(cfg, store.iterate(train_ids), progress=progress)
+        sep = separator_id(tok, "data.tokenizer_path" if cfg.tokenizer == "pretrained" else "tokenizer")
+        vocab_size = tok.get_vocab_size()
+        dtype = token_dtype(vocab_size)
+        meta: dict[str, Any] = {
+            "format": FORMAT_VERSION, "name": name, "fields": corpus_fields(cfg),
+            "vocab_size": vocab_size, "separator_id": sep, "dtype": dtype.name, "seq_len": cfg.seq_len,
+            "num_documents": len(store),
+        }
+        budgets = split_budgets(cfg.max_tokens, cfg.val_fraction)
+        for split, ids, budget in zip(SPLITS, (train_ids, val_ids), budgets):
+            counts = write_split(tok, store.iterate(ids), len(ids), out / f"{split}.npy", cfg.seq_len, sep, dtype,
+                                 budget, None, progress, f"tokenizing {split}")
+            if counts["rows"] == 0:
+                raise ConfigError(
+                    f"data: the {split} split has {counts['stream']} tokens, fewer than one sequence of "
+                    f"seq_len + 1 = {cfg.seq_len + 1}; raise max_documents/max_tokens/val_fraction or lower seq_len"
+                )
+            meta[f"{split}_documents"] = counts["documents"]
+            meta[f"{split}_tokens"] = counts["tokens"]
+            meta[f"num_{split}"] = counts["rows"]
+    finally:
+        store.close()
     tok.save(str(out / TOKENIZER_FILE))
     meta["prepare_seconds"] = round(time.perf_counter() - t0, 3)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

@@ -17,6 +17,7 @@ A hub dataset that is neither cached nor reachable (no network) raises `DataUnav
 
 from __future__ import annotations
 
+import codecs
 import errno
 import hashlib
 import itertools
@@ -35,6 +36,7 @@ from wsdlab.data.config import DataConfig
 STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 LOCAL_BUILDERS = frozenset({"json", "parquet", "text", "csv", "arrow"})
 _BLANK_LINES = re.compile(r"\n[ \t]*\n+")
+TEXT_CHUNK_BYTES = 1 << 22  # a single text file is read and split into paragraphs 4 MiB at a time
 
 
 def stdlib_root() -> Path:
@@ -87,11 +89,34 @@ def _files_with_suffix(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return files
 
 
+def split_paragraphs(path: Path, chunk_bytes: int = TEXT_CHUNK_BYTES) -> Iterator[str]:
+    """`_BLANK_LINES.split(_read_text(path))`, read `chunk_bytes` at a time (the same pieces, without
+    holding the file). A separator match is final once a character follows it in the buffer: the
+    pattern only spans newlines, spaces and tabs, so later text can neither extend nor precede it."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    carry = ""
+    with path.open("rb") as f:
+        while True:
+            raw = f.read(chunk_bytes)
+            final = not raw
+            text = carry + decoder.decode(raw, final=final)
+            start = 0
+            for match in _BLANK_LINES.finditer(text):
+                if not final and match.end() >= len(text):
+                    break  # the separator may go on in the next chunk
+                yield text[start : match.start()]
+                start = match.end()
+            carry = text[start:]
+            if final:
+                yield carry
+                return
+
+
 def iter_text(path: str) -> Iterator[str]:
     """A directory: one document per `.txt` file. A single file: one document per blank-line-separated paragraph."""
     root = _existing(path)
     if root.is_file():
-        for para in _BLANK_LINES.split(_read_text(root)):
+        for para in split_paragraphs(root):
             yield para.strip("\n")
         return
     for file in _files_with_suffix(root, (".txt",)):

@@ -90,8 +90,12 @@ def separator_id(tok: Tokenizer, where: str = "tokenizer") -> int:
     raise ConfigError(f"{where}: no end-of-text token found (tried {', '.join(EOT_CANDIDATES)})")
 
 
-def build_tokenizer(cfg: DataConfig, train_documents: Sequence[str], progress: bool = False) -> Tokenizer:
-    """The tokenizer `cfg.tokenizer` asks for, trained on the train documents where it is trained."""
+def build_tokenizer(cfg: DataConfig, train_documents: Iterable[str], progress: bool = False) -> Tokenizer:
+    """The tokenizer `cfg.tokenizer` asks for, trained on the train documents where it is trained.
+
+    `train_documents` is read once, as a stream (a list or a generator give the same tokenizer), and
+    not at all for a pretrained tokenizer.
+    """
     if cfg.tokenizer == "bpe":
         return train_bpe(train_documents, cfg.vocab_size, progress=progress)
     if cfg.tokenizer == "char":

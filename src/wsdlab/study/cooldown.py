@@ -246,19 +246,35 @@ def continue_layout(num_parts: int) -> DataLayout:
                       union=_order(1, 0))
 
 
+def _num_parts(study: StudySpec) -> int:
+    assert study.averaging is not None
+    return study.averaging.num_portions if study.averaging.enabled else 1
+
+
+def _seqs_per_cooldown(study: StudySpec) -> int:
+    """Train sequences one cooldown reads: cooldown.steps x the base's global batch."""
+    from wsdlab.train.batching import global_batch_size
+
+    assert study.cooldown is not None
+    spec = base_run_spec(study)
+    per_item = 1 if spec.data.is_vision else spec.data.seq_len
+    return study.cooldown.steps * global_batch_size(spec.train, per_item)
+
+
+def fresh_min_train(study: StudySpec) -> int:
+    """The fewest train sequences `fresh_layout` accepts for this study: 2 x parts x one cooldown's."""
+    return 2 * _num_parts(study) * _seqs_per_cooldown(study)
+
+
 def data_layout(study: StudySpec, num_train: int | None) -> DataLayout:
     """The layout the study asks for (`cooldown.data`); 'fresh' needs the number of train sequences."""
     assert study.cooldown is not None and study.averaging is not None
-    num_parts = study.averaging.num_portions if study.averaging.enabled else 1
+    num_parts = _num_parts(study)
     if study.cooldown.data == "continue":
         return continue_layout(num_parts)
     if num_train is None:
         raise ConfigError("cooldown.data 'fresh' needs the number of train sequences (num_train) to plan the study")
-    from wsdlab.train.batching import global_batch_size
-
-    spec = base_run_spec(study)
-    per_item = 1 if spec.data.is_vision else spec.data.seq_len
-    return fresh_layout(num_train, study.cooldown.steps * global_batch_size(spec.train, per_item), num_parts)
+    return fresh_layout(num_train, _seqs_per_cooldown(study), num_parts)
 
 
 # ---------------------------------------------------------------------------------------------- base

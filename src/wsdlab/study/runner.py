@@ -82,6 +82,29 @@ def study_num_train(study: StudySpec, progress: bool = False) -> int | None:
     return load_data(base_run_spec(study).data, progress=progress).num_train
 
 
+def plan_num_train(study: StudySpec, study_dir: Path) -> tuple[int | None, str | None]:
+    """(num_train, note) for `wsdlab study plan`, which never prepares data nor needs a tokenizer: the
+    study folder's plan.json, else the count of an already prepared corpus, else the fewest train
+    sequences the 'fresh' layout accepts, with a note that the data portions are provisional (tokens
+    and FLOPs do not depend on them; `wsdlab data prepare` or `study run` fixes them)."""
+    if study.cooldown is None or study.cooldown.data != "fresh":
+        return None, None
+    plan_path = study_dir / PLAN_FILE
+    if plan_path.is_file():
+        with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+            num_train = json.loads(plan_path.read_text())["num_train"]
+            if isinstance(num_train, int):
+                return num_train, None
+    from wsdlab.data.shards import prepared_meta
+    from wsdlab.study.cooldown import fresh_min_train
+
+    meta = prepared_meta(base_run_spec(study).data)
+    if meta is not None:
+        return int(meta["num_train"]), None
+    return fresh_min_train(study), ("the base's corpus is not prepared: data portions (data.order) are provisional; "
+                                    "tokens and FLOPs do not depend on them")
+
+
 def load_study_dir(study_dir: str | Path) -> tuple[StudySpec, Plan]:
     """The study and plan stored in a study folder by `run_study` (for status and report)."""
     study_dir = Path(study_dir)
@@ -344,16 +367,19 @@ def _differences(points: list[dict[str, Any]]) -> list[str]:
     return [" ".join(f"{k}={f[k]}" for k in varying if f.get(k) not in (None,)) for f in flat]
 
 
-def plan_costs(study: StudySpec, study_dir: Path) -> list[dict[str, Any]]:
+def plan_costs(study: StudySpec, study_dir: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per planned run (`wsdlab study plan`): stage, key, parent, what differs from its stage's
     template, tokens and training FLOPs of its own steps, done/left in `study_dir`, and whether it is
-    the same run as an earlier one (it then costs nothing). Nothing is trained or written."""
+    the same run as an earlier one (it then costs nothing). Nothing is trained, prepared or written
+    (`plan_num_train`); what the caller should know about the plan is appended to `notes`."""
     from wsdlab.study.compute import run_cost
     from wsdlab.study.plan import study_stages
     from wsdlab.study.resolve import planned_specs, run_identity
     from wsdlab.study.stages import expand_stages
 
-    num_train = study_num_train(study)
+    num_train, note = plan_num_train(study, study_dir)
+    if note is not None and notes is not None:
+        notes.append(note)
     plan = expand_plan(study, num_train)
     specs = planned_specs(plan)
     stage_runs = expand_stages(study_stages(study, num_train))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -70,9 +71,51 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+DATA_WAIT_ENV = "WSDLAB_DATA_WAIT"  # seconds the other ranks wait for rank 0's data preparation
+DATA_WAIT_DEFAULT_S = 7 * 24 * 3600.0  # a week: preparing a corpus of hundreds of billions of tokens takes hours
+POLL_S = 5.0
+
+
+def data_wait_seconds() -> float:
+    """$WSDLAB_DATA_WAIT (seconds, > 0), else a week."""
+    raw = os.environ.get(DATA_WAIT_ENV)
+    if raw is None or not raw.strip():
+        return DATA_WAIT_DEFAULT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"${DATA_WAIT_ENV}: expected a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def wait_until(ready: Callable[[], bool], timeout_s: float, poll_s: float = POLL_S, what: str = "rank 0") -> None:
+    """Poll `ready()` every `poll_s` seconds until it is true; TimeoutError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what} (raise ${DATA_WAIT_ENV}, or prepare the "
+                               "data beforehand with `wsdlab data prepare`)")
+        time.sleep(min(poll_s, left))
+
+
 @contextlib.contextmanager
-def main_first(ctx: DistContext) -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. preparing a cached corpus), the others after it."""
+def main_first(ctx: DistContext, ready: Callable[[], bool] | None = None,
+               timeout_s: float | None = None, poll_s: float = POLL_S) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. preparing a cached corpus), the others after it.
+
+    With `ready` (e.g. "the corpus's completion marker exists") the others poll it instead of a
+    barrier, for up to `timeout_s` (default `data_wait_seconds()`): a collective would time out after
+    the process group's default (10-30 minutes), far shorter than preparing a large corpus.
+    """
+    if ready is not None:
+        if not ctx.is_main:
+            wait_until(ready, data_wait_seconds() if timeout_s is None else timeout_s, poll_s,
+                       "rank 0 to prepare the data")
+        yield
+        return
     if not ctx.is_main:
         barrier(ctx)
     yield

@@ -121,7 +121,8 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
     resume = latest_intact_checkpoint(out, warn=ctx.is_main)
     parent = open_checkpoint(spec.init_from) if (resume is None and spec.init_from) else None
     source = resume or parent
-    with dist_utils.main_first(ctx):
+    marker = wsd_data.prepared_marker(spec.data) if ctx.distributed else None
+    with dist_utils.main_first(ctx, ready=None if marker is None else marker.is_file):  # others poll, no barrier
         data = wsd_data.load_data(spec.data, progress=spec.train.progress and ctx.is_main)
     if isinstance(spec.model, LMConfig) and data.vocab_size is not None and data.vocab_size > spec.model.vocab_size:
         raise ConfigError(f"model.vocab_size ({spec.model.vocab_size}) is smaller than the data's vocabulary "
