@@ -184,17 +184,34 @@ def test_missing_table_is_not_measured():
     assert "analyses.averaging" in out.reason
 
 
-def test_wso_tables_decide_with_seeds_and_not_without():
+def sweep(base: str, models: dict[tuple, list[float]]) -> list[dict]:
+    """wso_sft_sweep rows: each (scheduler, alpha_pre, alpha_mid) model's selected-LR score per seed, plus a
+    worse LR that is not selected."""
     rows = []
-    for seed, (wso, wsd, cos) in enumerate(((0.60, 0.55, 0.50), (0.61, 0.54, 0.52), (0.62, 0.56, 0.51))):
-        for sched, a, v in (("wso", 1.0, wso), ("wsd", 0.0, wsd), ("cosine", 0.0, cos)):
-            rows.append({"stage": "pretrain", "scheduler": sched, "alpha_pre": a, "alpha_mid": None, "seed": seed,
-                         "pt_val_loss": 5.0, "sft_task": v})
-    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_delta": rows})
-    assert out.verdict == "holds" and "wsd a_pre=0" in out.statistic and out.n == 3  # wsd is the best decay-based
-    one_seed = [r for r in rows if r["seed"] == 0]
-    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_delta": one_seed})
+    for (sched, a, mid), scores in models.items():
+        for seed, v in enumerate(scores):
+            for lr, best, score in ((1e-4, True, v), (1e-3, False, v - 0.2)):
+                rows.append({"base": base, "run": f"{sched}-{a}-{mid}-{seed}-{lr}", "scheduler": sched, "alpha_pre": a,
+                             "alpha_mid": mid, "seed": seed, "lr": lr, "task_acc_norm": score, "best": best})
+    return rows
+
+
+def test_wso_sft_claims_pair_seeds_and_need_them():
+    models = {("wso", 1.0, None): [0.60, 0.61, 0.62], ("wsd", 0.0, None): [0.55, 0.54, 0.56],
+              ("cosine", 0.1, None): [0.50, 0.52, 0.51]}
+    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_sft_sweep": sweep("pretrain", models)})
+    # WSO - wsd (the best decay-based) per seed: 0.05, 0.07, 0.06
+    assert out.verdict == "holds" and "wsd a_pre=0" in out.statistic and out.n == 3
+    assert out.value == pytest.approx(0.06) and out.low == pytest.approx(0.06 - 4.303 * 0.01 / math.sqrt(3))
+    one_seed = {k: v[:1] for k, v in models.items()}
+    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_sft_sweep": sweep("pretrain", one_seed)})
     assert out.verdict == "inconclusive" and "undecidable by design" in out.reason
+    # after mid-training, alpha_pre = 1 with alpha_mid = 0 decays: it is decay-based and here the best one
+    mid = {("wso", 1.0, 1.0): [0.60, 0.61, 0.62], ("wso", 1.0, 0.0): [0.64, 0.66, 0.65],
+           ("wsd", 0.1, 0.0): [0.55, 0.54, 0.56]}
+    out = evaluate_claim(CLAIM["002-mid-sft-wso-best"], {"wso_sft_sweep": sweep("mid", mid)})
+    assert out.verdict == "contradicted" and "a_pre=1 a_mid=0" in out.statistic
+    assert out.value == pytest.approx(-0.04)
 
 
 def test_trace_gap_and_the_hutchinson_gate():

@@ -182,7 +182,12 @@ class Reported:
     threshold: float = 0.0
 
     def evaluate(self, tables: Tables) -> Outcome:
-        return _outcome(self.interval(tables), self.side, self.threshold, self.what)
+        iv = self.interval(tables)
+        out = _outcome(iv, self.side, self.threshold, self.what)
+        if out.low is None and 2 <= iv.n < 4:
+            return Outcome(out.value, None, None, iv.n, out.statistic, "inconclusive",
+                           f"{iv.n} points: a correlation's interval needs at least 4")
+        return out
 
 
 Check = Difference | Ordering | PerUnit | Correlation | Reported
