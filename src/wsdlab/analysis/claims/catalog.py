@@ -31,6 +31,8 @@ PAPER_TABLES = {
     "002": ("wso_models", "wso_delta", "wso_sharpness", "wso_correlation"),
 }
 
+_FEW = "{n} points: a correlation's interval needs at least 4"
+_NO_SE = "bias_variance.csv has no jackknife standard errors (bias_se, variance_se): no interval"
 BATCH_MATCHED_MARGIN = 0.02  # nats of validation loss (2% perplexity): "minor" in §6.1's reading, see the note
 
 _000 = [
@@ -49,7 +51,8 @@ _000 = [
         claim="lowered linear with a smaller p has a higher bias (KL space)",
         quote="**On the left**, we compare only lowered linear shapes (Figure 5), which exhibit an expected decrease "
               "in variance and increase in bias with decreasing parameter value.",
-        check=Reported(X.lowered_linear_step("kl", "bias"), ">", "KL bias: lowered_linear smallest p - largest p"),
+        check=Reported(X.lowered_linear_step("kl", "bias"), ">", "KL bias: lowered_linear smallest p - largest p",
+                       no_interval=_NO_SE),
         tables=("bias_variance",), units=("bias_variance",), gates=(X.reference_gate,),
         note="Interval from the table's jackknife standard errors (leave one seed out) when present.",
     ),
@@ -58,7 +61,8 @@ _000 = [
         claim="lowered linear with a smaller p has a lower variance (KL space)",
         quote="**On the left**, we compare only lowered linear shapes (Figure 5), which exhibit an expected decrease "
               "in variance and increase in bias with decreasing parameter value.",
-        check=Reported(X.lowered_linear_step("kl", "variance"), "<", "KL variance: lowered_linear smallest p - largest p"),
+        check=Reported(X.lowered_linear_step("kl", "variance"), "<", "KL variance: lowered_linear smallest p - largest p",
+                       no_interval=_NO_SE),
         tables=("bias_variance",), units=("bias_variance",),
     ),
     Claim(
@@ -78,7 +82,7 @@ _000 = [
               "perplexity and bias, proving that the proposed bias is a good proxy for evaluating average model "
               "performance.",
         check=Reported(X.fisher_of(X.reported_correlation("perplexity_vs_bias", {"space": "kl"})), ">",
-                       "Pearson r of KL bias vs averaged-model perplexity across shapes (Fisher z)"),
+                       "Pearson r of KL bias vs averaged-model perplexity across shapes (Fisher z)", no_interval=_FEW),
         tables=("perplexity_vs_bias",), units=("perplexity",), gates=(X.reference_gate,),
     ),
     Claim(
@@ -105,7 +109,7 @@ _000 = [
               "is similar to the one we observed before in Figure 7.",
         check=Reported(X.fisher_of(X.reported_correlation("recency_correlations", {"x": "shift", "y": "bias", "space": "kl"},
                                                            "spearman"), spearman=True), ">",
-                       "Spearman r of recency shift vs KL bias across shapes (Fisher z)"),
+                       "Spearman r of recency shift vs KL bias across shapes (Fisher z)", no_interval=_FEW),
         tables=("recency_correlations",), units=("recency",), gates=(X.reference_gate,),
     ),
     Claim(
@@ -116,7 +120,7 @@ _000 = [
         check=Reported(X.fisher_of(X.reported_correlation("recency_correlations",
                                                            {"x": "deviation", "y": "variance", "space": "kl"},
                                                            "spearman"), spearman=True), ">",
-                       "Spearman r of recency deviation vs KL variance across shapes (Fisher z)"),
+                       "Spearman r of recency deviation vs KL variance across shapes (Fisher z)", no_interval=_FEW),
         tables=("recency_correlations",), units=("recency",),
     ),
     Claim(
@@ -355,7 +359,7 @@ _002 = [
         quote="The analysis reveals a negative correlation (Pearson r=0.709r=-0.709) between the sharpness of the "
               "minima and the model’s performance after SFT.",
         check=Reported(X.fisher_of(X.reported_correlation("wso_correlation", {"dataset": "pt", "score": "sft_task"}, "r")),
-                       "<", "Pearson r of the final PT-data trace vs SFT task accuracy (Fisher z)"),
+                       "<", "Pearson r of the final PT-data trace vs SFT task accuracy (Fisher z)", no_interval=_FEW),
         tables=("wso_correlation",), units=("wso_correlation",), gates=(X.hutchinson_gate("pt"),),
     ),
 ]

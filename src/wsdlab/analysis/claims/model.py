@@ -180,13 +180,14 @@ class Reported:
     side: Side
     what: str
     threshold: float = 0.0
+    no_interval: str = ""  # the reason shown when the table gives a value but no interval
 
     def evaluate(self, tables: Tables) -> Outcome:
         iv = self.interval(tables)
         out = _outcome(iv, self.side, self.threshold, self.what)
-        if out.low is None and 2 <= iv.n < 4:
+        if out.low is None and self.no_interval:
             return Outcome(out.value, None, None, iv.n, out.statistic, "inconclusive",
-                           f"{iv.n} points: a correlation's interval needs at least 4")
+                           self.no_interval.format(n=iv.n))
         return out
 
 
