@@ -19,7 +19,7 @@ import torch
 
 from wsdlab.common.errors import CheckpointError, ConfigError, NonFiniteError, RunLockedError
 from wsdlab.train import RunDir, RunSpec, branch_spec, load_checkpoint, run_preset, train
-from wsdlab.train import loop as loop_mod
+from wsdlab.train import accumulate as loop_mod  # the training forward lives in train/accumulate.py
 from wsdlab.train.checkpoint import (
     MANIFEST_FILE,
     REQUIRED_FILES,
