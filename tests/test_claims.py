@@ -294,3 +294,26 @@ def test_write_claims_and_cli(tmp_path: Path):
     assert result.exit_code == 0 and "2 hold" in result.output and "holds" in result.output
     missing = CliRunner().invoke(app, ["study", "claims", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "not a study folder" in missing.output
+
+
+def test_lm_cooldown_matches_cosine_from_the_fig1_runs():
+    rows = []
+    for seed, (wsd, cos) in enumerate(((4.00, 4.10), (4.02, 4.11), (3.99, 4.12))):
+        for sched, v in (("wsd", wsd), ("cosine", cos)):
+            rows += [{"model": "lm", "seed": seed, "run": f"{sched}{seed}", "schedule": sched, "split": "val",
+                      "step": 0, "loss": 9.0, "lr": None},
+                     {"model": "lm", "seed": seed, "run": f"{sched}{seed}", "schedule": sched, "split": "val",
+                      "step": 160, "loss": v, "lr": None}]
+    out = evaluate_claim(CLAIM["001-length-lm-20"], {"universality_curves": rows})
+    assert out.verdict == "holds" and out.value == pytest.approx(-0.44 / 3)  # WSD - cosine, paired per seed
+    worse = [dict(r, loss=r["loss"] + 0.2) if r["schedule"] == "wsd" and r["step"] == 160 else r for r in rows]
+    assert evaluate_claim(CLAIM["001-length-lm-20"], {"universality_curves": worse}).verdict == "contradicted"
+
+
+def test_scale_line_names_images_for_the_cnn():
+    from wsdlab.analysis.claims.evaluate import run_scale
+
+    index = [{"key": "a", "model": "lm", "arch": "llama", "params": 230_000, "tokens": 164_000},
+             {"key": "b", "model": "cnn", "arch": "cnn", "params": 83_900, "tokens": 20_480}]
+    assert run_scale({"runs": index}) == ("this run: LM 230K params, 164K tokens (longest run); "
+                                          "CNN 83.9K params, 20.5K images (longest run)")

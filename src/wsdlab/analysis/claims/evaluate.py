@@ -40,18 +40,18 @@ def run_scale(tables: Tables) -> str:
     index = tables.get("runs") or []
     if not index or "params" not in index[0]:
         return "this run: scale not recorded (runs.csv has no params/tokens)"
-    kinds: dict[str, tuple[float, float]] = {}
+    kinds: dict[str, tuple[float, float, bool]] = {}
     for r in index:
         p, t = num(r.get("params")), num(r.get("tokens"))
         if p is None or t is None:
             continue
         kind = str(r.get("model") or r.get("arch") or "model")
-        old = kinds.get(kind, (0.0, 0.0))
-        kinds[kind] = (max(old[0], p), max(old[1], t))
+        old = kinds.get(kind, (0.0, 0.0, False))
+        kinds[kind] = (max(old[0], p), max(old[1], t), r.get("arch") == "cnn")
     if not kinds:
         return "this run: scale not recorded"
-    parts = [f"{'' if len(kinds) == 1 else k.upper() + ' '}{_short(p)} params, {_short(t)} tokens (longest run)"
-             for k, (p, t) in kinds.items()]
+    parts = [f"{'' if len(kinds) == 1 else k.upper() + ' '}{_short(p)} params, {_short(t)} "
+             f"{'images' if vision else 'tokens'} (longest run)" for k, (p, t, vision) in kinds.items()]
     return "this run: " + "; ".join(parts)
 
 

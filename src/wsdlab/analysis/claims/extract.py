@@ -454,6 +454,20 @@ def length_samples(model: str) -> Callable[[Tables], Samples]:
     return samples
 
 
+def final_by_schedule(model: str) -> Callable[[Tables], Samples]:
+    """Fig. 1 runs: schedule (wsd, cosine) -> seed -> validation loss at the run's last evaluation."""
+    def samples(tables: Tables) -> Samples:
+        curves = _model_rows(tables, "universality_curves", model, "seed", "schedule", "split", "step", "loss")
+        out: Samples = {}
+        for (sched, seed), rs in by([r for r in curves if r["split"] == "val"], "schedule", "seed").items():
+            last = max(rs, key=lambda r: num(r["step"]) or 0.0)
+            v = num(last["loss"])
+            if v is not None:
+                out.setdefault(str(sched), {})[seed] = v
+        return out
+    return samples
+
+
 def shortest_fraction(model: str, below: float | None = None, at_least: float | None = None
                       ) -> Callable[[Tables], str]:
     """The WSD group (of length_samples) with the largest fraction < `below`, or the smallest >= `at_least`."""
