@@ -15,6 +15,7 @@ from wsdlab.analysis.bias_variance import (
     bias_variance_table,
     fixed_val_batches,
     kl_bias_variance_sums,
+    jackknife_se,
     kl_divergence,
     log_mean_probs,
     loss_bias_variance,
@@ -155,7 +156,8 @@ def test_rows_cover_every_space() -> None:
     assert list(by_space) == ["kl", "weight", "loss", "avg_loss_var_loss", "avg_loss_var_weight"]
     assert by_space["avg_loss_var_loss"]["bias"] == 3.5 and by_space["avg_loss_var_loss"]["variance"] == 0.4
     assert by_space["avg_loss_var_weight"]["variance"] == 2.0
-    assert all(set(r) == {"shape", "space", "bias", "variance", "n_runs"} for r in rows)
+    assert all(set(r) == {"shape", "space", "bias", "variance", "n_runs", "bias_se", "variance_se"} for r in rows)
+    assert all(r["bias_se"] is None for r in rows)  # no jackknife given
 
 
 # ------------------------------------------------------------------ the wrapper, on duck-typed runs and data
@@ -231,6 +233,34 @@ def test_table_matches_direct_computation() -> None:
         avg.load_state_dict({k: sum(s[k] for s in states) / len(states) for k in states[0]})
         assert got["avg_loss_var_loss"]["bias"] == pytest.approx(loss(avg), rel=1e-5)
         assert got["kl"]["n_runs"] == len(runs)
+
+
+def test_jackknife_errors_match_leave_one_out_by_hand() -> None:
+    assert jackknife_se([1.0, 2.0, 3.0]) == pytest.approx(math.sqrt(2 / 3 * 2.0))  # (N-1)/N sum (t_j - 2)^2
+    assert jackknife_se([1.0]) is None and jackknife_se([1.0, math.nan]) is None
+    data = FakeData()
+    refs = [FakeRun(100), FakeRun(101)]
+    runs = [FakeRun(1), FakeRun(2), FakeRun(3), FakeRun(6)]
+    rows = {r["space"]: r for r in bias_variance_table({"linear": runs, "two": runs[:2]}, refs, data,
+                                                        num_batches=3, batch_size=4) if r["shape"] == "linear"}
+    full = torch.cat(fixed_val_batches(data, 3, 4))
+
+    def probs(run: FakeRun) -> np.ndarray:
+        lp, _ = predictive_log_probs(run.load_model(), full)
+        return lp.double().exp().reshape(-1, 11).numpy()
+
+    ref_p, run_p = np.stack([probs(r) for r in refs]), [probs(r) for r in runs]
+    loo = [slow_kl_bias_variance(ref_p, np.stack([p for i, p in enumerate(run_p) if i != j])) for j in range(4)]
+    for k, col in ((0, "bias_se"), (1, "variance_se")):
+        t = np.array([x[k] for x in loo])
+        assert rows["kl"][col] == pytest.approx(math.sqrt(3 / 4 * ((t - t.mean()) ** 2).sum()), rel=1e-5)
+    losses = []
+    for r in runs:
+        lp, targets = predictive_log_probs(r.load_model(), full)
+        losses.append(float(-lp.gather(-1, targets.unsqueeze(-1)).double().mean()))
+    # the jackknife SE of a mean is the usual sd / sqrt(N)
+    assert rows["loss"]["bias_se"] == pytest.approx(np.std(losses, ddof=1) / 2, rel=1e-5)
+    assert rows["weight"]["bias_se"] > 0 and rows["avg_loss_var_loss"]["bias_se"] is None
 
 
 def test_losses_agree_with_train_evaluate() -> None:

@@ -28,8 +28,11 @@ Readings of the printed text (where it leaves a choice):
 L is the mean validation cross-entropy (nats) over the same fixed validation batches as the KL terms.
 KL is computed STREAMING: one validation batch at a time, holding at most N x B x T x V probabilities.
 
-Table `bias_variance` columns: shape, space, bias, variance, n_runs
+Table `bias_variance` columns: shape, space, bias, variance, n_runs, bias_se, variance_se
     space in {kl, weight, loss, avg_loss_var_loss, avg_loss_var_weight}
+    bias_se / variance_se (kl, weight, loss; N >= 3 runs, else empty): the leave-one-run-out jackknife
+    standard error over the shape's runs, sqrt((N-1)/N sum_j (theta_(j) - mean_j theta_(j))^2) (Efron &
+    Stein 1981; the references are held fixed), so a claim comparing two shapes has an interval.
 """
 
 from __future__ import annotations
@@ -191,9 +194,25 @@ def loss_bias_variance(run_losses: Sequence[float]) -> tuple[float, float]:
     return float(runs.mean()), float(runs.var())
 
 
+def jackknife_se(values: Sequence[float]) -> float | None:
+    """Jackknife standard error from the N leave-one-out estimates: sqrt((N-1)/N sum_j (t_j - mean t)^2)."""
+    n = len(values)
+    if n < 2 or not all(math.isfinite(v) for v in values):
+        return None
+    m = math.fsum(values) / n
+    return math.sqrt((n - 1) / n * math.fsum((v - m) ** 2 for v in values))
+
+
+def _leave_one_out(n: int) -> list[list[int]]:
+    """Index sets leaving out one run each; none when fewer than 3 runs (a variance needs 2)."""
+    return [[i for i in range(n) if i != j] for j in range(n)] if n >= 3 else []
+
+
 def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[float, float],
-                       loss: tuple[float, float], avg_model_loss: float, n_runs: int) -> list[Row]:
-    """The five `bias_variance` rows of one shape (App. C rows reuse the loss and weight variances)."""
+                       loss: tuple[float, float], avg_model_loss: float, n_runs: int,
+                       se: Mapping[str, tuple[float | None, float | None]] | None = None) -> list[Row]:
+    """The five `bias_variance` rows of one shape (App. C rows reuse the loss and weight variances);
+    `se` gives (bias_se, variance_se) per space (kl, weight, loss) when the runs allow a jackknife."""
     pairs = {
         "kl": kl,
         "weight": weight,
@@ -201,7 +220,9 @@ def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[flo
         "avg_loss_var_loss": (avg_model_loss, loss[1]),
         "avg_loss_var_weight": (avg_model_loss, weight[1]),
     }
-    return [{"shape": shape, "space": s, "bias": float(b), "variance": float(v), "n_runs": n_runs}
+    se = se or {}
+    return [{"shape": shape, "space": s, "bias": float(b), "variance": float(v), "n_runs": n_runs,
+             "bias_se": se.get(s, (None, None))[0], "variance_se": se.get(s, (None, None))[1]}
             for s, (b, v) in pairs.items()]
 
 
@@ -292,20 +313,34 @@ def bias_variance_table(
             raise ValueError(f"bias_variance: shape '{shape}' has no runs")
         models = [r.load_model(None, device) for r in runs]
         acc = KLBiasVariance()
+        loo = _leave_one_out(len(models))
+        loo_acc = [KLBiasVariance() for _ in loo]
         run_nll = np.zeros(len(models))
         tokens = 0
         for i, batch in enumerate(batches):
             run_lp, s_nll = _stack_log_probs(models, batch, device)
             acc.update(ref_means[i], run_lp)
+            for keep, a in zip(loo, loo_acc):
+                a.update(ref_means[i], run_lp[keep])
             run_nll += s_nll
             tokens += run_lp[0].shape[:-1].numel()
+        run_weights = [trainable_weights(m) for m in models]
+        losses = list(run_nll / tokens)
+        se: dict[str, tuple[float | None, float | None]] = {}
+        if loo:
+            kl_loo = [a.result() for a in loo_acc]
+            w_loo = [weight_bias_variance(ref_weights, [run_weights[k] for k in keep]) for keep in loo]
+            l_loo = [loss_bias_variance([losses[k] for k in keep]) for keep in loo]
+            for space, est in (("kl", kl_loo), ("weight", w_loo), ("loss", l_loo)):
+                se[space] = (jackknife_se([b for b, _ in est]), jackknife_se([v for _, v in est]))
         rows += bias_variance_rows(
             shape,
             kl=acc.result(),
-            weight=weight_bias_variance(ref_weights, [trainable_weights(m) for m in models]),
-            loss=loss_bias_variance(list(run_nll / tokens)),
+            weight=weight_bias_variance(ref_weights, run_weights),
+            loss=loss_bias_variance(losses),
             avg_model_loss=_mean_loss(average_models(models), batches, device),
             n_runs=len(runs),
+            se=se,
         )
     return rows
 
