@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from wsdlab.data.orders import portion_bounds
-from wsdlab.study.cooldown import base_run_spec, continue_layout, fresh_layout
+from wsdlab.study.cooldown import base_run_spec, continue_layout, fresh_layout, reference_parts
 from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver, run_identity
 from wsdlab.study.spec import load_study, parse_study, builtin_study_path
@@ -98,6 +98,29 @@ def test_fresh_layout_portions_are_exact() -> None:
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))  # disjoint and adjacent
     assert bounds(layout.union) == (parts[0][0], parts[-1][1])  # the longer run reads exactly their union
     assert cd == parts[-1]
+    assert layout.reference == layout.cooldown  # no reference length given: the cooldowns' part, repeated
+
+
+def test_fresh_layout_references_read_no_sequence_twice() -> None:
+    """reference.data fresh: the cooldowns' part and its neighbours, enough for the whole reference, never
+    the base's half. 1000 sequences, cooldowns of 37, P = 3: Q = 3 x (1000 // 111) = 27 parts; part i is
+    [i x 1000 // 27, (i + 1) x 1000 // 27): the last 1, 3, 9 parts start at 962, 888, 666 (38, 112, 334 sequences)."""
+    num_train, seqs, p = 1000, 37, 3
+    bounds = lambda o: portion_bounds(num_train, o["data.order.num_portions"], o["data.order.portion"])  # noqa: E731
+    q = 27
+    cd = fresh_layout(num_train, seqs, p).cooldown
+    assert cd == {"data.order.num_portions": q, "data.order.portion": q - 1}
+    # (reference length, parts K): K divides 27 (1, 3, 9); 27 parts would reach into the base's half
+    for ref_seqs, k in ((37, 1), (38, 1), (39, 3), (112, 3), (113, 9), (334, 9)):
+        layout = fresh_layout(num_train, seqs, p, ref_seqs)
+        assert reference_parts(num_train, q, ref_seqs) == k
+        assert layout.reference == {"data.order.num_portions": q // k, "data.order.portion": q // k - 1}
+        lo, hi = bounds(layout.reference)
+        assert hi - lo >= ref_seqs  # read once: no repetition
+        assert (lo, hi) == ({1: 962, 3: 888, 9: 666}[k], num_train)  # the last K parts
+        assert lo >= 500 and bounds(cd)[0] >= lo  # outside the base's half, containing the cooldowns' part
+    with pytest.raises(ValueError, match="reference.data"):
+        fresh_layout(num_train, seqs, p, 335)  # only all 27 parts (the whole split) would hold it
 
 
 def test_fresh_layout_too_little_data() -> None:
@@ -116,7 +139,17 @@ def test_fresh_plan_needs_num_train_and_sets_orders() -> None:
     assert plan["base"].spec.data.order.num_portions == 2
     q = plan["cd-linear-s0"].branch.overrides["data.order.num_portions"]
     assert q % 3 == 0 and plan["cd-linear-s0"].branch.overrides["data.order.portion"] == q - 1
-    assert plan["ref-sqrt-s0"].branch.overrides["data.order.portion"] == q - 1
+    # references (12 steps x 4 sequences = 48) read the cooldowns' part (24 sequences) and its neighbour(s)
+    ref = plan["ref-sqrt-s0"].branch.overrides
+    k = q // ref["data.order.num_portions"]
+    assert k > 1 and ref["data.order.portion"] == q // k - 1
+    lo, hi = portion_bounds(10_000, ref["data.order.num_portions"], ref["data.order.portion"])
+    assert hi - lo >= 12 * 4 and hi == 10_000
+    data["reference"] = {"multiplier": 2, "data": "repeat"}  # the paper's recipe: the cooldowns' part, repeated
+    repeat = expand_plan(parse_study(data), num_train=10_000)
+    assert repeat["ref-sqrt-s0"].branch.overrides["data.order.num_portions"] == q
+    assert repeat["ref-sqrt-s0"].branch.overrides["data.order.portion"] == q - 1
+    assert all(repeat[r.key].branch == r.branch for r in plan if r.stage != "reference")
 
 
 def _fresh_study(**extra):
@@ -224,6 +257,28 @@ def test_single_shape_panels_keep_their_keys_and_recipes() -> None:
     listed = expand_plan(parse_study(study_data(hyperparams={**hp, "shapes": ["sqrt"]}))).with_role("hyperparam")
     assert [(r.key, r.branch, dict(r.labels)) for r in one] == [(r.key, r.branch, dict(r.labels)) for r in listed]
     assert [r.key for r in one][:2] == ["hp-sqrt-baseline-s0", "hp-sqrt-beta20.5-s0"]
+
+
+def test_panel_seeds_give_single_panels_more_seeds() -> None:
+    """panel_seeds: the beta2 and batch panels at seeds 0 and 1, the rest at `seeds` (0); seed 1 gets its
+    baseline (the grid cooldown); seed 0's runs are the same runs as without panel_seeds."""
+    hp = {"seeds": [0], "beta_powers": [2.0], "beta2_powers": [0.5, 2.0], "batch_scales": [2], "weight_decay_off": True}
+    plain = expand_plan(parse_study(study_data(hyperparams=hp)))
+    more = expand_plan(parse_study(study_data(
+        hyperparams={**hp, "panel_seeds": {"beta2_powers": [0, 1], "batch_scales": [0, 1]}})))
+    seed1 = {r.key for r in more.with_role("hyperparam") if r.labels["seed"] == 1}
+    assert seed1 == {"hp-sqrt-baseline-s1", "hp-sqrt-beta20.5-s1", "hp-sqrt-beta22-s1", "hp-sqrt-batch2-s1",
+                     "hp-sqrt-batch2-hl-s1"}
+    assert more["hp-sqrt-baseline-s1"].branch == more["cd-sqrt-s1"].branch  # trained once, by the grid
+    assert more["hp-sqrt-beta20.5-s1"].branch.seed == 1 and more["hp-sqrt-beta20.5-s1"].branch.beta2_only
+    before = {r.key: r.branch for r in plain}
+    assert all(before[r.key] == r.branch for r in more if r.key in before)
+    assert set(before) <= {r.key for r in more}
+    assert len(more.with_role("hyperparam")) == len(plain.with_role("hyperparam")) + 5
+    with pytest.raises(ValueError, match="panel_seeds.reset_optimizer"):  # a panel that is off
+        parse_study(study_data(hyperparams={**hp, "panel_seeds": {"reset_optimizer": [0, 1]}}))
+    with pytest.raises(ValueError, match="panel_seeds"):
+        parse_study(study_data(hyperparams={**hp, "panel_seeds": {"batch_scales": [1, 1]}}))
 
 
 def test_default_study_run_count() -> None:

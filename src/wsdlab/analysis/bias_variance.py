@@ -28,8 +28,12 @@ Readings of the printed text (where it leaves a choice):
 L is the mean validation cross-entropy (nats) over the same fixed validation batches as the KL terms.
 KL is computed STREAMING: one validation batch at a time, holding at most N x B x T x V probabilities.
 
-Table `bias_variance` columns: shape, space, bias, variance, n_runs
+Table `bias_variance` columns: shape, space, bias, variance, n_runs, reference_val_loss
     space in {kl, weight, loss, avg_loss_var_loss, avg_loss_var_weight}
+    reference_val_loss (the same on every row): (1/N_ref) sum_n L(r_n), the references' mean validation loss
+    on the same fixed validation batches as the loss space, so it compares directly with the loss-space bias
+    of every shape. The references stand for "a good solution" (§4.1); reference_val_loss < every shape's
+    loss-space bias is the check that they are one (better than every cooldown).
 """
 
 from __future__ import annotations
@@ -192,8 +196,10 @@ def loss_bias_variance(run_losses: Sequence[float]) -> tuple[float, float]:
 
 
 def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[float, float],
-                       loss: tuple[float, float], avg_model_loss: float, n_runs: int) -> list[Row]:
-    """The five `bias_variance` rows of one shape (App. C rows reuse the loss and weight variances)."""
+                       loss: tuple[float, float], avg_model_loss: float, n_runs: int,
+                       reference_val_loss: float) -> list[Row]:
+    """The five `bias_variance` rows of one shape (App. C rows reuse the loss and weight variances), each
+    carrying the references' mean validation loss."""
     pairs = {
         "kl": kl,
         "weight": weight,
@@ -201,8 +207,8 @@ def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[flo
         "avg_loss_var_loss": (avg_model_loss, loss[1]),
         "avg_loss_var_weight": (avg_model_loss, weight[1]),
     }
-    return [{"shape": shape, "space": s, "bias": float(b), "variance": float(v), "n_runs": n_runs}
-            for s, (b, v) in pairs.items()]
+    return [{"shape": shape, "space": s, "bias": float(b), "variance": float(v), "n_runs": n_runs,
+             "reference_val_loss": float(reference_val_loss)} for s, (b, v) in pairs.items()]
 
 
 # ---------------------------------------------------------------- the analysis over run directories
@@ -275,7 +281,8 @@ def bias_variance_table(
     device: str = "cpu",
     progress: bool = False,
 ) -> list[Row]:
-    """Bias and variance of each shape's runs in KL, weight and loss space (+ App. C variants).
+    """Bias and variance of each shape's runs in KL, weight and loss space (+ App. C variants), and the
+    references' mean validation loss on the same batches (`reference_val_loss`, every row).
 
     `shape_runs` maps a cooldown shape to its runs (one per data-order seed); `references` are the
     longer reference runs. Models in memory: the references plus one shape's runs at a time.
@@ -285,6 +292,7 @@ def bias_variance_table(
     batches = fixed_val_batches(data, num_batches, batch_size)
     refs = [r.load_model(None, device) for r in references]
     ref_weights = [trainable_weights(m) for m in refs]
+    reference_val_loss = float(np.mean([_mean_loss(m, batches, device) for m in refs]))
     rows: list[Row] = []
     ref_means = _ReferenceMeans(refs, batches, device)
     for shape, runs in track(shape_runs.items(), description="bias-variance", disable=not progress, transient=True):
@@ -306,6 +314,7 @@ def bias_variance_table(
             loss=loss_bias_variance(list(run_nll / tokens)),
             avg_model_loss=_mean_loss(average_models(models), batches, device),
             n_runs=len(runs),
+            reference_val_loss=reference_val_loss,
         )
     return rows
 
