@@ -289,11 +289,23 @@ def test_default_study_run_count() -> None:
     for run in plan:
         if not any(run.branch == other for other in distinct):
             distinct.append(run.branch)  # the base has no recipe (None): counted once
-    assert len(plan) == 1 + 21 + 3 + 7 * 2 + 1 + 9
-    assert len(distinct) == len(plan) - 7 - 1  # the last portion of each shape and the panel baseline are reused
+    # seed 0: baseline + 8 panel runs; seeds 1, 2: baseline + 2 beta2 + 2 batch runs each
+    assert len(plan) == 1 + 21 + 3 + 7 * 2 + 1 + 9 + 2 * 5
+    assert len(distinct) == len(plan) - 7 - 3  # the last portion of each shape and the panel baselines are reused
+    panels = plan.with_role("hyperparam")
     for panel in ("betas_p", "beta2_p"):  # p on both sides of 1 (1 = the baseline)
-        values = sorted(r.labels["value"] for r in plan.with_role("hyperparam") if r.labels["panel"] == panel)
+        values = sorted(r.labels["value"] for r in panels if r.labels["panel"] == panel)
         assert values[0] < 1 < values[-1]
+    for panel in ("beta2_p", "batch_x", "batch_x_half_life"):  # §6.1 / §6.2 are judged across the 3 data orders
+        assert {r.labels["seed"] for r in panels if r.labels["panel"] == panel} == {0, 1, 2}
+    for seed in (0, 1, 2):
+        assert plan[f"hp-sqrt-baseline-s{seed}"].branch == plan[f"cd-sqrt-s{seed}"].branch
+    refs = plan.with_role("reference")  # one per data order, longer than a cooldown, its data read once
+    assert [r.labels["seed"] for r in refs] == [0, 1, 2]
+    assert all(r.branch.steps > plan["cd-sqrt-s0"].branch.steps for r in refs)
+    order = refs[0].branch.overrides
+    lo, hi = portion_bounds(30_000, order["data.order.num_portions"], order["data.order.portion"])
+    assert hi - lo >= refs[0].branch.steps * 16 and lo >= 15_000
 
 
 def test_builtin_studies_expand() -> None:
