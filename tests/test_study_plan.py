@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from wsdlab.data.orders import portion_bounds
-from wsdlab.study.cooldown import base_run_spec, continue_layout, fresh_layout, reference_parts
+from wsdlab.study.cooldown import base_run_spec, continue_layout, fresh_layout
 from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver, run_identity
 from wsdlab.study.spec import load_study, parse_study, builtin_study_path
@@ -102,25 +102,17 @@ def test_fresh_layout_portions_are_exact() -> None:
 
 
 def test_fresh_layout_references_read_no_sequence_twice() -> None:
-    """reference.data fresh: the cooldowns' part and its neighbours, enough for the whole reference, never
-    the base's half. 1000 sequences, cooldowns of 37, P = 3: Q = 3 x (1000 // 111) = 27 parts; part i is
-    [i x 1000 // 27, (i + 1) x 1000 // 27): the last 1, 3, 9 parts start at 962, 888, 666 (38, 112, 334 sequences)."""
-    num_train, seqs, p = 1000, 37, 3
+    """reference.data fresh: the half the base never reads (the cooldowns' and averaging parts inside it),
+    as long as it holds a whole reference; 1001 sequences: the base reads [0, 500), the references [500, 1001)."""
+    num_train, seqs, p = 1001, 37, 3
     bounds = lambda o: portion_bounds(num_train, o["data.order.num_portions"], o["data.order.portion"])  # noqa: E731
-    q = 27
-    cd = fresh_layout(num_train, seqs, p).cooldown
-    assert cd == {"data.order.num_portions": q, "data.order.portion": q - 1}
-    # (reference length, parts K): K divides 27 (1, 3, 9); 27 parts would reach into the base's half
-    for ref_seqs, k in ((37, 1), (38, 1), (39, 3), (112, 3), (113, 9), (334, 9)):
+    for ref_seqs in (1, 37, 501):
         layout = fresh_layout(num_train, seqs, p, ref_seqs)
-        assert reference_parts(num_train, q, ref_seqs) == k
-        assert layout.reference == {"data.order.num_portions": q // k, "data.order.portion": q // k - 1}
+        assert bounds(layout.reference) == (500, 1001) and bounds(layout.base) == (0, 500)
         lo, hi = bounds(layout.reference)
-        assert hi - lo >= ref_seqs  # read once: no repetition
-        assert (lo, hi) == ({1: 962, 3: 888, 9: 666}[k], num_train)  # the last K parts
-        assert lo >= 500 and bounds(cd)[0] >= lo  # outside the base's half, containing the cooldowns' part
+        assert all(lo <= a and b <= hi for a, b in map(bounds, (layout.cooldown, layout.union, *layout.parts)))
     with pytest.raises(ValueError, match="reference.data"):
-        fresh_layout(num_train, seqs, p, 335)  # only all 27 parts (the whole split) would hold it
+        fresh_layout(num_train, seqs, p, 502)  # more than the unread half: it would repeat
 
 
 def test_fresh_layout_too_little_data() -> None:
@@ -139,12 +131,10 @@ def test_fresh_plan_needs_num_train_and_sets_orders() -> None:
     assert plan["base"].spec.data.order.num_portions == 2
     q = plan["cd-linear-s0"].branch.overrides["data.order.num_portions"]
     assert q % 3 == 0 and plan["cd-linear-s0"].branch.overrides["data.order.portion"] == q - 1
-    # references (12 steps x 4 sequences = 48) read the cooldowns' part (24 sequences) and its neighbour(s)
+    # references (12 steps x 4 sequences) read the half the base does not read, in their own orders
     ref = plan["ref-sqrt-s0"].branch.overrides
-    k = q // ref["data.order.num_portions"]
-    assert k > 1 and ref["data.order.portion"] == q // k - 1
-    lo, hi = portion_bounds(10_000, ref["data.order.num_portions"], ref["data.order.portion"])
-    assert hi - lo >= 12 * 4 and hi == 10_000
+    assert (ref["data.order.num_portions"], ref["data.order.portion"]) == (2, 1)
+    assert plan["ref-sqrt-s1"].branch.seed == 1
     data["reference"] = {"multiplier": 2, "data": "repeat"}  # the paper's recipe: the cooldowns' part, repeated
     repeat = expand_plan(parse_study(data), num_train=10_000)
     assert repeat["ref-sqrt-s0"].branch.overrides["data.order.num_portions"] == q
@@ -304,8 +294,7 @@ def test_default_study_run_count() -> None:
     assert [r.labels["seed"] for r in refs] == [0, 1, 2]
     assert all(r.branch.steps > plan["cd-sqrt-s0"].branch.steps for r in refs)
     order = refs[0].branch.overrides
-    lo, hi = portion_bounds(30_000, order["data.order.num_portions"], order["data.order.portion"])
-    assert hi - lo >= refs[0].branch.steps * 16 and lo >= 15_000
+    assert (order["data.order.num_portions"], order["data.order.portion"]) == (2, 1)  # the base's unread half
 
 
 def test_builtin_studies_expand() -> None:

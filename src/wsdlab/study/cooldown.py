@@ -10,8 +10,8 @@ cooldown study exactly like any other stage graph (one code path).
 
 Data layout (`cooldown.data: fresh`): the base reads the first half of the train split, the cooldowns
 one cooldown-sized portion of the second half, the averaging runs its neighbours, and the references
-(`reference.data: fresh`) the cooldowns' portion together with as many neighbours as they need to read
-no sequence twice. A run whose branch
+(`reference.data: fresh`) the whole second half in their own orders, so they read no sequence twice. A
+run whose branch
 equals a grid cooldown's (the last averaging portion reads the cooldowns' data; a hyper-parameter
 baseline is the unchanged cooldown) gets exactly that branch, snapshots included, so it trains once.
 """
@@ -81,8 +81,8 @@ class CooldownGrid(StrictModel):
     data: Literal["fresh", "continue"] = Field(
         "fresh",
         description="fresh: the base reads the first half of the train split; every cooldown reads the same "
-        "cooldown-sized portion of the second half (seeds change only the order; references read it and its "
-        "neighbours, see reference.data; averaging portions are its neighbours). continue: branches keep the base's data (portions of the whole split).",
+        "cooldown-sized portion of the second half (seeds change only the order; references read the whole second "
+        "half, see reference.data; averaging portions are its neighbours). continue: branches keep the base's data (portions of the whole split).",
     )
     shapes: list[ShapeChoice] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1, description="Data-order seeds (data.order.seed of each branch).")
@@ -108,13 +108,14 @@ class ReferenceRuns(StrictModel):
     N = 9 models are trained for different data permutations." So: one reference per data-order seed (the
     cooldown seeds), sqrt, longer than a cooldown (the paper: 33k vs 6.6k steps after the branch point).
 
-    `data` (with `cooldown.data: fresh`): 'fresh' (default) reads the cooldowns' portion together with its
-    neighbouring cooldown-sized parts (the smallest aligned union of parts ending with the cooldowns' one
-    that holds the whole reference, inside the half the base never reads), so no sequence is read twice.
-    At laptop scale repeating a small portion makes the references worse than the cooldowns (the default
-    study's references read 665 sequences 1.9 times and ended at val loss 4.87 against the sqrt cooldowns'
-    4.82), which is no "good solution". 'repeat' is the paper's literal recipe: the cooldowns' own portion,
-    re-permuted whenever it is exhausted. With `cooldown.data: continue` references read the cooldowns' data.
+    `data` (with `cooldown.data: fresh`): 'fresh' (default) reads the half of the split the base never reads
+    (the cooldowns' portion and every averaging portion lie in it), each seed in its own order, so no sequence
+    is read twice. 'repeat' is the paper's literal recipe: the cooldowns' own portion, re-permuted whenever
+    it is exhausted. At laptop scale that portion is small (665 sequences of 128 tokens of consecutive
+    documents in the default study), and repeating it makes the references WORSE than the cooldowns (the default study's
+    references read it 1.9 times and ended at val loss 4.87 against the sqrt cooldowns' 4.82; even 80 steps
+    read once over it and its neighbour, the averaging study's longer run, only tie sqrt at 4.82), which is no
+    "good solution". With `cooldown.data: continue` the references read the cooldowns' data.
     """
 
     enabled: bool = True
@@ -123,7 +124,7 @@ class ReferenceRuns(StrictModel):
     multiplier: float = Field(4.0, gt=1.0)
     seeds: list[int] | None = Field(None, description="None = the cooldown seeds.")
     data: Literal["fresh", "repeat"] = Field(
-        "fresh", description="fresh: the cooldowns' portion and its neighbours, no sequence read twice; "
+        "fresh", description="fresh: the half of the split the base never reads, no sequence read twice; "
         "repeat: the cooldowns' portion, repeated (the paper's recipe).")
     overrides: dict[str, Any] = Field(default_factory=dict)
 
@@ -268,23 +269,11 @@ class DataLayout:
     cooldown: dict[str, int]  # the grid and the hyper-parameter panels
     parts: tuple[dict[str, int], ...]  # the averaging portions
     union: dict[str, int]  # the longer run over all the averaging portions
-    reference: dict[str, int]  # the references: the cooldowns' portion (repeat) or it and its neighbours (fresh)
+    reference: dict[str, int]  # the references: the cooldowns' portion (repeat) or the base's unread half (fresh)
 
 
 def _order(num_portions: int, portion: int) -> dict[str, int]:
     return {"data.order.num_portions": num_portions, "data.order.portion": portion}
-
-
-def reference_parts(num_train: int, q: int, seqs_per_reference: int) -> int:
-    """K: the fewest of the q parts, a divisor of q (so the last K parts are portion q/K - 1 of q/K exactly),
-    whose union ending with the last part holds `seqs_per_reference` sequences, within the second half."""
-    for k in range(1, q // 2 + 1):
-        if q % k == 0 and num_train - (q - k) * num_train // q >= seqs_per_reference:
-            return k
-    raise ConfigError(
-        f"reference.data 'fresh': a reference reads {seqs_per_reference} sequences but the half of the corpus the "
-        f"base does not read holds {num_train - num_train // 2} of {num_train} train sequences; use fewer reference "
-        "steps, more data, or reference.data: repeat")
 
 
 def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int,
@@ -292,8 +281,9 @@ def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int,
     """Cut the split into Q parts (Q a multiple of P = num_parts) each holding at least one cooldown's
     sequences; the base reads the first half, the cooldowns the last part, averaging portion i part
     Q-P+i, and the longer run the union of those P parts (= portion Q/P-1 of Q/P, exactly). The
-    references read the cooldowns' part (`seqs_per_reference` None: repeated) or the union of the last
-    K parts holding `seqs_per_reference` sequences (`reference_parts`; no sequence read twice)."""
+    references read the cooldowns' part (`seqs_per_reference` None: repeated) or the whole second half
+    (every sequence the base never reads, the cooldowns' part included; it must hold `seqs_per_reference`
+    sequences, so none is read twice)."""
     p = num_parts
     q = p * (num_train // (seqs_per_cooldown * p))
     if q < 2 * p:
@@ -304,8 +294,12 @@ def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int,
     cooldown = _order(q, q - 1)
     reference = cooldown
     if seqs_per_reference is not None:
-        k = reference_parts(num_train, q, seqs_per_reference)
-        reference = _order(q // k, q // k - 1)
+        if seqs_per_reference > num_train - num_train // 2:
+            raise ConfigError(
+                f"reference.data 'fresh': a reference reads {seqs_per_reference} sequences but the half of the corpus "
+                f"the base does not read holds {num_train - num_train // 2} of {num_train} train sequences; use fewer "
+                "reference steps, more data, or reference.data: repeat")
+        reference = _order(2, 1)
     return DataLayout(base=_order(2, 0), cooldown=cooldown, parts=tuple(_order(q, q - p + i) for i in range(p)),
                       union=_order(q // p, q // p - 1), reference=reference)
 
