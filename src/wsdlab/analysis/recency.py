@@ -23,11 +23,12 @@ Perplexity of a batch = exp(mean cross-entropy over its target tokens) (nats -> 
 
 Default stride (`RecencyOptions.stride` None): about SCORED_BATCHES = 60 scored batches per run, stride =
 ceil(batches / 60); the sampling error depends on how many batches are scored, not on the stride. Measured on
-the default study (200 stable + 40 cooldown batches of 16 x 128 tokens; /tmp/full/default, 2 runs, one torch
-thread, `recency_curves_table` + `recency_table`), relative to stride 1:
+the default study made by the code of 2026-12-04 (200 stable + 40 cooldown batches of 16 x 128 tokens; two
+cooldowns, one torch thread: `recency_table(recency_curves_table({shape: [RunDir(run)]}, load_data(spec.data),
+stride=k, eval_batch_size=16))`, CPU-seconds from getrusage on the shared 2-core machine), relative to stride 1:
 
     stride  scored (cooldown)  cd-sqrt-s0 shift / deviation  cd-square-s1 shift / deviation  CPU-s (2 runs)
-       1       240 (40)         -85.94 / 6599 (exact)          -108.43 / 12971 (exact)          96.4
+       1       240 (40)         -85.90 / 6594 (exact)          -108.40 / 12967 (exact)          96.4
        2       120 (20)          +3.4% / +7.3%                  +4.5% / +7.6%                   40.7
        4        60 (10)          +1.3% / +4.7%                  +2.0% / +5.3%                   21.1
        8        30  (5)          +5.5% / +13.9%                 -5.8% / -7.0%                   10.3
