@@ -82,7 +82,8 @@ class CooldownGrid(StrictModel):
         "fresh",
         description="fresh: the base reads the first half of the train split; every cooldown reads the same "
         "cooldown-sized portion of the second half (seeds change only the order; references read the whole second "
-        "half, see reference.data; averaging portions are its neighbours). continue: branches keep the base's data (portions of the whole split).",
+        "half, see reference.data; averaging portions are its neighbours). continue: branches keep the base's data "
+        "(portions of the whole split).",
     )
     shapes: list[ShapeChoice] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1, description="Data-order seeds (data.order.seed of each branch).")
@@ -112,10 +113,11 @@ class ReferenceRuns(StrictModel):
     (the cooldowns' portion and every averaging portion lie in it), each seed in its own order, so no sequence
     is read twice. 'repeat' is the paper's literal recipe: the cooldowns' own portion, re-permuted whenever
     it is exhausted. At laptop scale that portion is small (665 sequences of 128 tokens of consecutive
-    documents in the default study), and repeating it makes the references WORSE than the cooldowns (the default study's
-    references read it 1.9 times and ended at val loss 4.87 against the sqrt cooldowns' 4.82; even 80 steps
-    read once over it and its neighbour, the averaging study's longer run, only tie sqrt at 4.82), which is no
-    "good solution". With `cooldown.data: continue` the references read the cooldowns' data.
+    documents in the default study), and repeating it makes the references WORSE than the cooldowns (the
+    default study's references read it 1.9 times and ended at val loss 4.87 against the sqrt cooldowns'
+    4.82; even 80 steps read once over it and its neighbour, the averaging study's longer run, only tie sqrt
+    at 4.82), which is no "good solution"; over the unread half they reach 4.63. With `cooldown.data:
+    continue` the references read the cooldowns' data.
     """
 
     enabled: bool = True
@@ -524,7 +526,8 @@ def _expand_hyperparams(study: StudySpec, branch: Any) -> None:
     active = hp.active_panels()
     default = cd.seeds[:1]
     panel_seeds = {panel: hp.seeds_of(panel, default) for panel in active}
-    seeds = list(dict.fromkeys(s for panel in active for s in panel_seeds[panel])) or hp.seeds_of("beta_powers", default)
+    seeds = (list(dict.fromkeys(s for panel in active for s in panel_seeds[panel]))
+             or hp.seeds_of("beta_powers", default))  # no panel: baselines only, at `seeds`
     for shape, seed in ((shape, seed) for shape in hp.shapes for seed in seeds):
         def add(name: str, panel: str, value: Any, **kw: Any) -> None:
             branch(f"hp-{shape.label}-{name}-s{seed}", "hyperparam",
