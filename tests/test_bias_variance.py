@@ -151,12 +151,15 @@ def test_loss_space_matches_slow_reference() -> None:
 
 
 def test_rows_cover_every_space() -> None:
-    rows = bias_variance_rows("sqrt", kl=(0.1, 0.2), weight=(1.0, 2.0), loss=(0.3, 0.4), avg_model_loss=3.5, n_runs=3)
+    rows = bias_variance_rows("sqrt", kl=(0.1, 0.2), weight=(1.0, 2.0), loss=(0.3, 0.4), avg_model_loss=3.5, n_runs=3,
+                              reference_val_loss=2.5)
     by_space = {r["space"]: r for r in rows}
     assert list(by_space) == ["kl", "weight", "loss", "avg_loss_var_loss", "avg_loss_var_weight"]
     assert by_space["avg_loss_var_loss"]["bias"] == 3.5 and by_space["avg_loss_var_loss"]["variance"] == 0.4
     assert by_space["avg_loss_var_weight"]["variance"] == 2.0
-    assert all(set(r) == {"shape", "space", "bias", "variance", "n_runs", "bias_se", "variance_se"} for r in rows)
+    assert all(set(r) == {"shape", "space", "bias", "variance", "n_runs", "bias_se", "variance_se",
+                          "reference_val_loss"} for r in rows)
+    assert all(r["reference_val_loss"] == 2.5 for r in rows)
     assert all(r["bias_se"] is None for r in rows)  # no jackknife given
 
 
@@ -233,6 +236,9 @@ def test_table_matches_direct_computation() -> None:
         avg.load_state_dict({k: sum(s[k] for s in states) / len(states) for k in states[0]})
         assert got["avg_loss_var_loss"]["bias"] == pytest.approx(loss(avg), rel=1e-5)
         assert got["kl"]["n_runs"] == len(runs)
+    # the references' mean validation loss, each reference's loss computed directly over the same batches
+    ref_loss = (loss(refs[0].load_model()) + loss(refs[1].load_model())) / 2
+    assert all(r["reference_val_loss"] == pytest.approx(ref_loss, rel=1e-5) for r in rows)
 
 
 def test_jackknife_errors_match_leave_one_out_by_hand() -> None:

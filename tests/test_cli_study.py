@@ -18,7 +18,7 @@ TABLES = {
     "runs": ["key", "stage", "state"],
     "schedules": ["shape", "step", "lr_factor"],
     "val_curves": ["shape", "seed", "step", "val_loss"],
-    "bias_variance": ["shape", "space", "bias", "variance", "n_runs"],
+    "bias_variance": ["shape", "space", "bias", "variance", "n_runs", "reference_val_loss"],
     "perplexity": ["shape", "ppl_mean", "ppl_avg_model", "n_runs"],
     "perplexity_vs_bias": ["space", "spearman"],
     "averaging": ["shape", "val_loss_average_model", "val_loss_longer_run"],
@@ -69,7 +69,7 @@ def test_quick_study_writes_tables_and_report(quick_study: Path) -> None:
         path = tables / f"{name}.csv"
         assert path.is_file(), f"missing {name}.csv"
         assert set(columns) <= set(header(path)), (name, header(path))
-    assert header(tables / "bias_variance.csv") == ["shape", "space", "bias", "variance", "n_runs"]
+    assert header(tables / "bias_variance.csv") == ["shape", "space", "bias", "variance", "n_runs", "reference_val_loss"]
     bv = rows(tables / "bias_variance.csv")
     assert {r["shape"] for r in bv} == {"linear", "sqrt", "lowered_linear-0.7"}
     assert {r["space"] for r in bv} >= {"kl", "weight", "loss"}

@@ -81,6 +81,16 @@ def test_scored_positions_anchor_at_the_first_cooldown_batch() -> None:
         scored_positions(10, 15, 0)
 
 
+def test_default_stride_scores_about_60_batches() -> None:
+    """None = stride ceil(batches / 60): the default study's 200 + 40 batches -> every 4th (60 scored, 10 in the
+    cooldown); short runs score every batch; paper-60M's 8000 + 1600 -> every 160th."""
+    assert recency_mod.default_stride(240) == 4 and len(scored_positions(200, 240, 4)) == 60
+    assert recency_mod.default_stride(60) == 1 and recency_mod.default_stride(7) == 1
+    assert recency_mod.default_stride(61) == 2 and recency_mod.default_stride(9600) == 160
+    with pytest.raises(ConfigError, match="recency"):
+        recency_mod.default_stride(0)
+
+
 def test_window_is_in_training_batches_and_capped() -> None:
     assert window_points(100, 1, 240) == 100
     assert window_points(100, 8, 240) == 12  # 100 batches = 12.5 points of every 8th batch

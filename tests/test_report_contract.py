@@ -30,7 +30,7 @@ def analysis_tables() -> dict[str, list[dict]]:
     for shape, d in SHAPES.items():
         t["bias_variance"] += bias_variance.bias_variance_rows(
             shape, kl=(0.1 + d, 0.05 - d), weight=(2.0 + d, 1.0), loss=(0.02 + d, 0.001), avg_model_loss=2.7 + d,
-            n_runs=2)
+            n_runs=2, reference_val_loss=2.6)
         t["perplexity"].append(perplexity.perplexity_row(shape, [2.7 + d, 2.72 + d], 2.69 + d))
         for seed in (0, 1):
             pre = 30.0 + rng.random(8)

@@ -98,6 +98,21 @@ def test_fresh_layout_portions_are_exact() -> None:
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))  # disjoint and adjacent
     assert bounds(layout.union) == (parts[0][0], parts[-1][1])  # the longer run reads exactly their union
     assert cd == parts[-1]
+    assert layout.reference == layout.cooldown  # no reference length given: the cooldowns' part, repeated
+
+
+def test_fresh_layout_references_read_no_sequence_twice() -> None:
+    """reference.data fresh: the half the base never reads (the cooldowns' and averaging parts inside it),
+    as long as it holds a whole reference; 1001 sequences: the base reads [0, 500), the references [500, 1001)."""
+    num_train, seqs, p = 1001, 37, 3
+    bounds = lambda o: portion_bounds(num_train, o["data.order.num_portions"], o["data.order.portion"])  # noqa: E731
+    for ref_seqs in (1, 37, 501):
+        layout = fresh_layout(num_train, seqs, p, ref_seqs)
+        assert bounds(layout.reference) == (500, 1001) and bounds(layout.base) == (0, 500)
+        lo, hi = bounds(layout.reference)
+        assert all(lo <= a and b <= hi for a, b in map(bounds, (layout.cooldown, layout.union, *layout.parts)))
+    with pytest.raises(ValueError, match="reference.data"):
+        fresh_layout(num_train, seqs, p, 502)  # more than the unread half: it would repeat
 
 
 def test_fresh_layout_too_little_data() -> None:
@@ -116,7 +131,15 @@ def test_fresh_plan_needs_num_train_and_sets_orders() -> None:
     assert plan["base"].spec.data.order.num_portions == 2
     q = plan["cd-linear-s0"].branch.overrides["data.order.num_portions"]
     assert q % 3 == 0 and plan["cd-linear-s0"].branch.overrides["data.order.portion"] == q - 1
-    assert plan["ref-sqrt-s0"].branch.overrides["data.order.portion"] == q - 1
+    # references (12 steps x 4 sequences) read the half the base does not read, in their own orders
+    ref = plan["ref-sqrt-s0"].branch.overrides
+    assert (ref["data.order.num_portions"], ref["data.order.portion"]) == (2, 1)
+    assert plan["ref-sqrt-s1"].branch.seed == 1
+    data["reference"] = {"multiplier": 2, "data": "repeat"}  # the paper's recipe: the cooldowns' part, repeated
+    repeat = expand_plan(parse_study(data), num_train=10_000)
+    assert repeat["ref-sqrt-s0"].branch.overrides["data.order.num_portions"] == q
+    assert repeat["ref-sqrt-s0"].branch.overrides["data.order.portion"] == q - 1
+    assert all(repeat[r.key].branch == r.branch for r in plan if r.stage != "reference")
 
 
 def _fresh_study(**extra):
@@ -226,6 +249,28 @@ def test_single_shape_panels_keep_their_keys_and_recipes() -> None:
     assert [r.key for r in one][:2] == ["hp-sqrt-baseline-s0", "hp-sqrt-beta20.5-s0"]
 
 
+def test_panel_seeds_give_single_panels_more_seeds() -> None:
+    """panel_seeds: the beta2 and batch panels at seeds 0 and 1, the rest at `seeds` (0); seed 1 gets its
+    baseline (the grid cooldown); seed 0's runs are the same runs as without panel_seeds."""
+    hp = {"seeds": [0], "beta_powers": [2.0], "beta2_powers": [0.5, 2.0], "batch_scales": [2], "weight_decay_off": True}
+    plain = expand_plan(parse_study(study_data(hyperparams=hp)))
+    more = expand_plan(parse_study(study_data(
+        hyperparams={**hp, "panel_seeds": {"beta2_powers": [0, 1], "batch_scales": [0, 1]}})))
+    seed1 = {r.key for r in more.with_role("hyperparam") if r.labels["seed"] == 1}
+    assert seed1 == {"hp-sqrt-baseline-s1", "hp-sqrt-beta20.5-s1", "hp-sqrt-beta22-s1", "hp-sqrt-batch2-s1",
+                     "hp-sqrt-batch2-hl-s1"}
+    assert more["hp-sqrt-baseline-s1"].branch == more["cd-sqrt-s1"].branch  # trained once, by the grid
+    assert more["hp-sqrt-beta20.5-s1"].branch.seed == 1 and more["hp-sqrt-beta20.5-s1"].branch.beta2_only
+    before = {r.key: r.branch for r in plain}
+    assert all(before[r.key] == r.branch for r in more if r.key in before)
+    assert set(before) <= {r.key for r in more}
+    assert len(more.with_role("hyperparam")) == len(plain.with_role("hyperparam")) + 5
+    with pytest.raises(ValueError, match="panel_seeds.reset_optimizer"):  # a panel that is off
+        parse_study(study_data(hyperparams={**hp, "panel_seeds": {"reset_optimizer": [0, 1]}}))
+    with pytest.raises(ValueError, match="panel_seeds"):
+        parse_study(study_data(hyperparams={**hp, "panel_seeds": {"batch_scales": [1, 1]}}))
+
+
 def test_default_study_run_count() -> None:
     """The default study's distinct runs (what it trains); keep it small: it must fit in minutes on 2 cores."""
     study = load_study(builtin_study_path("default"))
@@ -234,11 +279,22 @@ def test_default_study_run_count() -> None:
     for run in plan:
         if not any(run.branch == other for other in distinct):
             distinct.append(run.branch)  # the base has no recipe (None): counted once
-    assert len(plan) == 1 + 21 + 3 + 7 * 2 + 1 + 9
-    assert len(distinct) == len(plan) - 7 - 1  # the last portion of each shape and the panel baseline are reused
+    # seed 0: baseline + 8 panel runs; seeds 1, 2: baseline + 2 beta2 + 2 batch runs each
+    assert len(plan) == 1 + 21 + 3 + 7 * 2 + 1 + 9 + 2 * 5
+    assert len(distinct) == len(plan) - 7 - 3  # the last portion of each shape and the panel baselines are reused
+    panels = plan.with_role("hyperparam")
     for panel in ("betas_p", "beta2_p"):  # p on both sides of 1 (1 = the baseline)
-        values = sorted(r.labels["value"] for r in plan.with_role("hyperparam") if r.labels["panel"] == panel)
+        values = sorted(r.labels["value"] for r in panels if r.labels["panel"] == panel)
         assert values[0] < 1 < values[-1]
+    for panel in ("beta2_p", "batch_x", "batch_x_half_life"):  # §6.1 / §6.2 are judged across the 3 data orders
+        assert {r.labels["seed"] for r in panels if r.labels["panel"] == panel} == {0, 1, 2}
+    for seed in (0, 1, 2):
+        assert plan[f"hp-sqrt-baseline-s{seed}"].branch == plan[f"cd-sqrt-s{seed}"].branch
+    refs = plan.with_role("reference")  # one per data order, longer than a cooldown, its data read once
+    assert [r.labels["seed"] for r in refs] == [0, 1, 2]
+    assert all(r.branch.steps > plan["cd-sqrt-s0"].branch.steps for r in refs)
+    order = refs[0].branch.overrides
+    assert (order["data.order.num_portions"], order["data.order.portion"]) == (2, 1)  # the base's unread half
 
 
 def test_builtin_studies_expand() -> None:

@@ -28,11 +28,15 @@ Readings of the printed text (where it leaves a choice):
 L is the mean validation cross-entropy (nats) over the same fixed validation batches as the KL terms.
 KL is computed STREAMING: one validation batch at a time, holding at most N x B x T x V probabilities.
 
-Table `bias_variance` columns: shape, space, bias, variance, n_runs, bias_se, variance_se
+Table `bias_variance` columns: shape, space, bias, variance, n_runs, bias_se, variance_se, reference_val_loss
     space in {kl, weight, loss, avg_loss_var_loss, avg_loss_var_weight}
     bias_se / variance_se (kl, weight, loss; N >= 3 runs, else empty): the leave-one-run-out jackknife
     standard error over the shape's runs, sqrt((N-1)/N sum_j (theta_(j) - mean_j theta_(j))^2) (Efron &
     Stein 1981; the references are held fixed), so a claim comparing two shapes has an interval.
+    reference_val_loss (the same on every row): (1/N_ref) sum_n L(r_n), the references' mean validation loss
+    on the same fixed validation batches as the loss space, so it compares directly with the loss-space bias
+    of every shape. The references stand for "a good solution" (§4.1); reference_val_loss < every shape's
+    loss-space bias is the check that they are one (better than every cooldown).
 """
 
 from __future__ import annotations
@@ -210,9 +214,11 @@ def _leave_one_out(n: int) -> list[list[int]]:
 
 def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[float, float],
                        loss: tuple[float, float], avg_model_loss: float, n_runs: int,
+                       reference_val_loss: float,
                        se: Mapping[str, tuple[float | None, float | None]] | None = None) -> list[Row]:
-    """The five `bias_variance` rows of one shape (App. C rows reuse the loss and weight variances);
-    `se` gives (bias_se, variance_se) per space (kl, weight, loss) when the runs allow a jackknife."""
+    """The five `bias_variance` rows of one shape (App. C rows reuse the loss and weight variances), each
+    carrying the references' mean validation loss; `se` gives (bias_se, variance_se) per space (kl, weight,
+    loss) when the runs allow a jackknife."""
     pairs = {
         "kl": kl,
         "weight": weight,
@@ -222,8 +228,8 @@ def bias_variance_rows(shape: str, *, kl: tuple[float, float], weight: tuple[flo
     }
     se = se or {}
     return [{"shape": shape, "space": s, "bias": float(b), "variance": float(v), "n_runs": n_runs,
-             "bias_se": se.get(s, (None, None))[0], "variance_se": se.get(s, (None, None))[1]}
-            for s, (b, v) in pairs.items()]
+             "bias_se": se.get(s, (None, None))[0], "variance_se": se.get(s, (None, None))[1],
+             "reference_val_loss": float(reference_val_loss)} for s, (b, v) in pairs.items()]
 
 
 # ---------------------------------------------------------------- the analysis over run directories
@@ -296,7 +302,8 @@ def bias_variance_table(
     device: str = "cpu",
     progress: bool = False,
 ) -> list[Row]:
-    """Bias and variance of each shape's runs in KL, weight and loss space (+ App. C variants).
+    """Bias and variance of each shape's runs in KL, weight and loss space (+ App. C variants), and the
+    references' mean validation loss on the same batches (`reference_val_loss`, every row).
 
     `shape_runs` maps a cooldown shape to its runs (one per data-order seed); `references` are the
     longer reference runs. Models in memory: the references plus one shape's runs at a time.
@@ -306,6 +313,7 @@ def bias_variance_table(
     batches = fixed_val_batches(data, num_batches, batch_size)
     refs = [r.load_model(None, device) for r in references]
     ref_weights = [trainable_weights(m) for m in refs]
+    reference_val_loss = float(np.mean([_mean_loss(m, batches, device) for m in refs]))
     rows: list[Row] = []
     ref_means = _ReferenceMeans(refs, batches, device)
     for shape, runs in track(shape_runs.items(), description="bias-variance", disable=not progress, transient=True):
@@ -341,6 +349,7 @@ def bias_variance_table(
             avg_model_loss=_mean_loss(average_models(models), batches, device),
             n_runs=len(runs),
             se=se,
+            reference_val_loss=reference_val_loss,
         )
     return rows
 

@@ -9,7 +9,9 @@ cooldowns per shape plus one longer run for weight averaging, and hyper-paramete
 cooldown study exactly like any other stage graph (one code path).
 
 Data layout (`cooldown.data: fresh`): the base reads the first half of the train split, the cooldowns
-one cooldown-sized portion of the second half, the averaging runs its neighbours. A run whose branch
+one cooldown-sized portion of the second half, the averaging runs its neighbours, and the references
+(`reference.data: fresh`) the whole second half in their own orders, so they read no sequence twice. A
+run whose branch
 equals a grid cooldown's (the last averaging portion reads the cooldowns' data; a hyper-parameter
 baseline is the unchanged cooldown) gets exactly that branch, snapshots included, so it trains once.
 """
@@ -79,8 +81,9 @@ class CooldownGrid(StrictModel):
     data: Literal["fresh", "continue"] = Field(
         "fresh",
         description="fresh: the base reads the first half of the train split; every cooldown reads the same "
-        "cooldown-sized portion of the second half (seeds change only the order; references repeat it; "
-        "averaging portions are its neighbours). continue: branches keep the base's data (portions of the whole split).",
+        "cooldown-sized portion of the second half (seeds change only the order; references read the whole second "
+        "half, see reference.data; averaging portions are its neighbours). continue: branches keep the base's data "
+        "(portions of the whole split).",
     )
     shapes: list[ShapeChoice] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1, description="Data-order seeds (data.order.seed of each branch).")
@@ -99,8 +102,22 @@ class CooldownGrid(StrictModel):
 class ReferenceRuns(StrictModel):
     """Longer cooldowns (one per seed) approximating the ideal model of the bias-variance analysis.
 
-    Each reads the same data order (seed and portion) as that seed's cooldowns for `steps` steps:
-    the stream re-permutes its portion whenever it is exhausted, so a small portion is repeated.
+    The paper (§4.1): "We train models with a longer cooldown stage (59,400 steps in total, 6B tokens) using
+    the *sqrt* cooldown shape, which we refer to as *reference models* that represent a good solution in the
+    optimization landscape. The dataset portion used for the reference models is the same as that for the
+    shorter experiments but is permuted with repetitions to match the extended training duration. In total,
+    N = 9 models are trained for different data permutations." So: one reference per data-order seed (the
+    cooldown seeds), sqrt, longer than a cooldown (the paper: 33k vs 6.6k steps after the branch point).
+
+    `data` (with `cooldown.data: fresh`): 'fresh' (default) reads the half of the split the base never reads
+    (the cooldowns' portion and every averaging portion lie in it), each seed in its own order, so no sequence
+    is read twice. 'repeat' is the paper's literal recipe: the cooldowns' own portion, re-permuted whenever
+    it is exhausted. At laptop scale that portion is small (665 sequences of 128 tokens of consecutive
+    documents in the default study), and repeating it makes the references WORSE than the cooldowns (the
+    default study's references read it 1.9 times and ended at val loss 4.87 against the sqrt cooldowns'
+    4.82; even 80 steps read once over it and its neighbour, the averaging study's longer run, only tie sqrt
+    at 4.82), which is no "good solution"; over the unread half they reach 4.63. With `cooldown.data:
+    continue` the references read the cooldowns' data.
     """
 
     enabled: bool = True
@@ -108,6 +125,9 @@ class ReferenceRuns(StrictModel):
     steps: int | None = Field(None, gt=0, description="Length; None = multiplier x cooldown.steps.")
     multiplier: float = Field(4.0, gt=1.0)
     seeds: list[int] | None = Field(None, description="None = the cooldown seeds.")
+    data: Literal["fresh", "repeat"] = Field(
+        "fresh", description="fresh: the half of the split the base never reads, no sequence read twice; "
+        "repeat: the cooldowns' portion, repeated (the paper's recipe).")
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -158,6 +178,9 @@ class Averaging(StrictModel):
         return self
 
 
+PanelName = Literal["beta_powers", "beta2_powers", "batch_scales", "weight_decay_off", "reset_optimizer"]
+
+
 class HyperParams(StrictModel):
     """Panels of AdamW changes applied at the branch point (Dremov et al., §6 and App. F; Figs. 11, 12, 25),
     for each cooldown shape of `shapes` and each seed.
@@ -166,12 +189,19 @@ class HyperParams(StrictModel):
     memory; the half-life in steps grows 1/p-fold), p > 1 smaller ones. The paper finds larger beta2
     during the cooldown helps, so sweep p on both sides of 1. The paper draws Fig. 12 and Fig. 25 for
     several shapes ("grouped by different cooldown shapes"); `shape: sqrt` (one shape) is still accepted.
+
+    Seeds: every panel runs at `seeds`, except those named in `panel_seeds` (panel field name -> its seeds),
+    so the panels a claim compares across data orders (e.g. beta2_powers, batch_scales) can have more seeds
+    than the rest at a bounded cost. Every seed of any panel has its baseline (the grid's cooldown of that
+    shape and seed, trained once).
     """
 
     enabled: bool = True
     shapes: list[ShapeChoice] = Field(default_factory=lambda: [ShapeChoice(shape="sqrt")], min_length=1,
                                       description="Cooldown shapes of the panels ('shape: X' = [X]).")
     seeds: list[int] | None = Field(None, description="None = the first cooldown seed only.")
+    panel_seeds: dict[PanelName, list[int]] = Field(
+        default_factory=dict, description="Seeds of single panels (by field name), replacing `seeds` for them.")
     beta_powers: list[float] = Field(
         default_factory=list, description="Both betas -> beta**p; p < 1: larger betas (longer memory), p > 1: smaller.")
     beta2_powers: list[float] = Field(
@@ -205,7 +235,29 @@ class HyperParams(StrictModel):
     @model_validator(mode="after")
     def _check_unique(self) -> "HyperParams":
         _require_unique([s.label for s in self.shapes], "shapes")
+        if self.seeds is not None:
+            _require_unique(self.seeds, "seeds")
+        active = self.active_panels()
+        for panel, seeds in self.panel_seeds.items():
+            if panel not in active:
+                raise ValueError(f"panel_seeds.{panel}: that panel is off (no values / false)")
+            if not seeds:
+                raise ValueError(f"panel_seeds.{panel}: give at least one seed")
+            _require_unique(seeds, f"panel_seeds.{panel}")
         return self
+
+    def active_panels(self) -> list[PanelName]:
+        """The panels with runs: non-empty value lists and switches that are on, in plan order."""
+        on: dict[PanelName, bool] = {"beta_powers": bool(self.beta_powers), "beta2_powers": bool(self.beta2_powers),
+                                     "batch_scales": bool(self.batch_scales), "weight_decay_off": self.weight_decay_off,
+                                     "reset_optimizer": self.reset_optimizer}
+        return [name for name, active in on.items() if active]
+
+    def seeds_of(self, panel: PanelName, default: list[int]) -> list[int]:
+        """The seeds of `panel`: its `panel_seeds` entry, else `seeds`, else `default` (the first cooldown seed)."""
+        if panel in self.panel_seeds:
+            return self.panel_seeds[panel]
+        return self.seeds if self.seeds is not None else default
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -216,19 +268,24 @@ class DataLayout:
     """Which portion of the train split each kind of run reads, as `data.order` overrides."""
 
     base: dict[str, int]
-    cooldown: dict[str, int]  # the grid, the references and the hyper-parameter panels
+    cooldown: dict[str, int]  # the grid and the hyper-parameter panels
     parts: tuple[dict[str, int], ...]  # the averaging portions
     union: dict[str, int]  # the longer run over all the averaging portions
+    reference: dict[str, int]  # the references: the cooldowns' portion (repeat) or the base's unread half (fresh)
 
 
 def _order(num_portions: int, portion: int) -> dict[str, int]:
     return {"data.order.num_portions": num_portions, "data.order.portion": portion}
 
 
-def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int) -> DataLayout:
+def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int,
+                 seqs_per_reference: int | None = None) -> DataLayout:
     """Cut the split into Q parts (Q a multiple of P = num_parts) each holding at least one cooldown's
     sequences; the base reads the first half, the cooldowns the last part, averaging portion i part
-    Q-P+i, and the longer run the union of those P parts (= portion Q/P-1 of Q/P, exactly)."""
+    Q-P+i, and the longer run the union of those P parts (= portion Q/P-1 of Q/P, exactly). The
+    references read the cooldowns' part (`seqs_per_reference` None: repeated) or the whole second half
+    (every sequence the base never reads, the cooldowns' part included; it must hold `seqs_per_reference`
+    sequences, so none is read twice)."""
     p = num_parts
     q = p * (num_train // (seqs_per_cooldown * p))
     if q < 2 * p:
@@ -236,14 +293,30 @@ def fresh_layout(num_train: int, seqs_per_cooldown: int, num_parts: int) -> Data
             f"cooldown.data 'fresh': the corpus has {num_train} train sequences but a cooldown reads {seqs_per_cooldown} "
             f"and the study needs {p} such parts outside the base's half ({2 * p * seqs_per_cooldown} sequences); "
             "use more data, a shorter cooldown or a smaller batch, or set cooldown.data: continue")
-    return DataLayout(base=_order(2, 0), cooldown=_order(q, q - 1),
-                      parts=tuple(_order(q, q - p + i) for i in range(p)), union=_order(q // p, q // p - 1))
+    cooldown = _order(q, q - 1)
+    reference = cooldown
+    if seqs_per_reference is not None:
+        if seqs_per_reference > num_train - num_train // 2:
+            raise ConfigError(
+                f"reference.data 'fresh': a reference reads {seqs_per_reference} sequences but the half of the corpus "
+                f"the base does not read holds {num_train - num_train // 2} of {num_train} train sequences; use fewer "
+                "reference steps, more data, or reference.data: repeat")
+        reference = _order(2, 1)
+    return DataLayout(base=_order(2, 0), cooldown=cooldown, parts=tuple(_order(q, q - p + i) for i in range(p)),
+                      union=_order(q // p, q // p - 1), reference=reference)
 
 
 def continue_layout(num_parts: int) -> DataLayout:
     """Branches keep the base's data; averaging portions are P parts of the whole split."""
     return DataLayout(base={}, cooldown={}, parts=tuple(_order(num_parts, i) for i in range(num_parts)),
-                      union=_order(1, 0))
+                      union=_order(1, 0), reference={})
+
+
+def reference_steps(study: StudySpec) -> int:
+    """Length of each reference run: `reference.steps`, else round(multiplier x cooldown.steps)."""
+    ref, cd = study.reference, study.cooldown
+    assert ref is not None and cd is not None
+    return ref.steps if ref.steps is not None else round(ref.multiplier * cd.steps)
 
 
 def _num_parts(study: StudySpec) -> int:
@@ -261,9 +334,18 @@ def _seqs_per_cooldown(study: StudySpec) -> int:
     return study.cooldown.steps * global_batch_size(spec.train, per_item)
 
 
+def _fresh_reference_seqs(study: StudySpec) -> int | None:
+    """Train sequences one reference reads when it reads fresh data (`reference.data: fresh`), else None."""
+    ref = study.reference
+    if ref is None or not ref.enabled or ref.data != "fresh":
+        return None
+    return reference_steps(study) * (_seqs_per_cooldown(study) // study.cooldown.steps)  # type: ignore[union-attr]
+
+
 def fresh_min_train(study: StudySpec) -> int:
-    """The fewest train sequences `fresh_layout` accepts for this study: 2 x parts x one cooldown's."""
-    return 2 * _num_parts(study) * _seqs_per_cooldown(study)
+    """The fewest train sequences `fresh_layout` accepts for this study: 2 x parts x one cooldown's, and
+    twice a fresh reference's (the references read the half the base does not)."""
+    return max(2 * _num_parts(study) * _seqs_per_cooldown(study), 2 * (_fresh_reference_seqs(study) or 0))
 
 
 def data_layout(study: StudySpec, num_train: int | None) -> DataLayout:
@@ -274,7 +356,7 @@ def data_layout(study: StudySpec, num_train: int | None) -> DataLayout:
         return continue_layout(num_parts)
     if num_train is None:
         raise ConfigError("cooldown.data 'fresh' needs the number of train sequences (num_train) to plan the study")
-    return fresh_layout(num_train, _seqs_per_cooldown(study), num_parts)
+    return fresh_layout(num_train, _seqs_per_cooldown(study), num_parts, _fresh_reference_seqs(study))
 
 
 # ---------------------------------------------------------------------------------------------- base
@@ -415,10 +497,10 @@ def cooldown_stages(study: StudySpec, num_train: int | None = None) -> dict[str,
 
     ref = study.reference
     if ref is not None and ref.enabled:
-        steps = ref.steps if ref.steps is not None else round(ref.multiplier * cd.steps)
+        steps = reference_steps(study)
         for seed in ref.seeds if ref.seeds is not None else cd.seeds:
             branch(f"ref-{ref.shape.label}-s{seed}", "reference", {"shape": ref.shape.label, "seed": seed},
-                   ref.shape, ref.overrides, steps=steps, seed=seed)
+                   ref.shape, {**layout.reference, **ref.overrides}, steps=steps, seed=seed)
 
     avg = study.averaging
     if avg is not None and avg.enabled:
@@ -456,28 +538,38 @@ def _reuse(planned: dict[str, Any], cooldown: dict[str, Any] | None, geometry: M
 
 def _expand_hyperparams(study: StudySpec, branch: Any) -> None:
     """Hyper-parameter panels per shape and seed, each with its baseline (the unchanged cooldown of the
-    same shape/seed). Keys `hp-<shape>-<setting>-s<seed>` do not depend on the other shapes listed."""
+    same shape/seed). Keys `hp-<shape>-<setting>-s<seed>` do not depend on the other shapes listed nor on
+    the other panels' seeds. A panel runs at its own seeds (`HyperParams.seeds_of`); a seed gets its
+    baseline when any active panel runs at it."""
     hp, cd = study.hyperparams, study.cooldown
     assert hp is not None and cd is not None
-    seeds = hp.seeds if hp.seeds is not None else cd.seeds[:1]
+    for k in hp.batch_scales:  # branch_spec runs steps // k steps: the same number of tokens
+        if cd.steps // k < 1:
+            raise ConfigError(f"hyperparams.batch_scales: {k:g} leaves no step of the {cd.steps}-step cooldown")
+    active = hp.active_panels()
+    default = cd.seeds[:1]
+    panel_seeds = {panel: hp.seeds_of(panel, default) for panel in active}
+    seeds = (list(dict.fromkeys(s for panel in active for s in panel_seeds[panel]))
+             or hp.seeds_of("beta_powers", default))  # no panel: baselines only, at `seeds`
     for shape, seed in ((shape, seed) for shape in hp.shapes for seed in seeds):
         def add(name: str, panel: str, value: Any, **kw: Any) -> None:
             branch(f"hp-{shape.label}-{name}-s{seed}", "hyperparam",
                    {"shape": shape.label, "seed": seed, "panel": panel, "value": value},
                    shape, hp.overrides, steps=cd.steps, seed=seed, **kw)
 
+        def runs(panel: PanelName) -> bool:
+            return panel in panel_seeds and seed in panel_seeds[panel]
+
         add("baseline", "baseline", 0)
-        for p in hp.beta_powers:
+        for p in hp.beta_powers if runs("beta_powers") else []:
             add(f"betas{_num(p)}", "betas_p", p, beta_power=p)
-        for p in hp.beta2_powers:
+        for p in hp.beta2_powers if runs("beta2_powers") else []:
             add(f"beta2{_num(p)}", "beta2_p", p, beta_power=p, beta2_only=True)
-        for k in hp.batch_scales:  # branch_spec runs steps // k steps: the same number of tokens
-            if cd.steps // k < 1:
-                raise ConfigError(f"hyperparams.batch_scales: {k:g} leaves no step of the {cd.steps}-step cooldown")
+        for k in hp.batch_scales if runs("batch_scales") else []:
             for matched in hp.match_half_life:
                 add(f"batch{_num(k)}{'-hl' if matched else ''}", "batch_x_half_life" if matched else "batch_x", k,
                     batch_scale=k, match_half_life=matched)
-        if hp.weight_decay_off:
+        if runs("weight_decay_off"):
             add("nowd", "weight_decay_off", 1, weight_decay_off=True)
-        if hp.reset_optimizer:
+        if runs("reset_optimizer"):
             add("reset", "reset_optimizer", 1, reset_optimizer=True)
