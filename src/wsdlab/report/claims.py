@@ -33,7 +33,7 @@ table.claims th,table.claims td{border:1px solid #ddd;padding:.3rem .45rem;verti
 table.claims th{background:#f3f6f9}
 table.claims .quote{color:#555;font-size:.8rem;font-style:italic;margin-top:.25rem}
 table.claims .small{color:#666;font-size:.78rem}
-table.claims .val{font-variant-numeric:tabular-nums;white-space:nowrap}
+table.claims .val{font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
 .verdict{display:inline-block;border-radius:3px;padding:.05rem .4rem;font-weight:600;white-space:nowrap}
 .v-holds{background:#d9f2e1;color:#0b5d27;border:1px solid #5cb87a}
 .v-contradicted{background:#fbdcdc;color:#8f1111;border:1px solid #d96b6b}
