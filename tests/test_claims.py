@@ -199,17 +199,22 @@ def sweep(base: str, models: dict[tuple, list[float]]) -> list[dict]:
 def test_wso_sft_claims_pair_seeds_and_need_them():
     models = {("wso", 1.0, None): [0.60, 0.61, 0.62], ("wsd", 0.0, None): [0.55, 0.54, 0.56],
               ("cosine", 0.1, None): [0.50, 0.52, 0.51]}
-    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_sft_sweep": sweep("pretrain", models)})
+    items = {"wso_models": [{"stage": "pretrain", "task_n": 4000}]}  # item noise 1.96 sqrt(2 x .6 x .4 / 4000) = 0.021
+    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_sft_sweep": sweep("pretrain", models), **items})
     # WSO - wsd (the best decay-based) per seed: 0.05, 0.07, 0.06
     assert out.verdict == "holds" and "wsd a_pre=0" in out.statistic and out.n == 3
     assert out.value == pytest.approx(0.06) and out.low == pytest.approx(0.06 - 4.303 * 0.01 / math.sqrt(3))
     one_seed = {k: v[:1] for k, v in models.items()}
-    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_sft_sweep": sweep("pretrain", one_seed)})
+    out = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_sft_sweep": sweep("pretrain", one_seed), **items})
     assert out.verdict == "inconclusive" and "undecidable by design" in out.reason
+    # 64 items: 1.96 sqrt(.61 .39 / 64 + .55 .45 / 64) = 0.17 > 0.06, whatever the seeds' agreement
+    few = evaluate_claim(CLAIM["002-sft-wso-best"], {"wso_sft_sweep": sweep("pretrain", models),
+                                                    "wso_models": [{"task_n": 64}]})
+    assert few.verdict == "inconclusive" and "item-sampling noise (+-0.17" in few.reason
     # after mid-training, alpha_pre = 1 with alpha_mid = 0 decays: it is decay-based and here the best one
     mid = {("wso", 1.0, 1.0): [0.60, 0.61, 0.62], ("wso", 1.0, 0.0): [0.64, 0.66, 0.65],
            ("wsd", 0.1, 0.0): [0.55, 0.54, 0.56]}
-    out = evaluate_claim(CLAIM["002-mid-sft-wso-best"], {"wso_sft_sweep": sweep("mid", mid)})
+    out = evaluate_claim(CLAIM["002-mid-sft-wso-best"], {"wso_sft_sweep": sweep("mid", mid), **items})
     assert out.verdict == "contradicted" and "a_pre=1 a_mid=0" in out.statistic
     assert out.value == pytest.approx(-0.04)
 

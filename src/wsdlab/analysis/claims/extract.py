@@ -528,6 +528,29 @@ def wso_sft_vs_best_decay(base: str) -> Callable[[Tables], Samples]:
     return samples
 
 
+def task_noise_gate(samples: Callable[[Tables], Samples]) -> Callable[[Tables], str | None]:
+    """Inconclusive when WSO's task-score difference from the best decay-based model is within the
+    multiple-choice task's item-sampling noise, 1.96 sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n) for n items
+    (wso_models.task_n): SFT seeds share the items, so their spread does not contain this noise."""
+    def gate(tables: Tables) -> str | None:
+        items = [num(r.get("task_n")) for r in tables.get("wso_models", []) if num(r.get("task_n"))]
+        if not items:
+            return "the task's item count is not recorded (wso_models.task_n): its sampling noise is unknown"
+        n = min(items)  # type: ignore[type-var]
+        try:
+            s = samples(tables)
+        except NotMeasured:
+            return None
+        (a, va), (b, vb) = list(s.items())[:2]
+        pa, pb = (math.fsum(v.values()) / len(v) for v in (va, vb))
+        half = Z95 * math.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)  # type: ignore[operator]
+        if abs(pa - pb) < half:
+            return (f"the difference {pa - pb:+.3f} is within the task's item-sampling noise (+-{half:.3f} on "
+                    f"{int(n)} items)")  # type: ignore[arg-type]
+        return None
+    return gate
+
+
 def wso_group(samples: Callable[[Tables], Samples], which: str) -> Callable[[Tables], str]:
     """The key of the 'best decay-based (...)' group (named after the model chosen)."""
     def key(tables: Tables) -> str:
