@@ -338,16 +338,20 @@ FEW_PROBES = setting("wso_sharpness", samples=4)  # < 10
 @dataclass(frozen=True)
 class Spec:
     """How to build one claim's tables: `build(target, noise)`, where the target statistic is
-    `target(claim, e)` for an effect e signed along the claim (e > 0: the paper's side). holds: e = effect,
+    `target(spec, e)` for an effect e signed along the claim (e > 0: the paper's side). holds: e = effect,
     contradicted: e = -effect, both with `noise`; inconclusive by interval: (e, noise) = `weak`; by gate:
-    the holding tables passed through `gate`. `exact`: the claim's value is the target itself."""
+    the holding tables passed through `gate`. `side`, `threshold` and `margin` pin the paper's direction
+    (checked against the catalogue's, so a flipped claim fails here); `exact`: the claim's value is the target."""
 
     build: Builder
+    side: str
     effect: float
     noise: float
     weak: tuple[float, float]
     gate: Callable[[Tables], Tables] | None = None
     exact: bool = True
+    threshold: float = 0.0
+    margin: float = 0.0
 
 
 def side_of(claim: Claim) -> str:
@@ -355,14 +359,12 @@ def side_of(claim: Claim) -> str:
     return ("<" if c.lower else ">") if isinstance(c, Ordering) else c.side
 
 
-def target(claim: Claim, e: float) -> float:
+def target(spec: Spec, e: float) -> float:
     """The statistic's value for effect e: threshold +- e; for '~' (within +-margin): threshold + margin (1 - e),
     i.e. the threshold at e = 1, the margin's edge at e = 0 and twice the margin at e = -1."""
-    thr = getattr(claim.check, "threshold", 0.0)
-    side = side_of(claim)
-    if side == "~":
-        return thr + claim.check.margin * (1 - e)
-    return thr + e if side == ">" else thr - e
+    if spec.side == "~":
+        return spec.threshold + spec.margin * (1 - e)
+    return spec.threshold + e if spec.side == ">" else spec.threshold - e
 
 
 # Difference, PerUnit families on three units (half-width 2.484 d): holds E = 0.1, d = 0.01 -> t +- 0.025, clear
@@ -390,47 +392,47 @@ TRACE = dict(effect=100.0, noise=10.0, weak=(10.0, 10.0))
 SPECS: dict[str, Spec] = {
     # perplexity differences for t = -0.1: exp(4.8) - exp(4.89, 4.90, 4.91) = -11.4, -12.8, -14.1 (sd 1.35):
     # [-16.1, -9.4] < 0 for all four pairs; weak (t = -0.01, d = 0.05): -7.5 ... 4.8, mean -1.3 +- 15: spans 0
-    "000-best-shapes": Spec(best_shapes, effect=0.1, noise=0.01, weak=(0.01, 0.05), exact=False),
-    "000-ll-bias": Spec(lowered_linear_step("bias"), **LOSS, gate=WORSE_REFERENCE),
-    "000-ll-variance": Spec(lowered_linear_step("variance"), **LOSS),
-    "000-tradeoff": Spec(bias_variance_correlation("kl.bias", "kl.variance"), **CORR, gate=WORSE_REFERENCE,
+    "000-best-shapes": Spec(best_shapes, "<", effect=0.1, noise=0.01, weak=(0.01, 0.05), exact=False),
+    "000-ll-bias": Spec(lowered_linear_step("bias"), ">", **LOSS, gate=WORSE_REFERENCE),
+    "000-ll-variance": Spec(lowered_linear_step("variance"), "<", **LOSS),
+    "000-tradeoff": Spec(bias_variance_correlation("kl.bias", "kl.variance"), "<", **CORR, gate=WORSE_REFERENCE,
                          exact=False),
     "000-avg-ppl-bias": Spec(reported("perplexity_vs_bias", {"space": "kl"}, "pearson",
-                                      gate_table=GOOD_BIAS_VARIANCE), **REPORTED, gate=WORSE_REFERENCE),
-    "000-weight-space-bias": Spec(bias_variance_correlation("kl.bias", "weight.bias"), **CORR,
+                                      gate_table=GOOD_BIAS_VARIANCE), ">", **REPORTED, gate=WORSE_REFERENCE),
+    "000-weight-space-bias": Spec(bias_variance_correlation("kl.bias", "weight.bias"), ">", **CORR,
                                   gate=WORSE_REFERENCE, exact=False),
-    "000-weight-space-variance": Spec(bias_variance_correlation("kl.variance", "weight.variance"), **CORR,
+    "000-weight-space-variance": Spec(bias_variance_correlation("kl.variance", "weight.variance"), ">", **CORR,
                                       exact=False),
     "000-recency-shift": Spec(reported("recency_correlations", {"x": "shift", "y": "bias", "space": "kl"}, "spearman",
-                                       gate_table=GOOD_BIAS_VARIANCE), **REPORTED, gate=WORSE_REFERENCE),
+                                       gate_table=GOOD_BIAS_VARIANCE), ">", **REPORTED, gate=WORSE_REFERENCE),
     "000-recency-deviation": Spec(reported("recency_correlations", {"x": "deviation", "y": "variance", "space": "kl"},
-                                           "spearman"), **REPORTED),
-    "000-avg-worse": Spec(averaging, **LOSS),
-    "000-avg-high-variance": Spec(variance_vs_average, **CORR, exact=False),
-    "000-batch-matched": Spec(panel("batch_x_half_life", 2.0), **MATCHED),
-    "000-batch-unmatched": Spec(panel("batch_x", 2.0), **LOSS),
-    "000-beta2": Spec(panel("beta2_p", 0.5), **LOSS),
+                                           "spearman"), ">", **REPORTED),
+    "000-avg-worse": Spec(averaging, "<", **LOSS),
+    "000-avg-high-variance": Spec(variance_vs_average, "<", **CORR, exact=False),
+    "000-batch-matched": Spec(panel("batch_x_half_life", 2.0), "~", margin=0.02, **MATCHED),
+    "000-batch-unmatched": Spec(panel("batch_x", 2.0), "<", **LOSS),
+    "000-beta2": Spec(panel("beta2_p", 0.5), "<", **LOSS),
     **{cid: spec for model in ("lm", "cnn") for cid, spec in {
-        f"001-cooldown-gain-{model}": Spec(cooldown_gain(model), **RUN),
-        f"001-river-valley-{model}": Spec(interpolation(model, "stable"), **RUN),
-        f"001-monotone-cooldown-{model}": Spec(interpolation(model, "cooldown"), **RUN),
-        f"001-sharpness-rises-{model}": Spec(sharpness(model), **RUN, gate=UNCONVERGED),
-        f"001-pc1-{model}": Spec(trajectory(model, "pca"), **PCA, gate=FEW_ITERATES),
-        f"001-hv-{model}": Spec(trajectory(model, "hv"), **RUN),
-        f"001-tau-{model}": Spec(trajectory(model, "path", "tau"), **RUN),
-        f"001-cos-{model}": Spec(trajectory(model, "path", "cos_grad_update"), **RUN),
-        f"001-update-norm-{model}": Spec(update_norms(model), **RUN),
+        f"001-cooldown-gain-{model}": Spec(cooldown_gain(model), ">", **RUN),
+        f"001-river-valley-{model}": Spec(interpolation(model, "stable"), ">", **RUN),
+        f"001-monotone-cooldown-{model}": Spec(interpolation(model, "cooldown"), "<", **RUN),
+        f"001-sharpness-rises-{model}": Spec(sharpness(model), ">", **RUN, gate=UNCONVERGED),
+        f"001-pc1-{model}": Spec(trajectory(model, "pca"), ">", threshold=0.35, **PCA, gate=FEW_ITERATES),
+        f"001-hv-{model}": Spec(trajectory(model, "hv"), ">", **RUN),
+        f"001-tau-{model}": Spec(trajectory(model, "path", "tau"), ">", **RUN),
+        f"001-cos-{model}": Spec(trajectory(model, "path", "cos_grad_update"), ">", **RUN),
+        f"001-update-norm-{model}": Spec(update_norms(model), ">", **RUN),
     }.items()},
     # threshold 0.01: holds 0.11 (or -0.09) +- 0.025 clear of 0.01; weak 0.02 (or 0.0) +- 0.025 spans 0.01
-    "001-length-cnn-short": Spec(length(0.2), **LOSS),  # the largest swept fraction below 0.35
-    "001-length-cnn-35": Spec(length(0.35), **LOSS),  # the smallest swept fraction >= 0.35
-    "001-length-lm-20": Spec(lm_schedules, **LOSS),
-    "002-pretrain-decay-best": Spec(pretrain_delta, **LOSS),
-    "002-sft-wso-best": Spec(sft_sweep("pretrain"), **SFT),
-    "002-mid-sft-wso-best": Spec(sft_sweep("mid"), **SFT),
-    "002-trace": Spec(trace, **TRACE, gate=FEW_PROBES),
+    "001-length-cnn-short": Spec(length(0.2), ">", threshold=0.01, **LOSS),  # the largest swept fraction below 0.35
+    "001-length-cnn-35": Spec(length(0.35), "<", threshold=0.01, **LOSS),  # the smallest swept fraction >= 0.35
+    "001-length-lm-20": Spec(lm_schedules, "<", threshold=0.01, **LOSS),
+    "002-pretrain-decay-best": Spec(pretrain_delta, ">", **LOSS),
+    "002-sft-wso-best": Spec(sft_sweep("pretrain"), ">", **SFT),
+    "002-mid-sft-wso-best": Spec(sft_sweep("mid"), ">", **SFT),
+    "002-trace": Spec(trace, ">", **TRACE, gate=FEW_PROBES),
     "002-sharpness-sft-corr": Spec(reported("wso_correlation", {"dataset": "pt", "score": "sft_task"}, "r", "n",
-                                            gate_table={"wso_sharpness": wso_sharpness(100.0, 10.0)}),
+                                            gate_table={"wso_sharpness": wso_sharpness(100.0, 10.0)}), "<",
                                    **REPORTED, gate=FEW_PROBES),
 }
 
@@ -455,7 +457,7 @@ def tables_for(claim: Claim, kind: str) -> tuple[Tables, float]:
     spec = spec_of(claim.id)
     e, noise = {"holds": (spec.effect, spec.noise), "contradicted": (-spec.effect, spec.noise),
                 "interval": spec.weak, "gate": (spec.effect, spec.noise)}[kind]
-    t = target(claim, e)
+    t = target(spec, e)
     tables = spec.build(t, noise)
     if kind == "gate":
         assert spec.gate is not None, f"{claim.id} has gates but its Spec no gate trigger"
@@ -464,7 +466,7 @@ def tables_for(claim: Claim, kind: str) -> tuple[Tables, float]:
 
 
 def on_side(claim: Claim, value: float) -> bool:
-    """The value lies on the side the claim demands (within the margin for '~')."""
+    """The value lies on the side the catalogue's claim demands (within its margin for '~')."""
     thr = getattr(claim.check, "threshold", 0.0)
     side = side_of(claim)
     if side == "~":
@@ -482,8 +484,11 @@ def test_every_claim_has_a_builder():
     missing = [c.id for c in CLAIMS if c.id not in SPECS]
     assert not missing, f"claims without a table builder in SPECS: {', '.join(missing)}"
     assert not set(SPECS) - set(CLAIM), f"SPECS of no claim: {sorted(set(SPECS) - set(CLAIM))}"
-    for c in CLAIMS:  # a gate trigger exactly for the claims with gates
-        assert (SPECS[c.id].gate is not None) == bool(c.gates), c.id
+    for c in CLAIMS:
+        spec = SPECS[c.id]
+        assert (spec.gate is not None) == bool(c.gates), f"{c.id}: a gate trigger exactly for the claims with gates"
+        pinned = (spec.side, spec.threshold, spec.margin)
+        assert pinned == (side_of(c), getattr(c.check, "threshold", 0.0), getattr(c.check, "margin", 0.0)), c.id
 
 
 @pytest.mark.parametrize(("claim_id", "kind"), CASES, ids=[f"{c}-{v}" for c, v in CASES])
