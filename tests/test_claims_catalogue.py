@@ -1,6 +1,7 @@
 """Every claim of the catalogue, on hand-made tables, for each verdict: holds, contradicted, inconclusive by
-interval (an effect too small for its noise, or too few units) and, for a claim with gates, inconclusive by
-gate (the holding tables plus the gate's trigger).
+interval (an effect too small for its noise), inconclusive with no interval (too few units: one seed, one run,
+three points, no standard errors) and, for a claim with gates, inconclusive by gate (the holding tables plus
+the gate's trigger).
 
 One small table builder per extractor family, called with a target statistic and a noise; `SPECS` names the
 builder of every claim, so a claim added without one fails `test_every_claim_has_a_builder` (and its
@@ -23,7 +24,7 @@ import pytest
 
 from wsdlab.analysis.claims import CLAIMS
 from wsdlab.analysis.claims.evaluate import evaluate_claim
-from wsdlab.analysis.claims.model import Claim, Correlation, Ordering, Outcome
+from wsdlab.analysis.claims.model import Claim, Correlation, Difference, Ordering, Outcome, PerUnit
 from wsdlab.common.types import Row, Tables
 
 CLAIM = {c.id: c for c in CLAIMS}
@@ -227,7 +228,8 @@ def trajectory(model: str, kind: str, column: str = "") -> Builder:
             if kind == "pca":
                 out += [base | {"set": s, "pc1_share": v, "num_iterates": 10} for s in ("S", "D")]
             elif kind == "hv":
-                out += [base | {"direction": "v_s", "hv_norm": 1.0}, base | {"direction": "v_d", "hv_norm": math.exp(v)}]
+                out += [base | {"direction": "v_s", "hv_norm": 1.0},
+                        base | {"direction": "v_d", "hv_norm": math.exp(v)}]
             else:
                 out += [base | {"tau": 0.1, "cos_grad_update": 0.1, column: v + h} for h in (0.05, -0.05)]
         return {"universality_trajectory": out}
@@ -325,6 +327,37 @@ def setting(table: str, **columns: object) -> Callable[[Tables], Tables]:
     return trigger
 
 
+def keeping(**filters: Callable[[Row], bool]) -> Callable[[Tables], Tables]:
+    """A 'too few units' trigger: the tables with only the rows of each named table that pass its filter."""
+    def trigger(tables: Tables) -> Tables:
+        assert set(filters) <= set(tables), f"the holding tables lack {set(filters) - set(tables)}"
+        return {k: [r for r in rs if k not in filters or filters[k](r)] for k, rs in tables.items()}
+    return trigger
+
+
+def seed0(r: Row) -> bool:
+    return r.get("seed") == 0
+
+
+def run0(r: Row) -> bool:
+    return str(r.get("run")).endswith("-0")
+
+
+def three_shapes(r: Row) -> bool:
+    return r.get("shape") in SIX[:3]
+
+
+# Too few units: no interval at all. One seed a side without a sibling spread, one run, three points (Fisher's
+# z needs four), a reported n of 3, or standard errors not recorded.
+ONE_SEED_GRID = keeping(val_curves=seed0)
+NO_SE = setting("bias_variance", bias_se=None, variance_se=None)
+THREE_POINTS = keeping(bias_variance=three_shapes)
+
+
+def reported_n3(table: str) -> Callable[[Tables], Tables]:
+    return setting(table, **{"n" if table == "wso_correlation" else "n_shapes": 3})
+
+
 # references at 4.835: the loss-space values 4.81, 4.82, 4.83 are lower, so the references are not better
 WORSE_REFERENCE = setting("bias_variance", reference_val_loss=4.835)
 UNCONVERGED = setting("universality_sharpness", converged=False, residual=0.3)
@@ -340,8 +373,9 @@ class Spec:
     """How to build one claim's tables: `build(target, noise)`, where the target statistic is
     `target(spec, e)` for an effect e signed along the claim (e > 0: the paper's side). holds: e = effect,
     contradicted: e = -effect, both with `noise`; inconclusive by interval: (e, noise) = `weak`; by gate:
-    the holding tables passed through `gate`. `side`, `threshold` and `margin` pin the paper's direction
-    (checked against the catalogue's, so a flipped claim fails here); `exact`: the claim's value is the target."""
+    the holding tables passed through `gate`; with no interval at all (too few units): through `few`.
+    `side`, `threshold` and `margin` pin the paper's direction (checked against the catalogue's, so a flipped
+    claim fails here); `exact`: the claim's value is the target itself."""
 
     build: Builder
     side: str
@@ -350,6 +384,7 @@ class Spec:
     weak: tuple[float, float]
     gate: Callable[[Tables], Tables] | None = None
     exact: bool = True
+    few: Callable[[Tables], Tables] | None = None
     threshold: float = 0.0
     margin: float = 0.0
 
@@ -392,48 +427,62 @@ TRACE = dict(effect=100.0, noise=10.0, weak=(10.0, 10.0))
 SPECS: dict[str, Spec] = {
     # perplexity differences for t = -0.1: exp(4.8) - exp(4.89, 4.90, 4.91) = -11.4, -12.8, -14.1 (sd 1.35):
     # [-16.1, -9.4] < 0 for all four pairs; weak (t = -0.01, d = 0.05): -7.5 ... 4.8, mean -1.3 +- 15: spans 0
-    "000-best-shapes": Spec(best_shapes, "<", effect=0.1, noise=0.01, weak=(0.01, 0.05), exact=False),
-    "000-ll-bias": Spec(lowered_linear_step("bias"), ">", **LOSS, gate=WORSE_REFERENCE),
-    "000-ll-variance": Spec(lowered_linear_step("variance"), "<", **LOSS),
+    "000-best-shapes": Spec(best_shapes, "<", effect=0.1, noise=0.01, weak=(0.01, 0.05), exact=False,
+                            few=ONE_SEED_GRID),
+    "000-ll-bias": Spec(lowered_linear_step("bias"), ">", **LOSS, gate=WORSE_REFERENCE, few=NO_SE),
+    "000-ll-variance": Spec(lowered_linear_step("variance"), "<", **LOSS, few=NO_SE),
     "000-tradeoff": Spec(bias_variance_correlation("kl.bias", "kl.variance"), "<", **CORR, gate=WORSE_REFERENCE,
-                         exact=False),
+                         exact=False, few=THREE_POINTS),
     "000-avg-ppl-bias": Spec(reported("perplexity_vs_bias", {"space": "kl"}, "pearson",
-                                      gate_table=GOOD_BIAS_VARIANCE), ">", **REPORTED, gate=WORSE_REFERENCE),
+                                      gate_table=GOOD_BIAS_VARIANCE), ">", **REPORTED, gate=WORSE_REFERENCE,
+                             few=reported_n3("perplexity_vs_bias")),
     "000-weight-space-bias": Spec(bias_variance_correlation("kl.bias", "weight.bias"), ">", **CORR,
-                                  gate=WORSE_REFERENCE, exact=False),
+                                  gate=WORSE_REFERENCE, exact=False, few=THREE_POINTS),
     "000-weight-space-variance": Spec(bias_variance_correlation("kl.variance", "weight.variance"), ">", **CORR,
-                                      exact=False),
+                                      exact=False, few=THREE_POINTS),
     "000-recency-shift": Spec(reported("recency_correlations", {"x": "shift", "y": "bias", "space": "kl"}, "spearman",
-                                       gate_table=GOOD_BIAS_VARIANCE), ">", **REPORTED, gate=WORSE_REFERENCE),
+                                       gate_table=GOOD_BIAS_VARIANCE), ">", **REPORTED, gate=WORSE_REFERENCE,
+                              few=reported_n3("recency_correlations")),
     "000-recency-deviation": Spec(reported("recency_correlations", {"x": "deviation", "y": "variance", "space": "kl"},
-                                           "spearman"), ">", **REPORTED),
-    "000-avg-worse": Spec(averaging, "<", **LOSS),
-    "000-avg-high-variance": Spec(variance_vs_average, "<", **CORR, exact=False),
-    "000-batch-matched": Spec(panel("batch_x_half_life", 2.0), "~", margin=0.02, **MATCHED),
-    "000-batch-unmatched": Spec(panel("batch_x", 2.0), "<", **LOSS),
-    "000-beta2": Spec(panel("beta2_p", 0.5), "<", **LOSS),
+                                           "spearman"), ">", **REPORTED,
+                                  few=reported_n3("recency_correlations")),
+    "000-avg-worse": Spec(averaging, "<", **LOSS, few=ONE_SEED_GRID),
+    "000-avg-high-variance": Spec(variance_vs_average, "<", **CORR, exact=False,
+                                   few=keeping(averaging=three_shapes)),
+    "000-batch-matched": Spec(panel("batch_x_half_life", 2.0), "~", margin=0.02, **MATCHED,
+                              few=keeping(hyperparams=seed0, val_curves=seed0)),
+    "000-batch-unmatched": Spec(panel("batch_x", 2.0), "<", **LOSS,
+                                 few=keeping(hyperparams=seed0, val_curves=seed0)),
+    "000-beta2": Spec(panel("beta2_p", 0.5), "<", **LOSS, few=keeping(hyperparams=seed0, val_curves=seed0)),
     **{cid: spec for model in ("lm", "cnn") for cid, spec in {
-        f"001-cooldown-gain-{model}": Spec(cooldown_gain(model), ">", **RUN),
-        f"001-river-valley-{model}": Spec(interpolation(model, "stable"), ">", **RUN),
-        f"001-monotone-cooldown-{model}": Spec(interpolation(model, "cooldown"), "<", **RUN),
-        f"001-sharpness-rises-{model}": Spec(sharpness(model), ">", **RUN, gate=UNCONVERGED),
-        f"001-pc1-{model}": Spec(trajectory(model, "pca"), ">", threshold=0.35, **PCA, gate=FEW_ITERATES),
-        f"001-hv-{model}": Spec(trajectory(model, "hv"), ">", **RUN),
-        f"001-tau-{model}": Spec(trajectory(model, "path", "tau"), ">", **RUN),
-        f"001-cos-{model}": Spec(trajectory(model, "path", "cos_grad_update"), ">", **RUN),
-        f"001-update-norm-{model}": Spec(update_norms(model), ">", **RUN),
+        f"001-cooldown-gain-{model}": Spec(cooldown_gain(model), ">", **RUN, few=keeping(universality_curves=run0)),
+        f"001-river-valley-{model}": Spec(interpolation(model, "stable"), ">", **RUN,
+                                                   few=keeping(universality_interpolate=run0)),
+        f"001-monotone-cooldown-{model}": Spec(interpolation(model, "cooldown"), "<", **RUN,
+                                                        few=keeping(universality_interpolate=run0)),
+        f"001-sharpness-rises-{model}": Spec(sharpness(model), ">", **RUN, gate=UNCONVERGED,
+                                                    few=keeping(universality_sharpness=run0)),
+        f"001-pc1-{model}": Spec(trajectory(model, "pca"), ">", threshold=0.35, **PCA, gate=FEW_ITERATES,
+                                      few=keeping(universality_trajectory=lambda r: run0(r) and r["set"] == "S")),
+        f"001-hv-{model}": Spec(trajectory(model, "hv"), ">", **RUN, few=keeping(universality_trajectory=run0)),
+        f"001-tau-{model}": Spec(trajectory(model, "path", "tau"), ">", **RUN,
+                                         few=keeping(universality_trajectory=run0)),
+        f"001-cos-{model}": Spec(trajectory(model, "path", "cos_grad_update"), ">", **RUN,
+                                         few=keeping(universality_trajectory=run0)),
+        f"001-update-norm-{model}": Spec(update_norms(model), ">", **RUN, few=keeping(universality_norms=run0)),
     }.items()},
     # threshold 0.01: holds 0.11 (or -0.09) +- 0.025 clear of 0.01; weak 0.02 (or 0.0) +- 0.025 spans 0.01
-    "001-length-cnn-short": Spec(length(0.2), ">", threshold=0.01, **LOSS),  # the largest swept fraction below 0.35
-    "001-length-cnn-35": Spec(length(0.35), "<", threshold=0.01, **LOSS),  # the smallest swept fraction >= 0.35
-    "001-length-lm-20": Spec(lm_schedules, "<", threshold=0.01, **LOSS),
+    # the largest swept fraction below 0.35, the smallest >= 0.35
+    "001-length-cnn-short": Spec(length(0.2), ">", threshold=0.01, **LOSS, few=keeping(universality_length=seed0)),
+    "001-length-cnn-35": Spec(length(0.35), "<", threshold=0.01, **LOSS, few=keeping(universality_length=seed0)),
+    "001-length-lm-20": Spec(lm_schedules, "<", threshold=0.01, **LOSS, few=keeping(universality_curves=seed0)),
     "002-pretrain-decay-best": Spec(pretrain_delta, ">", **LOSS),
-    "002-sft-wso-best": Spec(sft_sweep("pretrain"), ">", **SFT),
-    "002-mid-sft-wso-best": Spec(sft_sweep("mid"), ">", **SFT),
-    "002-trace": Spec(trace, ">", **TRACE, gate=FEW_PROBES),
+    "002-sft-wso-best": Spec(sft_sweep("pretrain"), ">", **SFT, few=keeping(wso_sft_sweep=seed0)),
+    "002-mid-sft-wso-best": Spec(sft_sweep("mid"), ">", **SFT, few=keeping(wso_sft_sweep=seed0)),
+    "002-trace": Spec(trace, ">", **TRACE, gate=FEW_PROBES, few=setting("wso_sharpness", stderr=None)),
     "002-sharpness-sft-corr": Spec(reported("wso_correlation", {"dataset": "pt", "score": "sft_task"}, "r", "n",
                                             gate_table={"wso_sharpness": wso_sharpness(100.0, 10.0)}), "<",
-                                   **REPORTED, gate=FEW_PROBES),
+                                   **REPORTED, gate=FEW_PROBES, few=reported_n3("wso_correlation")),
 }
 
 # Verdicts a claim cannot give by construction, and the reason it gives instead.
@@ -442,8 +491,10 @@ SPECS: dict[str, Spec] = {
 IMPOSSIBLE = {("002-pretrain-decay-best", "holds"): "undecidable by design",
               ("002-pretrain-decay-best", "contradicted"): "undecidable by design"}
 
-VERDICTS = ("holds", "contradicted", "interval", "gate")
-CASES = [(c.id, v) for c in CLAIMS for v in VERDICTS if v != "gate" or c.gates]
+# "few": inconclusive with no interval at all (too few units), for every claim that can have one
+VERDICTS = ("holds", "contradicted", "interval", "gate", "few")
+CASES = [(c.id, v) for c in CLAIMS for v in VERDICTS
+         if (v != "gate" or c.gates) and (v != "few" or c.id != "002-pretrain-decay-best")]
 
 
 def spec_of(claim_id: str) -> Spec:
@@ -456,12 +507,15 @@ def tables_for(claim: Claim, kind: str) -> tuple[Tables, float]:
     """The tables of one verdict case and the target statistic they were built for."""
     spec = spec_of(claim.id)
     e, noise = {"holds": (spec.effect, spec.noise), "contradicted": (-spec.effect, spec.noise),
-                "interval": spec.weak, "gate": (spec.effect, spec.noise)}[kind]
+                "interval": spec.weak, "gate": (spec.effect, spec.noise), "few": (spec.effect, spec.noise)}[kind]
     t = target(spec, e)
     tables = spec.build(t, noise)
     if kind == "gate":
         assert spec.gate is not None, f"{claim.id} has gates but its Spec no gate trigger"
         tables = spec.gate(tables)
+    if kind == "few":
+        assert spec.few is not None, f"{claim.id}: its Spec has no 'few units' trigger"
+        tables = spec.few(tables)
     return tables, t
 
 
@@ -515,6 +569,15 @@ def test_claim_verdict(claim_id: str, kind: str):
         assert out.verdict == "inconclusive", f"{claim_id}: {out}"
         assert out.reason, claim_id
         assert not any(g(tables) for g in claim.gates), f"{claim_id}: inconclusive by a gate, not the interval"
+    elif kind == "few":  # the holding tables with too few units: no interval, whatever the value
+        assert out.verdict == "inconclusive" and out.low is None and out.high is None, f"{claim_id}: {out}"
+        assert out.reason and not any(g(tables) for g in claim.gates), f"{claim_id}: {out.reason}"
+        if isinstance(claim.check, (Difference, Ordering)):  # one run a side, no sibling seed spread
+            assert "undecidable by design" in out.reason, f"{claim_id}: {out.reason}"
+        elif isinstance(claim.check, PerUnit):  # one run: no t interval
+            assert "fewer than 2 independent units" in out.reason, f"{claim_id}: {out.reason}"
+        elif isinstance(claim.check, Correlation):
+            assert "3 points" in out.reason, f"{claim_id}: {out.reason}"
     else:
         held = evaluate_claim(claim, tables_for(claim, "holds")[0])
         assert out.verdict == "inconclusive", f"{claim_id}: {out}"
