@@ -52,7 +52,7 @@ def _outcome(iv: Interval | None, side: Side, threshold: float, statistic: str, 
         return Outcome(None, None, None, 0, statistic, v, reason)
     low = iv.low if math.isfinite(iv.low) else None
     high = iv.high if math.isfinite(iv.high) else None
-    if v == "inconclusive" and iv.n == 1 and low is None:
+    if v == "inconclusive" and how == "one run a side":  # a difference of single runs, no sibling spread
         reason = "one seed a side and no sibling seed spread: undecidable by design"
     stat = f"{statistic} ({how})" if how else statistic
     return Outcome(iv.value, low, high, iv.n, stat, v, reason)
