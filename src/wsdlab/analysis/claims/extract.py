@@ -383,6 +383,8 @@ def pca_iterates_gate(model: str, need: int = 5) -> Callable[[Tables], str | Non
     def gate(tables: Tables) -> str | None:
         rs = [r for r in tables.get("universality_trajectory", []) if str(r.get("model")) == model
               and r.get("kind") == "pca" and r.get("set") in ("S", "D")]
+        if rs and "num_iterates" not in rs[0]:
+            return "universality_trajectory.csv does not record the number of PCA iterates"
         few = [int(num(r.get("num_iterates")) or 0) for r in rs if (num(r.get("num_iterates")) or 0) < need]
         return f"PCA from fewer than {need} iterates ({min(few)})" if few else None
     return gate
@@ -563,7 +565,7 @@ def trace_gap(dataset: str = "pt") -> Callable[[Tables], Interval]:
     with a 95% interval from the two Hutchinson standard errors (normal: independent probes)."""
     def interval(tables: Tables) -> Interval:
         table = [r for r in rows(tables, "wso_sharpness", "scheduler", "alpha_pre", "step", "dataset", "trace", "stderr")
-                 if r["dataset"] == dataset and not r.get("alpha_mid")]
+                 if r["dataset"] == dataset and r.get("alpha_mid") in ("", None)]  # pre-training models only
         last: dict[tuple, Row] = {}
         for r in table:
             key = (r["scheduler"], num(r["alpha_pre"]))
