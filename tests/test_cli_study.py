@@ -18,7 +18,7 @@ TABLES = {
     "runs": ["key", "stage", "state"],
     "schedules": ["shape", "step", "lr_factor"],
     "val_curves": ["shape", "seed", "step", "val_loss"],
-    "bias_variance": ["shape", "space", "bias", "variance", "n_runs", "reference_val_loss"],
+    "bias_variance": ["shape", "space", "bias", "variance", "n_runs", "bias_se", "variance_se", "reference_val_loss"],
     "perplexity": ["shape", "ppl_mean", "ppl_avg_model", "n_runs"],
     "perplexity_vs_bias": ["space", "spearman"],
     "averaging": ["shape", "val_loss_average_model", "val_loss_longer_run"],

@@ -105,6 +105,11 @@ def train(spec: RunSpec, out: str | Path, *, sinks: Sequence[MetricsSink] = ()) 
             if not (out / COMPLETE).is_file():  # another writer may have finished it meanwhile
                 setup = _prepare(spec, out, ctx)
                 _run(setup, sinks)
+        if owns_group:
+            # every rank reaches the end before the group goes: a rank that tears gloo down while another
+            # still talks to it aborts ("terminate called without an active exception"); not after an
+            # error, where the other ranks may never arrive
+            dist_utils.barrier(ctx)
     finally:
         if owns_group:
             dist_utils.shutdown(ctx)
