@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
+from wsdlab.models.checkpointing import run_block
 from wsdlab.models.config import LlamaConfig
 from wsdlab.models.rope import apply_rope, rope_tables
 
@@ -98,6 +99,7 @@ class Llama(nn.Module):
         self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
+        self.activation_checkpointing = False  # recompute each block in backward (models/checkpointing.py)
         self.rot_dim = cfg.rot_dim
         # RoPE tables are derived from the config: not saved in state_dicts (non-persistent).
         self.register_buffer("rope_cos", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
@@ -132,7 +134,7 @@ class Llama(nn.Module):
         x = self.tok_embeddings(idx)  # (B, T, d)
         states = [x]
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = run_block(self, layer, x, cos, sin)
             states.append(x)
         return states
 
@@ -144,7 +146,7 @@ class Llama(nn.Module):
         cos, sin = self._tables(idx.shape[1])
         x = self.tok_embeddings(idx)  # (B, T, d)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = run_block(self, layer, x, cos, sin)
         return self.head(x)  # (B, T, V)
 
 

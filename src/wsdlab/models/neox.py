@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
+from wsdlab.models.checkpointing import run_block
 from wsdlab.models.config import NeoXConfig
 from wsdlab.models.rope import apply_rope, rope_tables
 
@@ -83,6 +84,7 @@ class NeoX(nn.Module):
         self.embed_out = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.embed_out.weight = self.embed_in.weight
+        self.activation_checkpointing = False  # recompute each block in backward (models/checkpointing.py)
         self.rot_dim = cfg.rot_dim
         self.register_buffer("rope_cos", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
         self.register_buffer("rope_sin", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
@@ -118,7 +120,7 @@ class NeoX(nn.Module):
         x = self.embed_in(idx)  # (B, T, d)
         states = [x]
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = run_block(self, layer, x, cos, sin)
             states.append(x)
         return states
 
@@ -130,7 +132,7 @@ class NeoX(nn.Module):
         cos, sin = self._tables(idx.shape[1])
         x = self.embed_in(idx)  # (B, T, d)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = run_block(self, layer, x, cos, sin)
         return self.head(x)  # (B, T, V)
 
 
