@@ -58,16 +58,24 @@ def run(
         console.print(f"study [bold]{escape(study.name)}[/] complete: {escape(str(study_dir))}", highlight=False)
 
 
+def _gib(nbytes: float) -> str:
+    """Bytes as GiB: one decimal from 1 GiB up, three significant digits below."""
+    gib = nbytes / 2**30
+    return f"{gib:.1f}" if gib >= 1 else f"{gib:.3g}"
+
+
 @app.command()
 def plan(
     spec: str | None = typer.Argument(None, metavar="NAME|FILE", parser=name_option, help=STUDY_ARG_HELP),
     quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
     out: Path | None = typer.Option(None, "--out", parser=path_option, help="Study folder (to show done/left); default ./wsdlab-out/<study name>."),
-    device: str = typer.Option("h100", "--device", parser=name_option, help="GPU for the GPU-hours estimate (h100, a100, h200, ...)."),
+    device: str = typer.Option("h100", "--device", parser=name_option, help="GPU for the GPU-hours and memory estimates (h100, a100, h200, ...)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation assumed for the GPU-hours estimate."),
+    gpus: int = typer.Option(8, "--gpus", min=1, help="GPUs one run trains on, for the memory per GPU (FSDP runs shard "
+                             "their state over them; a run without micro_batch_size splits its batch over them)."),
 ) -> None:
-    """Print the study's expanded runs and their compute, without running anything."""
-    from wsdlab.study.compute import gpu_hours
+    """Print the study's expanded runs, their compute and memory per GPU, without running anything."""
+    from wsdlab.study.compute import DEVICE_MEMORY, fits, gpu_hours, run_memory
     from wsdlab.study.runner import plan_costs
 
     with user_errors():
@@ -77,19 +85,33 @@ def plan(
         rows = plan_costs(study, study_dir, notes)
         total_flops = sum(r["flops"] for r in rows if not r["shared"])
         hours = gpu_hours(total_flops, device, mfu)
+        memory = [run_memory(r["spec"], device, gpus) for r in rows]
     table = Table(title=escape(f"study {study.name}: {len(rows)} runs"))
     for col, justify in (("stage", "left"), ("run", "left"), ("parent", "left"), ("differs from the template", "left"),
-                         ("tokens", "right"), ("FLOPs", "right"), ("state", "left")):
+                         ("tokens", "right"), ("FLOPs", "right"), ("GiB/GPU", "right"), ("state", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for r in rows:
+    for r, mem in zip(rows, memory):
         table.add_row(escape(r["stage"]), escape(r["key"]), escape(r["parent"] or "-"), escape(r["differs"]),
-                      f"{r['tokens']:,}", f"{r['flops']:.3g}", r["state"] + (" (same run as above)" if r["shared"] else ""))
+                      f"{r['tokens']:,}", f"{r['flops']:.3g}", _gib(mem.total),
+                      r["state"] + (" (same run as above)" if r["shared"] else ""))
     console.print(table)
     done = sum(r["state"] == "done" for r in rows)
     tokens = sum(r["tokens"] for r in rows if not r["shared"])
     console.print(f"{len(rows)} runs ({sum(not r['shared'] for r in rows)} distinct), {done} done, {len(rows) - done} left; "
                   f"total {tokens:,} tokens, {total_flops:.3g} training FLOPs = {hours:.3g} GPU-hours on one {device} "
                   f"at {mfu:.0%} MFU", highlight=False, markup=False)
+    peak = max(range(len(rows)), key=lambda i: memory[i].total, default=None)
+    if peak is not None:
+        m = memory[peak]
+        console.print(f"memory per GPU with {gpus} GPU{'s' if gpus > 1 else ''} per run (--gpus): at most "
+                      f"{_gib(m.total)} GiB (run {rows[peak]['key']}: weights {_gib(m.weights)}, gradients "
+                      f"{_gib(m.gradients)}, AdamW {_gib(m.optimizer)}, activations of a micro batch of {m.micro_batch} "
+                      f"{_gib(m.activations)} GiB)", highlight=False, markup=False)
+        over = [r["key"] for r, mem in zip(rows, memory) if not fits(mem, device)]
+        if over:
+            console.print(f"warning: {len(over)} runs need more than the {DEVICE_MEMORY[device] / 2**30:.0f} GiB of one "
+                          f"{device} (first: {over[0]}); use more --gpus with train.fsdp, train.activation_checkpointing "
+                          "or a smaller train.micro_batch_size", highlight=False, markup=False)
     for note in notes:
         console.print(f"note: {note}", highlight=False, markup=False)
 
