@@ -126,9 +126,24 @@ def test_plan_prints_memory_per_gpu_and_warns_when_it_does_not_fit(tmp_path, mon
     runner = CliRunner()
     ok = runner.invoke(app, ["study", "plan", "wso-1b", "--out", str(tmp_path / "s"), "--device", "h100"])
     assert ok.exit_code == 0, ok.output
-    assert "GiB/GPU" in ok.stdout and "memory per GPU with 8 GPUs per run (--gpus): at most" in ok.stdout
+    assert "memory per GPU with 8 GPUs per run (--gpus)" in ok.stdout
+    # one line per distinct estimate: all 135 runs of wso-1b share one (micro batch 8, 8-way FSDP)
+    mem = run_memory(RunSpec.model_validate(_wso_1b_pretrain()), "h100", 8)
+    assert (f"  {mem.total / 2**30:.1f} GiB = {mem.weights / 2**30:.1f} + {mem.gradients / 2**30:.1f} + "
+            f"{mem.optimizer / 2**30:.1f} + {mem.activations / 2**30:.1f} (micro batch 8): 7 runs of pretrain, "
+            "8 runs of mid, 56 runs of sft, 64 runs of sft_mid") in ok.stdout
     assert "warning" not in ok.stdout
     bad = runner.invoke(app, ["study", "plan", "wso-1b", "--out", str(tmp_path / "s"), "--device", "l40s", "--gpus", "1"])
     assert bad.exit_code == 0, bad.output
     assert "warning: 135 runs need more than the 48 GiB of one l40s (first: pretrain-wso-alpha1)" in bad.stdout
     assert not (tmp_path / "s").exists()
+
+
+def _wso_1b_pretrain() -> dict:
+    from wsdlab.study.plan import expand_plan
+    from wsdlab.study.resolve import planned_specs
+    from wsdlab.study.spec import find_study, load_study
+
+    study = load_study(find_study("wso-1b", False))
+    plan = expand_plan(study, None)
+    return planned_specs(plan)[plan.runs[0].key].model_dump()

@@ -64,6 +64,28 @@ def _gib(nbytes: float) -> str:
     return f"{gib:.1f}" if gib >= 1 else f"{gib:.3g}"
 
 
+def _print_memory(rows: list[dict], memory: list, device: str, gpus: int) -> None:
+    """One line per distinct memory estimate (largest first) with the stages whose runs have it; one warning
+    line when some do not fit `device`."""
+    from wsdlab.study.compute import DEVICE_MEMORY, fits
+
+    groups: dict = {}
+    for r, mem in zip(rows, memory):
+        groups.setdefault(mem, {}).setdefault(r["stage"], 0)
+        groups[mem][r["stage"]] += 1
+    console.print(f"memory per GPU with {gpus} GPU{'s' if gpus > 1 else ''} per run (--gpus), weights + gradients + "
+                  "AdamW + activations of a micro batch:", highlight=False, markup=False)
+    for mem, stages in sorted(groups.items(), key=lambda kv: -kv[0].total):
+        where = ", ".join(f"{n} run{'s' if n > 1 else ''} of {stage}" for stage, n in stages.items())
+        console.print(f"  {_gib(mem.total)} GiB = {_gib(mem.weights)} + {_gib(mem.gradients)} + {_gib(mem.optimizer)} + "
+                      f"{_gib(mem.activations)} (micro batch {mem.micro_batch}): {where}", highlight=False, markup=False)
+    over = [r["key"] for r, mem in zip(rows, memory) if not fits(mem, device)]
+    if over:
+        console.print(f"warning: {len(over)} runs need more than the {DEVICE_MEMORY[device] / 2**30:.0f} GiB of one "
+                      f"{device} (first: {over[0]}); use more --gpus with train.fsdp, train.activation_checkpointing "
+                      "or a smaller train.micro_batch_size", highlight=False, markup=False)
+
+
 @app.command()
 def plan(
     spec: str | None = typer.Argument(None, metavar="NAME|FILE", parser=name_option, help=STUDY_ARG_HELP),
@@ -75,7 +97,7 @@ def plan(
                              "their state over them; a run without micro_batch_size splits its batch over them)."),
 ) -> None:
     """Print the study's expanded runs, their compute and memory per GPU, without running anything."""
-    from wsdlab.study.compute import DEVICE_MEMORY, fits, gpu_hours, run_memory
+    from wsdlab.study.compute import gpu_hours, run_memory
     from wsdlab.study.runner import plan_costs
 
     with user_errors():
@@ -88,30 +110,18 @@ def plan(
         memory = [run_memory(r["spec"], device, gpus) for r in rows]
     table = Table(title=escape(f"study {study.name}: {len(rows)} runs"))
     for col, justify in (("stage", "left"), ("run", "left"), ("parent", "left"), ("differs from the template", "left"),
-                         ("tokens", "right"), ("FLOPs", "right"), ("GiB/GPU", "right"), ("state", "left")):
+                         ("tokens", "right"), ("FLOPs", "right"), ("state", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for r, mem in zip(rows, memory):
+    for r in rows:
         table.add_row(escape(r["stage"]), escape(r["key"]), escape(r["parent"] or "-"), escape(r["differs"]),
-                      f"{r['tokens']:,}", f"{r['flops']:.3g}", _gib(mem.total),
-                      r["state"] + (" (same run as above)" if r["shared"] else ""))
+                      f"{r['tokens']:,}", f"{r['flops']:.3g}", r["state"] + (" (same run as above)" if r["shared"] else ""))
     console.print(table)
     done = sum(r["state"] == "done" for r in rows)
     tokens = sum(r["tokens"] for r in rows if not r["shared"])
     console.print(f"{len(rows)} runs ({sum(not r['shared'] for r in rows)} distinct), {done} done, {len(rows) - done} left; "
                   f"total {tokens:,} tokens, {total_flops:.3g} training FLOPs = {hours:.3g} GPU-hours on one {device} "
                   f"at {mfu:.0%} MFU", highlight=False, markup=False)
-    peak = max(range(len(rows)), key=lambda i: memory[i].total, default=None)
-    if peak is not None:
-        m = memory[peak]
-        console.print(f"memory per GPU with {gpus} GPU{'s' if gpus > 1 else ''} per run (--gpus): at most "
-                      f"{_gib(m.total)} GiB (run {rows[peak]['key']}: weights {_gib(m.weights)}, gradients "
-                      f"{_gib(m.gradients)}, AdamW {_gib(m.optimizer)}, activations of a micro batch of {m.micro_batch} "
-                      f"{_gib(m.activations)} GiB)", highlight=False, markup=False)
-        over = [r["key"] for r, mem in zip(rows, memory) if not fits(mem, device)]
-        if over:
-            console.print(f"warning: {len(over)} runs need more than the {DEVICE_MEMORY[device] / 2**30:.0f} GiB of one "
-                          f"{device} (first: {over[0]}); use more --gpus with train.fsdp, train.activation_checkpointing "
-                          "or a smaller train.micro_batch_size", highlight=False, markup=False)
+    _print_memory(rows, memory, device, gpus)
     for note in notes:
         console.print(f"note: {note}", highlight=False, markup=False)
 
