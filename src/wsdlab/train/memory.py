@@ -43,8 +43,8 @@ one by one from llama.py / neox.py; s = bytes of the residual stream, a = bytes 
   a time in backward, so: L s d + one block.  Without: L x one block.
 - Head: the last block's output (s d), the final norm (as above), and the logits: 12 V bytes (the fp32
   log-softmax output autograd saves, and in backward its gradient and the logits' gradient, 4 V each).
-- CNN (per image): each stage saves its conv input, ReLU output and pooling indices; counted as 4 bytes x
-  (c_in S^2 + 2 c_out S^2 + 2 c_out S^2 / 4); the head is negligible.
+- CNN (per image, rough: not measured): each stage saves its conv input, ReLU output and pooling indices,
+  4 bytes x (c_in S^2 + 2 c_out S^2 + 2 c_out S^2 / 4) at its side S; the head is negligible.
 
 Approximated or left out: the total adds the four parts, as if gradients and optimizer state coexisted with a
 forward's activations (true under gradient accumulation, from the second micro batch on; an upper bound on
@@ -72,11 +72,14 @@ on CPU autocast, the FSDP buffers are not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from wsdlab.models.config import CNNConfig, LlamaConfig, LMConfig, NeoXConfig
 from wsdlab.train.config import RunSpec
 
-GiB = 2**30
+Mode = Literal["fp32", "autocast", "policy"]  # fp32; bf16 autocast; bf16 autocast under the FSDP bf16 policy
+# bytes per d_model channel a final norm saves (the last block's output is counted apart)
+_HEAD_NORM = {"llama": {"fp32": 8, "autocast": 6, "policy": 8}, "neox": {"fp32": 4, "autocast": 2, "policy": 6}}
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def _param_split(cfg: LMConfig) -> tuple[int, int, int]:
     return blk, n - cfg.n_layers * blk, mm
 
 
-def block_activation_bytes(cfg: LMConfig, mode: str) -> float:
+def block_activation_bytes(cfg: LMConfig, mode: Mode) -> float:
     """Bytes per token one block saves for backward; mode "fp32", "autocast" (bf16) or "policy" (bf16 FSDP)."""
     d, f, h, hd = cfg.d_model, cfg.ffn_dim, cfg.n_heads, cfg.attn_head_dim
     a = 4 if mode == "fp32" else 2
@@ -139,11 +142,10 @@ def block_activation_bytes(cfg: LMConfig, mode: str) -> float:
     return per_d * d + 7 * a * h * hd + 4 * h + 2 * a * f + 16
 
 
-def _head_bytes(cfg: LMConfig, mode: str) -> float:
+def _head_bytes(cfg: LMConfig, mode: Mode) -> float:
     """Per token: the last block's output, the final norm's saved tensors, the logits (12 V)."""
-    s = 4 if mode != "policy" else 2
-    norm = {"fp32": 8, "autocast": 6, "policy": 8}[mode] if isinstance(cfg, LlamaConfig) else {"fp32": 4, "autocast": 2, "policy": 6}[mode]
-    return s * cfg.d_model + norm * cfg.d_model + 12 * cfg.vocab_size
+    stream = 2 if mode == "policy" else 4
+    return (stream + _HEAD_NORM[cfg.arch][mode]) * cfg.d_model + 12 * cfg.vocab_size
 
 
 def _cnn_activation_bytes(cfg: CNNConfig) -> float:
@@ -169,7 +171,7 @@ def estimate_memory(spec: RunSpec, devices: int = 1, device_type: str = "cuda") 
     bf16 = computes_in_bf16(spec, device_type)
     fsdp = spec.train.fsdp and devices > 1
     policy = fsdp and bf16
-    mode = "policy" if policy else "autocast" if bf16 else "fp32"
+    mode: Mode = "policy" if policy else "autocast" if bf16 else "fp32"
     micro = micro_batch_per_device(spec, devices)
     if isinstance(cfg, LMConfig):
         blk, root, mm = _param_split(cfg)
