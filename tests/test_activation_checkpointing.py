@@ -96,7 +96,7 @@ def test_hessian_vector_products_are_unchanged(name: str) -> None:
     op = HessianOperator(model, batch_loss, [_batch()])
     flat_v = torch.cat([t.reshape(-1) for t in v])
     torch.testing.assert_close(op.matvec(flat_v), torch.cat([t.reshape(-1) for t in ref]), rtol=1e-10, atol=1e-12)
-    assert not model.training and model.activation_checkpointing
+    assert not model.training and all(block.activation_checkpointing for block in model.layers)
 
 
 def test_cnn_has_no_blocks_to_checkpoint() -> None:
@@ -123,3 +123,18 @@ def test_training_with_checkpointing_matches_training_without(tmp_path: Path) ->
     ckpt = train(RunSpec.model_validate(data), tmp_path / "ckpt")
     assert [r["loss"] for r in RunDir(ckpt.path).metrics()] == [r["loss"] for r in plain.metrics()]
     assert [r["grad_norm"] for r in RunDir(ckpt.path).metrics()] == [r["grad_norm"] for r in plain.metrics()]
+
+
+def test_run_identity_leaves_the_option_out_at_its_default(tmp_path: Path) -> None:
+    from wsdlab.common.hashing import spec_hash
+    from wsdlab.study.resolve import LATE_DEFAULTS, run_identity
+
+    spec = run_preset("tiny")
+    before = spec.model_dump(mode="json")
+    before["train"].pop("activation_checkpointing")  # the identity before the field existed
+    for (section, name), default in LATE_DEFAULTS.items():
+        if before.get(section) and before[section].get(name, default) == default:
+            before[section].pop(name, None)
+    assert run_identity(spec, tmp_path) == spec_hash(before)
+    on = spec.model_copy(update={"train": spec.train.model_copy(update={"activation_checkpointing": True})})
+    assert run_identity(on, tmp_path) != run_identity(spec, tmp_path)

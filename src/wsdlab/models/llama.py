@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
-from wsdlab.models.checkpointing import run_block
+from wsdlab.models.checkpointing import CheckpointableBlock
 from wsdlab.models.config import LlamaConfig
 from wsdlab.models.rope import apply_rope, rope_tables
 
@@ -72,7 +72,7 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))  # (B, T, F) -> (B, T, d)
 
 
-class Block(nn.Module):
+class Block(CheckpointableBlock):
     """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
 
     def __init__(self, cfg: LlamaConfig) -> None:
@@ -82,7 +82,7 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def body(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin)
         return x + self.feed_forward(self.ffn_norm(x))
 
@@ -99,7 +99,6 @@ class Llama(nn.Module):
         self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.activation_checkpointing = False  # recompute each block in backward (models/checkpointing.py)
         self.rot_dim = cfg.rot_dim
         # RoPE tables are derived from the config: not saved in state_dicts (non-persistent).
         self.register_buffer("rope_cos", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
@@ -134,7 +133,7 @@ class Llama(nn.Module):
         x = self.tok_embeddings(idx)  # (B, T, d)
         states = [x]
         for layer in self.layers:
-            x = run_block(self, layer, x, cos, sin)
+            x = layer(x, cos, sin)
             states.append(x)
         return states
 
@@ -146,7 +145,7 @@ class Llama(nn.Module):
         cos, sin = self._tables(idx.shape[1])
         x = self.tok_embeddings(idx)  # (B, T, d)
         for layer in self.layers:
-            x = run_block(self, layer, x, cos, sin)
+            x = layer(x, cos, sin)
         return self.head(x)  # (B, T, V)
 
 

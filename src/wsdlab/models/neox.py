@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
-from wsdlab.models.checkpointing import run_block
+from wsdlab.models.checkpointing import CheckpointableBlock
 from wsdlab.models.config import NeoXConfig
 from wsdlab.models.rope import apply_rope, rope_tables
 
@@ -53,7 +53,7 @@ class MLP(nn.Module):
         return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x)))  # (B, T, F) -> (B, T, d)
 
 
-class Block(nn.Module):
+class Block(CheckpointableBlock):
     """Parallel: x + attn(ln1(x)) + mlp(ln2(x)); sequential: x + attn(ln1(x)), then + mlp(ln2(.))."""
 
     def __init__(self, cfg: NeoXConfig) -> None:
@@ -64,7 +64,7 @@ class Block(nn.Module):
         self.attention = Attention(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def body(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         attn = self.attention(self.input_layernorm(x), cos, sin)
         if self.parallel:
             return x + attn + self.mlp(self.post_attention_layernorm(x))
@@ -84,7 +84,6 @@ class NeoX(nn.Module):
         self.embed_out = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.embed_out.weight = self.embed_in.weight
-        self.activation_checkpointing = False  # recompute each block in backward (models/checkpointing.py)
         self.rot_dim = cfg.rot_dim
         self.register_buffer("rope_cos", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
         self.register_buffer("rope_sin", torch.empty(cfg.seq_len, self.rot_dim), persistent=False)
@@ -120,7 +119,7 @@ class NeoX(nn.Module):
         x = self.embed_in(idx)  # (B, T, d)
         states = [x]
         for layer in self.layers:
-            x = run_block(self, layer, x, cos, sin)
+            x = layer(x, cos, sin)
             states.append(x)
         return states
 
@@ -132,7 +131,7 @@ class NeoX(nn.Module):
         cos, sin = self._tables(idx.shape[1])
         x = self.embed_in(idx)  # (B, T, d)
         for layer in self.layers:
-            x = run_block(self, layer, x, cos, sin)
+            x = layer(x, cos, sin)
         return self.head(x)  # (B, T, V)
 
 
