@@ -94,3 +94,48 @@ def test_data_wait_seconds_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv("WSDLAB_DATA_WAIT", bad)
         with pytest.raises(ConfigError, match="WSDLAB_DATA_WAIT"):
             dist_utils.data_wait_seconds()
+
+
+def test_fsdp_bf16_runs_get_the_mixed_precision_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed.fsdp as fsdp
+
+    from wsdlab.models import build_model, model_config
+    from wsdlab.train.distributed import DistContext, fsdp_mixed_precision, wrap_model
+
+    policy = fsdp_mixed_precision(True)
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert fsdp_mixed_precision(False) is None
+    calls: list[tuple[str, dict]] = []
+    monkeypatch.setattr(fsdp, "fully_shard", lambda module, **kw: calls.append((type(module).__name__, kw)))
+    model = build_model(model_config("micro", n_layers=2))
+    ctx = DistContext(rank=0, world_size=2)
+    wrap_model(model, ctx, fsdp=True, bf16=True)
+    assert [name for name, _ in calls] == ["Block", "Block", "Llama"]  # each block, then the root
+    assert all(kw == {"mp_policy": policy} for _, kw in calls)
+    calls.clear()
+    wrap_model(model, ctx, fsdp=True, bf16=False)
+    assert calls == [("Block", {}), ("Block", {}), ("Llama", {})]  # fp32: FSDP's default (no casts)
+
+
+def test_two_gloo_fsdp_processes_in_bf16_match_one(tmp_path: Path) -> None:
+    """FSDP2 with the bf16 policy (fp32 shards, bf16 compute, fp32 reduce-scatter) on two CPU ranks trains
+    as one bf16 process does (bf16 rounding apart) and keeps fp32 weights."""
+    data = run_preset("micro").model_dump()
+    data["train"].update(steps=4, checkpoint_every=None, eval_every=4, snapshot_every=None, micro_batch_size=2,
+                         progress=False, device="cpu", fsdp=True, precision="bf16", activation_checkpointing=True)
+    spec = RunSpec.model_validate(data)
+    spec_path = tmp_path / "spec.yaml"
+    write_spec(spec, spec_path)
+    single = train(spec, tmp_path / "single")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "wsdlab",
+           "train", "--config", str(spec_path), "--out", str(tmp_path / "fsdp")]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    losses_single = [r["loss"] for r in single.metrics()]
+    losses_fsdp = [r["loss"] for r in RunDir(tmp_path / "fsdp").metrics()]
+    assert len(losses_fsdp) == 4 and losses_fsdp == pytest.approx(losses_single, rel=1e-3)
+    val = [RunDir(tmp_path / "fsdp").eval_rows()[-1]["val_loss"], single.eval_rows()[-1]["val_loss"]]
+    assert val[0] == pytest.approx(val[1], rel=1e-3)
+    # (weights are not compared element-wise: AdamW moves a weight whose gradient is ~0 by +-lr on bf16 rounding)
+    weights = load_file(tmp_path / "fsdp" / "checkpoints" / "4" / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}  # the shards stayed fp32

@@ -58,16 +58,46 @@ def run(
         console.print(f"study [bold]{escape(study.name)}[/] complete: {escape(str(study_dir))}", highlight=False)
 
 
+def _gib(nbytes: float) -> str:
+    """Bytes as GiB: one decimal from 1 GiB up, three significant digits below."""
+    gib = nbytes / 2**30
+    return f"{gib:.1f}" if gib >= 1 else f"{gib:.3g}"
+
+
+def _print_memory(rows: list[dict], memory: list, device: str, gpus: int) -> None:
+    """One line per distinct memory estimate (largest first) with the stages whose runs have it; one warning
+    line when some do not fit `device`."""
+    from wsdlab.study.compute import DEVICE_MEMORY, fits
+
+    groups: dict = {}
+    for r, mem in zip(rows, memory):
+        groups.setdefault(mem, {}).setdefault(r["stage"], 0)
+        groups[mem][r["stage"]] += 1
+    console.print(f"memory per GPU with {gpus} GPU{'s' if gpus > 1 else ''} per run (--gpus), weights + gradients + "
+                  "AdamW + activations of a micro batch:", highlight=False, markup=False)
+    for mem, stages in sorted(groups.items(), key=lambda kv: -kv[0].total):
+        where = ", ".join(f"{n} run{'s' if n > 1 else ''} of {stage}" for stage, n in stages.items())
+        console.print(f"  {_gib(mem.total)} GiB = {_gib(mem.weights)} + {_gib(mem.gradients)} + {_gib(mem.optimizer)} + "
+                      f"{_gib(mem.activations)} (micro batch {mem.micro_batch}): {where}", highlight=False, markup=False)
+    over = [r["key"] for r, mem in zip(rows, memory) if not fits(mem, device)]
+    if over:
+        console.print(f"warning: {len(over)} runs need more than the {DEVICE_MEMORY[device] / 2**30:.0f} GiB of one "
+                      f"{device} (first: {over[0]}); use more --gpus with train.fsdp, train.activation_checkpointing "
+                      "or a smaller train.micro_batch_size", highlight=False, markup=False)
+
+
 @app.command()
 def plan(
     spec: str | None = typer.Argument(None, metavar="NAME|FILE", parser=name_option, help=STUDY_ARG_HELP),
     quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
     out: Path | None = typer.Option(None, "--out", parser=path_option, help="Study folder (to show done/left); default ./wsdlab-out/<study name>."),
-    device: str = typer.Option("h100", "--device", parser=name_option, help="GPU for the GPU-hours estimate (h100, a100, h200, ...)."),
+    device: str = typer.Option("h100", "--device", parser=name_option, help="GPU for the GPU-hours and memory estimates (h100, a100, h200, ...)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation assumed for the GPU-hours estimate."),
+    gpus: int = typer.Option(8, "--gpus", min=1, help="GPUs one run trains on, for the memory per GPU (FSDP runs shard "
+                             "their state over them; a run without micro_batch_size splits its batch over them)."),
 ) -> None:
-    """Print the study's expanded runs and their compute, without running anything."""
-    from wsdlab.study.compute import gpu_hours
+    """Print the study's expanded runs, their compute and memory per GPU, without running anything."""
+    from wsdlab.study.compute import gpu_hours, run_memory
     from wsdlab.study.runner import plan_costs
 
     with user_errors():
@@ -77,6 +107,7 @@ def plan(
         rows = plan_costs(study, study_dir, notes)
         total_flops = sum(r["flops"] for r in rows if not r["shared"])
         hours = gpu_hours(total_flops, device, mfu)
+        memory = [run_memory(r["spec"], device, gpus) for r in rows]
     table = Table(title=escape(f"study {study.name}: {len(rows)} runs"))
     for col, justify in (("stage", "left"), ("run", "left"), ("parent", "left"), ("differs from the template", "left"),
                          ("tokens", "right"), ("FLOPs", "right"), ("state", "left")):
@@ -90,6 +121,7 @@ def plan(
     console.print(f"{len(rows)} runs ({sum(not r['shared'] for r in rows)} distinct), {done} done, {len(rows) - done} left; "
                   f"total {tokens:,} tokens, {total_flops:.3g} training FLOPs = {hours:.3g} GPU-hours on one {device} "
                   f"at {mfu:.0%} MFU", highlight=False, markup=False)
+    _print_memory(rows, memory, device, gpus)
     for note in notes:
         console.print(f"note: {note}", highlight=False, markup=False)
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
+from wsdlab.models.checkpointing import CheckpointableBlock
 from wsdlab.models.config import LlamaConfig
 from wsdlab.models.rope import apply_rope, rope_tables
 
@@ -71,7 +72,7 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))  # (B, T, F) -> (B, T, d)
 
 
-class Block(nn.Module):
+class Block(CheckpointableBlock):
     """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
 
     def __init__(self, cfg: LlamaConfig) -> None:
@@ -81,7 +82,7 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def body(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin)
         return x + self.feed_forward(self.ffn_norm(x))
 

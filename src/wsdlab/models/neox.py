@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsdlab.models.attention import causal_attention
+from wsdlab.models.checkpointing import CheckpointableBlock
 from wsdlab.models.config import NeoXConfig
 from wsdlab.models.rope import apply_rope, rope_tables
 
@@ -52,7 +53,7 @@ class MLP(nn.Module):
         return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x)))  # (B, T, F) -> (B, T, d)
 
 
-class Block(nn.Module):
+class Block(CheckpointableBlock):
     """Parallel: x + attn(ln1(x)) + mlp(ln2(x)); sequential: x + attn(ln1(x)), then + mlp(ln2(.))."""
 
     def __init__(self, cfg: NeoXConfig) -> None:
@@ -63,7 +64,7 @@ class Block(nn.Module):
         self.attention = Attention(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def body(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         attn = self.attention(self.input_layernorm(x), cos, sin)
         if self.parallel:
             return x + attn + self.mlp(self.post_attention_layernorm(x))

@@ -1,8 +1,11 @@
-"""What a run or a study costs before it runs: tokens, training FLOPs and GPU-hours at a stated MFU.
+"""What a run or a study costs before it runs: tokens, training FLOPs, GPU-hours at a stated MFU, and
+memory per device.
 
 FLOPs are `wsdlab.models.flops_per_token` (6N + attention, PaLM App. B accounting) times the tokens
 the run trains on (its own steps: a branch from step k to T trains T - k steps). GPU-hours are
-FLOPs / (peak x MFU) / 3600, with the dense bf16 peak of a named device (no sparsity).
+FLOPs / (peak x MFU) / 3600, with the dense bf16 peak of a named device (no sparsity). Memory per
+device is `wsdlab.train.memory.estimate_memory` (weights, gradients, AdamW state, activations of one
+micro batch), compared with the device's memory in DEVICE_MEMORY.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 
 from wsdlab.common.errors import ConfigError
 from wsdlab.train.config import RunSpec
+from wsdlab.train.memory import MemoryEstimate, estimate_memory
 
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets (SXM parts where there are two).
 DEVICE_PEAK_FLOPS: dict[str, float] = {
@@ -22,6 +26,19 @@ DEVICE_PEAK_FLOPS: dict[str, float] = {
     "v100": 125e12,  # fp16 tensor cores (no bf16)
     "mi300x": 1307e12,
     "mi250x": 383e12,
+}
+
+# Memory per device (bytes) from the same data sheets: their "80 GB" of HBM is 80 GiB; a little of it goes to
+# the CUDA context (the H200's 141 reads as ~139 GiB usable). The largest part where there are two (A100 80GB).
+DEVICE_MEMORY: dict[str, int] = {
+    "h200": 141 * 2**30,
+    "h100": 80 * 2**30,
+    "a100": 80 * 2**30,
+    "l40s": 48 * 2**30,
+    "a10g": 24 * 2**30,
+    "v100": 32 * 2**30,
+    "mi300x": 192 * 2**30,
+    "mi250x": 128 * 2**30,
 }
 
 
@@ -45,8 +62,26 @@ def run_cost(spec: RunSpec, start_step: int = 0) -> RunCost:
 
 def gpu_hours(flops: float, device: str, mfu: float) -> float:
     """Hours of one `device` running at `mfu` of its dense bf16 peak to do `flops`."""
-    if device not in DEVICE_PEAK_FLOPS:
-        raise ConfigError(f"--device: unknown device '{device}'; known: {', '.join(DEVICE_PEAK_FLOPS)}")
+    _check_device(device)
     if not 0.0 < mfu <= 1.0:
         raise ConfigError(f"--mfu: must be in (0, 1], got {mfu}")
     return flops / (DEVICE_PEAK_FLOPS[device] * mfu) / 3600.0
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICE_PEAK_FLOPS:
+        raise ConfigError(f"--device: unknown device '{device}'; known: {', '.join(DEVICE_PEAK_FLOPS)}")
+
+
+def run_memory(spec: RunSpec, device: str, devices: int) -> MemoryEstimate:
+    """Memory per `device` of one training step of `spec` run on `devices` of them (FSDP shards over them)."""
+    _check_device(device)
+    if devices < 1:
+        raise ConfigError(f"--gpus: must be >= 1, got {devices}")
+    return estimate_memory(spec, devices, "cuda")
+
+
+def fits(estimate: MemoryEstimate, device: str) -> bool:
+    """True when the estimate's total is within the device's memory."""
+    _check_device(device)
+    return estimate.total <= DEVICE_MEMORY[device]

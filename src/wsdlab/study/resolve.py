@@ -53,6 +53,7 @@ class ResolvedRun:
 # that the run folders of existing studies keep their names: (section, field) -> default.
 LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("schedule", "stable_ratio"): None, ("schedule", "start_step"): 0, ("data", "sft"): None, ("branch", "schedule"): {},
+    ("train", "activation_checkpointing"): False,
 }
 
 

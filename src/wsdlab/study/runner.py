@@ -369,8 +369,8 @@ def _differences(points: list[dict[str, Any]]) -> list[str]:
 
 def plan_costs(study: StudySpec, study_dir: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per planned run (`wsdlab study plan`): stage, key, parent, what differs from its stage's
-    template, tokens and training FLOPs of its own steps, done/left in `study_dir`, and whether it is
-    the same run as an earlier one (it then costs nothing). Nothing is trained, prepared or written
+    template, tokens and training FLOPs of its own steps, done/left in `study_dir`, whether it is
+    the same run as an earlier one (it then costs nothing), and its RunSpec (`spec`). Nothing is trained, prepared or written
     (`plan_num_train`); what the caller should know about the plan is appended to `notes`."""
     from wsdlab.study.compute import run_cost
     from wsdlab.study.plan import study_stages
@@ -399,6 +399,6 @@ def plan_costs(study: StudySpec, study_dir: Path, notes: list[str] | None = None
         done = resolved is not None and run_is_complete(run, resolved.path)
         rows.append({"stage": run.stage, "key": run.key, "parent": run.parent, "differs": differs[run.key] or "-",
                      "tokens": cost.tokens, "flops": cost.flops, "state": "done" if done else "left",
-                     "shared": identity in seen})
+                     "shared": identity in seen, "spec": spec})
         seen.add(identity)
     return rows

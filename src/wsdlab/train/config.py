@@ -57,6 +57,8 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU.")
     compile: bool = False
     fsdp: bool = Field(False, description="Shard with FSDP under torchrun (1B/8B presets); DDP otherwise.")
+    activation_checkpointing: bool = Field(False, description="Recompute each transformer block in backward "
+                                           "(1B/8B presets): activations of one block input per layer, ~1/3 more compute.")
     deterministic: bool = True
     progress: bool = True
 
@@ -149,6 +151,8 @@ class RunSpec(StrictModel):
         elif s.warmup_steps > total:
             raise ValueError(f"schedule: warmup_steps ({s.warmup_steps}) exceed train.steps ({total})")
         is_lm = isinstance(self.model, LMConfig)
+        if self.train.activation_checkpointing and not is_lm:
+            raise ValueError(f"train.activation_checkpointing needs a transformer (model.arch '{self.model.arch}' has no blocks)")
         if not self.data.is_vision and not is_lm:
             raise ValueError(f"model.arch '{self.model.arch}' needs a vision data source (fashion_mnist or cifar10)")
         if self.data.is_vision and is_lm:

@@ -123,18 +123,34 @@ def main_first(ctx: DistContext, ready: Callable[[], bool] | None = None,
         barrier(ctx)
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool) -> nn.Module:
-    """DDP, or FSDP2 (`fully_shard` on each block of the model's ModuleLists, then the root)."""
+def fsdp_mixed_precision(bf16: bool):  # -> MixedPrecisionPolicy | None
+    """The FSDP2 policy of a bf16 run: shards stay fp32 (the optimizer's master weights), each block's
+    parameters are all-gathered and computed in bf16, gradients reduce-scattered in fp32; None in fp32.
+
+    Without it a rank holds, besides its fp32 shard, autocast's bf16 copy of every weight of the forward.
+    """
+    if not bf16:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool, *, bf16: bool = False) -> nn.Module:
+    """DDP, or FSDP2 (`fully_shard` on each block of the model's ModuleLists, then the root) with
+    `fsdp_mixed_precision(bf16)` (bf16: the run computes in bf16)."""
     if not ctx.distributed:
         return model
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
+        policy = fsdp_mixed_precision(bf16)
+        kwargs = {} if policy is None else {"mp_policy": policy}
         for module in model.modules():
             if isinstance(module, nn.ModuleList):
                 for block in module:
-                    fully_shard(block)
-        fully_shard(model)
+                    fully_shard(block, **kwargs)
+        fully_shard(model, **kwargs)
         return model
     from torch.nn.parallel import DistributedDataParallel
 

@@ -30,6 +30,7 @@ from torch import nn
 from wsdlab import data as wsd_data
 from wsdlab.common.errors import CheckpointError, ConfigError, NonFiniteError
 from wsdlab.models import LMConfig, build_model, flops_per_token
+from wsdlab.models.checkpointing import set_activation_checkpointing
 from wsdlab.schedules import build_schedule
 from wsdlab.train import distributed as dist_utils
 from wsdlab.train import measures
@@ -138,7 +139,8 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
     if source is not None:
         load_model_weights(model, source.model_tensors(), source.path)
     model = model.to(ctx.device)
-    wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp)
+    set_activation_checkpointing(model, spec.train.activation_checkpointing)
+    wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp, bf16=_computes_in_bf16(spec, ctx.device))
     optimizer = build_optimizer(model, spec.optim, ctx.device)
     if resume is not None:
         load_optimizer_tensors(optimizer, resume.optimizer_tensors())
@@ -224,10 +226,14 @@ def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: Ru
 # --------------------------------------------------------------------------------------------- run
 
 
+def _computes_in_bf16(spec: RunSpec, device: torch.device) -> bool:
+    """precision bf16, or auto on a GPU."""
+    return spec.train.precision == "bf16" or (spec.train.precision == "auto" and device.type == "cuda")
+
+
 def _autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on GPU (precision auto/bf16), fp32 on CPU unless bf16 is asked for."""
-    p = spec.train.precision
-    if p == "bf16" or (p == "auto" and device.type == "cuda"):
+    if _computes_in_bf16(spec, device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
