@@ -69,7 +69,8 @@ def test_quick_study_writes_tables_and_report(quick_study: Path) -> None:
         path = tables / f"{name}.csv"
         assert path.is_file(), f"missing {name}.csv"
         assert set(columns) <= set(header(path)), (name, header(path))
-    assert header(tables / "bias_variance.csv") == ["shape", "space", "bias", "variance", "n_runs", "reference_val_loss"]
+    assert header(tables / "bias_variance.csv") == ["shape", "space", "bias", "variance", "n_runs", "bias_se",
+                                                           "variance_se", "reference_val_loss"]
     bv = rows(tables / "bias_variance.csv")
     assert {r["shape"] for r in bv} == {"linear", "sqrt", "lowered_linear-0.7"}
     assert {r["space"] for r in bv} >= {"kl", "weight", "loss"}
