@@ -96,6 +96,28 @@ def test_partial_run_is_resumed_and_failures_are_isolated(tmp_path: Path) -> Non
     assert second.calls == [failed_dir]  # resumed into the same folder, nothing else redone
 
 
+def test_a_failed_run_prints_one_line_and_its_log(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from wsdlab.study.progress import StudyProgress
+
+    out = StringIO()
+    progress = StudyProgress("s", 0, Console(file=out, width=300), live=False)
+    with pytest.raises(StudyError, match="cd-linear-s1"):
+        run_study(study(), tmp_path, executor=SequentialExecutor(FakeTrain(fail={"cd-linear-s1"})), analyses=False,
+                  progress=progress)
+    failed = [line for line in out.getvalue().splitlines() if line.startswith("failed")]
+    assert len(failed) == 1 and "Traceback" not in out.getvalue() and 'File "' not in out.getvalue()
+    run_dir = next((tmp_path / "runs").glob("cd-linear-s1-*"))
+    log = tmp_path / "logs" / f"{run_dir.name}.log"
+    assert failed[0].startswith("failed cd-linear-s1") and failed[0].endswith(f"RuntimeError: boom in {run_dir.name} "
+                                                                             f"(log: {log})")
+    text = log.read_text()  # the whole traceback, down to the raising frame
+    assert text.startswith("Traceback (most recent call last)") and "raise RuntimeError" in text
+
+
 def test_failed_base_blocks_its_branches(tmp_path: Path) -> None:
     fake = FakeTrain(fail={"base"})
     with pytest.raises(StudyError) as info:

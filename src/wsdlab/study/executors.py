@@ -49,6 +49,7 @@ class Job:
 class JobResult:
     job: Job
     error: str | None = None  # None: the job returned normally
+    log: Path | None = None  # where the failed job's full traceback is
 
 
 class Executor(ABC):
@@ -93,7 +94,22 @@ class SequentialExecutor(Executor):
             run_job(job.spec.model_dump(mode="json"), job.path, job.key, self.sinks, self.run_fn, job.kind)
             return [JobResult(job)]
         except Exception as err:  # noqa: BLE001 - a failed run must not stop its independent siblings
-            return [JobResult(job, short_traceback(err))]
+            return [JobResult(job, short_traceback(err), write_failure_log(job.path, err))]
+
+
+def write_failure_log(run_path: Path, err: BaseException) -> Path | None:
+    """Append a failed in-process job's full traceback to STUDY/logs/<run folder>.log (the processes
+    executor's log of the same run); None when it cannot be written."""
+    import traceback
+
+    log = Path(run_path).parent.parent / "logs" / f"{Path(run_path).name}.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    except OSError:
+        return None
+    return log
 
 
 # --------------------------------------------------------------------------------------- processes
@@ -250,7 +266,7 @@ class ProcessExecutor(Executor):
                          f"(log: {self.log_path(job)})\nlast lines of the log:\n{tail}")
             if error is not None and "(log: " not in error:
                 error = f"{error}\n(log: {self.log_path(job)})"
-            results.append(JobResult(job, error))
+            results.append(JobResult(job, error, self.log_path(job) if error else None))
         return results
 
     def close(self) -> None:

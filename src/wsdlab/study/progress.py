@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -87,13 +88,17 @@ class StudyProgress:
             self._running[key] = _Running(key, path, start_step, end_step)
         self._line(f"[cyan]start[/] {key} (steps {start_step}..{end_step})")
 
-    def finished(self, key: str, error: str | None) -> None:
+    def finished(self, key: str, error: str | None, log: Path | None = None) -> None:
+        """A run ended; a failure is one line (the error's first), and where its full traceback is."""
         with self._lock:
             run = self._running.pop(key, None)
             self.counts["failed" if error else "done"] += 1
         took = f" in {time.monotonic() - run.since:.1f} s" if run else ""
         if error:
-            self.console.print(f"[bold red]failed[/] {key}{took}:\n{error}", highlight=False)
+            first = error.strip().splitlines()[0] if error.strip() else "failed"
+            where = f" (log: {log})" if log is not None else ""
+            self.console.print(f"[bold red]failed[/] {escape(key)}{took}: {escape(first)}{escape(where)}",
+                               highlight=False)
         else:
             self._line(f"[green]done[/] {key}{took}")
 

@@ -200,7 +200,7 @@ def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: Stu
                 states[key] = "failed" if error else "complete"
                 if error:
                     details[key] = error
-                progress.finished(key, error)
+                progress.finished(key, error, result.log)
                 # runs sharing this folder complete (or fail) with it
                 for other in plan:
                     r = resolver.get(other.key)

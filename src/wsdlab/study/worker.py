@@ -138,7 +138,7 @@ def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | Non
             raise
         except BaseException as err:  # noqa: BLE001 - report every failure of a job, keep serving
             error = short_traceback(err)
-            print(error, file=sys.stderr)
+            traceback.print_exc()  # the whole traceback goes to the job's log; the study prints one line
         if wide:
             pin_threads(threads or 1, cpus)
         sys.stdout.flush()
