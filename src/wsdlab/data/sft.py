@@ -184,10 +184,10 @@ class SFTBundle:
         self.config = cfg
         corpus = cfg.model_copy(update={"sft": None})
         if cfg.tokenizer == "pretrained" and cfg.tokenizer_path:  # e.g. the Llama 3 tokenizer: no corpus to prepare
-            from wsdlab.data.tokenizer import separator_id
+            from wsdlab.data.tokenizer import load_pretrained, separator_id
 
             self.directory = None
-            self.tokenizer = Tokenizer.from_file(str(Path(cfg.tokenizer_path).expanduser()))
+            self.tokenizer = load_pretrained(cfg.tokenizer_path)
             self.vocab_size = self.tokenizer.get_vocab_size()
             self.separator_id = separator_id(self.tokenizer, "data.tokenizer_path")
         else:  # the corpus's own trained tokenizer
