@@ -256,14 +256,22 @@ class Checkpoint:
         return int(self.state["step"])
 
     def _load(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of one file; CheckpointError naming the file (and tensor) when it is damaged or a
+        weight/optimizer tensor holds NaN/inf (save_checkpoint never writes one: the file was altered)."""
         try:
-            return load_file(self.path / name)
+            tensors = load_file(self.path / name)
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint {self.path / name}: missing") from None
         except Exception as err:  # safetensors raises its own error type on a damaged file
             if type(err).__name__ != "SafetensorError":
                 raise
             raise CheckpointError(f"checkpoint {self.path / name}: unreadable safetensors ({err})") from None
+        if name in (MODEL_FILE, OPTIM_FILE):
+            try:
+                check_finite(tensors, f"checkpoint {self.path / name}")
+            except NonFiniteError as err:
+                raise CheckpointError(str(err).replace("; not writing it", "; refusing to load it")) from None
+        return tensors
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         return self._load(MODEL_FILE)
