@@ -195,3 +195,32 @@ def test_optimizer_tensor_of_the_wrong_shape_is_a_checkpoint_error_naming_both_s
     with pytest.raises(CheckpointError, match=rf"{where}: optimizer tensor '{name}' has shape \[3, 5\], "
                                               rf"the model's parameter needs \[{want[0]}, {want[1]}\]"):
         load_optimizer_tensors(fresh, ckpt.optimizer_tensors(), where)
+
+
+# safetensors' message on ENOSPC: `format!("Error while serializing: {e:?}")` of its IoError (bindings/python/src/lib.rs)
+ENOSPC_MESSAGE = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors import SafetensorError
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise SafetensorError(ENOSPC_MESSAGE)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", full)
+
+
+def test_full_disk_is_an_enospc_os_error_and_keeps_the_previous_checkpoint(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    spec = _spec()
+    model, opt = _trained(spec)
+    path = _save(tmp_path / "2", spec, model, opt)
+    before = (path / "model.safetensors").read_bytes()
+    _disk_full(monkeypatch)
+    with pytest.raises(OSError, match="no space left on device") as info:
+        _save(tmp_path / "2", spec, model, opt)  # replacing the same step: the old one must survive
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "2")
+    assert (path / "model.safetensors").read_bytes() == before and open_checkpoint(path).step == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["2"]  # no temporary directory left behind

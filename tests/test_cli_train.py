@@ -131,3 +131,27 @@ def test_resume_from_an_optimizer_tensor_of_the_wrong_shape_is_one_error_line(st
     out = result.output.replace("\n", "")
     assert result.exit_code == 2, result.output
     assert f"error: checkpoint {optim}: optimizer tensor '{name}' has shape [3, 5]" in out
+
+
+def test_full_disk_during_a_checkpoint_write_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # was `internal error: SafetensorError`; safetensors' own message on ENOSPC, raised by its own error type
+    from safetensors import SafetensorError
+
+    from wsdlab.train import checkpoint as ckpt_mod
+
+    real, calls = ckpt_mod.save_file, []
+
+    def full_after_first_checkpoint(tensors, filename, metadata=None):  # 3 files a checkpoint: step 0 fits
+        calls.append(filename)
+        if len(calls) > 3:
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                  'message: "No space left on device" })')
+        return real(tensors, filename, metadata)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", full_after_first_checkpoint)
+    out = tmp_path / "run"
+    result = invoke("train", "--preset", "micro", "--steps", 6, "--checkpoint-every", 3, "--out", out, *QUIET)
+    text = result.output.replace("\n", "")
+    assert result.exit_code == 2, result.output
+    assert f"error: {out / 'checkpoints' / '3'}: no space left on device" in text and "internal error" not in text
+    assert RunDir(out).checkpoint_steps() == [0]

@@ -17,6 +17,7 @@ is validated as usual. A format-2 checkpoint without its manifest is damaged (re
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import struct
@@ -81,18 +82,36 @@ def save_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tenso
 
     NonFiniteError (nothing written) when a weight or optimizer tensor holds NaN/inf.
     The manifest is written last; the directory becomes visible only after it (atomic rename).
+    A full disk is an OSError(ENOSPC) naming `directory` (safetensors reports it as its own
+    SafetensorError); nothing is written and earlier checkpoints stay intact.
     """
     directory = Path(directory)
     check_finite(model_state, f"model weights of checkpoint {directory}")
     check_finite(optim_state, f"optimizer state of checkpoint {directory}")
-    with atomic_directory(directory) as tmp:
-        save_file(cpu_tensors(model_state), tmp / MODEL_FILE)
-        save_file(cpu_tensors(optim_state), tmp / OPTIM_FILE)
-        save_file(cpu_tensors(rng_state), tmp / RNG_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "format": FORMAT_VERSION}))
-        (tmp / SPEC_FILE).write_text(dump_spec(spec))
-        write_manifest(tmp)
+    try:
+        with atomic_directory(directory) as tmp:
+            save_file(cpu_tensors(model_state), tmp / MODEL_FILE)
+            save_file(cpu_tensors(optim_state), tmp / OPTIM_FILE)
+            save_file(cpu_tensors(rng_state), tmp / RNG_FILE)
+            (tmp / STATE_FILE).write_text(json.dumps({**state, "format": FORMAT_VERSION}))
+            (tmp / SPEC_FILE).write_text(dump_spec(spec))
+            write_manifest(tmp)
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        raise OSError(errno.ENOSPC, "no space left on device (checkpoint not written; earlier checkpoints are "
+                                    "intact)", str(directory)) from None
     return directory
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for ENOSPC, as an OSError or as safetensors' SafetensorError, whose message is
+    `Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })`."""
+    if isinstance(err, OSError):
+        return err.errno == errno.ENOSPC
+    text = str(err)
+    return type(err).__name__ == "SafetensorError" and (
+        "StorageFull" in text or "No space left on device" in text or f"code: {errno.ENOSPC}," in text)
 
 
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
