@@ -157,3 +157,70 @@ def test_stub_checkpoint_verifies(tmp_path: Path) -> None:
     spec = _spec()
     ckpt = open_checkpoint(ckpt_mod.write_stub_checkpoint(tmp_path / "10", spec))
     assert ckpt.step == 10 and ckpt.spec == spec and ckpt.model_tensors() == {}
+
+
+def _rewrite(directory: Path, name: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Replace one file and rewrite the manifest to match it, so the checksums no longer catch the change."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, directory / name)
+    ckpt_mod.write_manifest(directory)
+
+
+def test_nan_weights_behind_a_rewritten_manifest_are_a_checkpoint_error(tmp_path: Path) -> None:
+    spec = _spec()
+    model, opt = _trained(spec)
+    path = _save(tmp_path / "2", spec, model, opt)
+    weights = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    name = sorted(weights)[0]
+    weights[name].view(-1)[0] = float("nan")
+    _rewrite(path, "model.safetensors", weights)
+    ckpt = open_checkpoint(path)  # the manifest matches: only the values tell
+    with pytest.raises(CheckpointError, match=rf"{path / 'model.safetensors'}: tensor '{name}' holds NaN"):
+        ckpt.model_tensors()
+
+
+def test_optimizer_tensor_of_the_wrong_shape_is_a_checkpoint_error_naming_both_shapes(tmp_path: Path) -> None:
+    spec = _spec()
+    model, opt = _trained(spec)
+    path = _save(tmp_path / "2", spec, model, opt)
+    state = optimizer_tensors(opt)
+    name = sorted(k for k in state if k.endswith("/exp_avg"))[0]
+    want = list(state[name].shape)
+    state[name] = torch.zeros(3, 5)
+    _rewrite(path, "optimizer.safetensors", state)
+    ckpt = open_checkpoint(path)
+    _, fresh = _trained(spec, steps=0)
+    where = path / "optimizer.safetensors"
+    with pytest.raises(CheckpointError, match=rf"{where}: optimizer tensor '{name}' has shape \[3, 5\], "
+                                              rf"the model's parameter needs \[{want[0]}, {want[1]}\]"):
+        load_optimizer_tensors(fresh, ckpt.optimizer_tensors(), where)
+
+
+# safetensors' message on ENOSPC: `format!("Error while serializing: {e:?}")` of its IoError (bindings/python/src/lib.rs)
+ENOSPC_MESSAGE = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+
+
+def _disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors import SafetensorError
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise SafetensorError(ENOSPC_MESSAGE)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", full)
+
+
+def test_full_disk_is_an_enospc_os_error_and_keeps_the_previous_checkpoint(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    spec = _spec()
+    model, opt = _trained(spec)
+    path = _save(tmp_path / "2", spec, model, opt)
+    before = (path / "model.safetensors").read_bytes()
+    _disk_full(monkeypatch)
+    with pytest.raises(OSError, match="no space left on device") as info:
+        _save(tmp_path / "2", spec, model, opt)  # replacing the same step: the old one must survive
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "2")
+    assert (path / "model.safetensors").read_bytes() == before and open_checkpoint(path).step == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["2"]  # no temporary directory left behind

@@ -105,3 +105,53 @@ def test_bad_input_exits_2_and_writes_nothing(stable: RunDir, tmp_path: Path) ->
 def test_resume_with_other_flags_is_refused(stable: RunDir) -> None:
     result = invoke("train", "--preset", "micro", "--steps", 7, "--out", stable.path, *QUIET)
     assert result.exit_code == 2 and "train.steps" in result.output
+
+
+def test_resume_from_an_optimizer_tensor_of_the_wrong_shape_is_one_error_line(stable: RunDir, tmp_path: Path) -> None:
+    # the checkpoint's manifest was rewritten to match the bad content (was `internal error: ValueError`)
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from wsdlab.train.checkpoint import write_manifest
+
+    run = tmp_path / "run"
+    shutil.copytree(stable.path, run)
+    (run / "COMPLETE").unlink()
+    shutil.rmtree(run / "checkpoints" / "6")
+    optim = run / "checkpoints" / "3" / "optimizer.safetensors"
+    state = load_file(optim)
+    name = sorted(k for k in state if k.endswith("/exp_avg"))[0]
+    state[name] = torch.zeros(3, 5)
+    save_file(state, optim)
+    write_manifest(optim.parent)
+    result = invoke("train", "--preset", "micro", "--steps", 6, "--checkpoint-every", 3, "--seed", 1, "--out", run,
+                    "--set", "train.eval_every=3", *QUIET)
+    out = result.output.replace("\n", "")
+    assert result.exit_code == 2, result.output
+    assert f"error: checkpoint {optim}: optimizer tensor '{name}' has shape [3, 5]" in out
+
+
+def test_full_disk_during_a_checkpoint_write_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # was `internal error: SafetensorError`; safetensors' own message on ENOSPC, raised by its own error type
+    from safetensors import SafetensorError
+
+    from wsdlab.train import checkpoint as ckpt_mod
+
+    real, calls = ckpt_mod.save_file, []
+
+    def full_after_first_checkpoint(tensors, filename, metadata=None):  # 3 files a checkpoint: step 0 fits
+        calls.append(filename)
+        if len(calls) > 3:
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                  'message: "No space left on device" })')
+        return real(tensors, filename, metadata)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", full_after_first_checkpoint)
+    out = tmp_path / "run"
+    result = invoke("train", "--preset", "micro", "--steps", 6, "--checkpoint-every", 3, "--out", out, *QUIET)
+    text = result.output.replace("\n", "")
+    assert result.exit_code == 2, result.output
+    assert f"error: {out / 'checkpoints' / '3'}: no space left on device" in text and "internal error" not in text
+    assert RunDir(out).checkpoint_steps() == [0]

@@ -48,3 +48,24 @@ def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "data.path" in missing.output and "Traceback" not in missing.output
     no_file = runner.invoke(app, ["data", "prepare", "--config", str(tmp_path / "none.yaml")])
     assert no_file.exit_code == 2 and "none.yaml" in no_file.output
+
+
+def test_bad_user_files_are_one_error_line_naming_the_file(tmp_path: Path) -> None:
+    # an empty SFT JSONL (was `internal error: StopIteration`), a binary one, a tokenizer file that is not JSON
+    config = write_config(tmp_path)
+    cache = ["--set", "seq_len=16", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    empty, binary, tok = tmp_path / "empty.jsonl", tmp_path / "binary.jsonl", tmp_path / "tok.json"
+    empty.write_bytes(b"")
+    binary.write_bytes(b"\x00\xff\xfe\x89PNG\r\n binary")
+    tok.write_text("not json at all\n")
+    for sft_file in (empty, binary):
+        sft = ["--set", "sft.source=hf", "--set", "sft.hf_name=json", "--set", f"sft.path={sft_file}"]
+        result = runner.invoke(app, ["data", "prepare", "--config", str(config), *sft, *cache])
+        out = result.output.replace("\n", "")
+        assert result.exit_code == 2 and "error: data.sft.path" in out and str(sft_file) in out, result.output
+        assert "internal error" not in out
+    result = runner.invoke(app, ["data", "prepare", "--config", str(config), "--set", "tokenizer=pretrained",
+                                 "--set", f"tokenizer_path={tok}", *cache])
+    out = result.output.replace("\n", "")
+    assert result.exit_code == 2 and "error: data.tokenizer_path" in out and str(tok) in out, result.output
+    assert "internal error" not in out

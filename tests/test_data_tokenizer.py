@@ -77,6 +77,17 @@ def test_pretrained_loads_local_file_and_needs_path(tmp_path: Path) -> None:
         build_tokenizer(missing, [])
 
 
+@pytest.mark.parametrize("content", [b"not json at all\n", b"\x00\xff\xfe\x89PNG binary", b'{"version": "1.0"}'])
+def test_pretrained_file_that_is_not_a_tokenizer_is_a_config_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    from wsdlab.common.errors import ConfigError
+
+    path = tmp_path / "tokenizer.json"
+    path.write_bytes(content)
+    cfg = DataConfig(tokenizer="pretrained", tokenizer_path=str(path))
+    with pytest.raises(ConfigError, match=r"data\.tokenizer_path: .*tokenizer\.json: not a tokenizer\.json file"):
+        build_tokenizer(cfg, [])
+
+
 def test_separator_lookup_alternatives_and_error() -> None:
     llama_like = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "<|end_of_text|>": 2}, unk_token="<unk>"))
     assert separator_id(llama_like) == 2

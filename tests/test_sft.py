@@ -185,3 +185,16 @@ def test_unreachable_hub_sft_dataset_is_a_data_unavailable_error(monkeypatch: py
     cfg = DataConfig(**CORPUS, sft={"source": "hf", "hf_name": "allenai/tulu-3-sft-mixture-not-cached"})
     with pytest.raises(DataUnavailableError, match="data.sft.hf_name"):
         load_data(cfg, progress=False)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\xff\xfe binary \x89PNG\r\n", b'{"messages": [}\n'])
+def test_bad_local_sft_file_is_a_config_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    # an empty file (datasets raised StopIteration), a binary or a malformed one: one ConfigError naming the file
+    from wsdlab.common.errors import ConfigError
+    from wsdlab.data.config import SFTDataConfig
+    from wsdlab.data.sft import hf_pairs
+
+    path = tmp_path / "sft.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"data\.sft\.path: .*sft\.jsonl: not a readable json file"):
+        hf_pairs(SFTDataConfig(source="hf", hf_name="json", path=str(path)), cache_dir=tmp_path / "hf")

@@ -114,6 +114,9 @@ def hf_pairs(sft: SFTDataConfig, cache_dir: Path | None = None) -> list[Pair]:
             raise DataUnavailableError(
                 f"data.sft.hf_name: dataset '{sft.hf_name}' cannot be loaded here ({type(err).__name__}); without "
                 "network only cached datasets load: use data.sft.source: stdlib") from None
+        if sft.path and not isinstance(err, OSError):  # a file the user gave: empty (StopIteration), malformed, binary
+            raise ConfigError(f"data.sft.path: {kwargs['data_files']}: not a readable {sft.hf_name} file "
+                              f"({_reason(err)})") from None
         raise
     pairs: list[Pair] = []
     for record in ds:
@@ -127,6 +130,16 @@ def hf_pairs(sft: SFTDataConfig, cache_dir: Path | None = None) -> list[Pair]:
         if sft.max_examples is not None and len(pairs) >= sft.max_examples:
             break
     return pairs
+
+
+def _reason(err: BaseException) -> str:
+    """The datasets library's error in a few words: its innermost cause (e.g. pyarrow's JSON parse error)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, StopIteration):
+        return "no rows: the file is empty"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 def encode_pairs(tok: Tokenizer, pairs: list[Pair], seq_len: int, separator: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,10 +184,10 @@ class SFTBundle:
         self.config = cfg
         corpus = cfg.model_copy(update={"sft": None})
         if cfg.tokenizer == "pretrained" and cfg.tokenizer_path:  # e.g. the Llama 3 tokenizer: no corpus to prepare
-            from wsdlab.data.tokenizer import separator_id
+            from wsdlab.data.tokenizer import load_pretrained, separator_id
 
             self.directory = None
-            self.tokenizer = Tokenizer.from_file(str(Path(cfg.tokenizer_path).expanduser()))
+            self.tokenizer = load_pretrained(cfg.tokenizer_path)
             self.vocab_size = self.tokenizer.get_vocab_size()
             self.separator_id = separator_id(self.tokenizer, "data.tokenizer_path")
         else:  # the corpus's own trained tokenizer

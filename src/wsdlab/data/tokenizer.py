@@ -72,13 +72,18 @@ def train_char(documents: Iterable[str], vocab_size: int) -> Tokenizer:
 
 
 def load_pretrained(path: str) -> Tokenizer:
-    """A local tokenizer.json; FileNotFoundError naming `data.tokenizer_path` when it is missing."""
+    """A local tokenizer.json; FileNotFoundError naming `data.tokenizer_path` when it is missing, ConfigError
+    naming it when it is not a tokenizers JSON file (the tokenizers library raises a bare Exception)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(
             f"data.tokenizer_path: {p} not found (give a local tokenizer.json, e.g. GPT-2's or Llama-3's)"
         )
-    return Tokenizer.from_file(str(p))
+    try:
+        return Tokenizer.from_file(str(p))
+    except Exception as err:  # not JSON, binary, or JSON of another layout
+        raise ConfigError(f"data.tokenizer_path: {p}: not a tokenizer.json file ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'})") from None
 
 
 def separator_id(tok: Tokenizer, where: str = "tokenizer") -> int:

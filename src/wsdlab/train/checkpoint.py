@@ -17,6 +17,7 @@ is validated as usual. A format-2 checkpoint without its manifest is damaged (re
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import struct
@@ -81,18 +82,36 @@ def save_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tenso
 
     NonFiniteError (nothing written) when a weight or optimizer tensor holds NaN/inf.
     The manifest is written last; the directory becomes visible only after it (atomic rename).
+    A full disk is an OSError(ENOSPC) naming `directory` (safetensors reports it as its own
+    SafetensorError); nothing is written and earlier checkpoints stay intact.
     """
     directory = Path(directory)
     check_finite(model_state, f"model weights of checkpoint {directory}")
     check_finite(optim_state, f"optimizer state of checkpoint {directory}")
-    with atomic_directory(directory) as tmp:
-        save_file(cpu_tensors(model_state), tmp / MODEL_FILE)
-        save_file(cpu_tensors(optim_state), tmp / OPTIM_FILE)
-        save_file(cpu_tensors(rng_state), tmp / RNG_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "format": FORMAT_VERSION}))
-        (tmp / SPEC_FILE).write_text(dump_spec(spec))
-        write_manifest(tmp)
+    try:
+        with atomic_directory(directory) as tmp:
+            save_file(cpu_tensors(model_state), tmp / MODEL_FILE)
+            save_file(cpu_tensors(optim_state), tmp / OPTIM_FILE)
+            save_file(cpu_tensors(rng_state), tmp / RNG_FILE)
+            (tmp / STATE_FILE).write_text(json.dumps({**state, "format": FORMAT_VERSION}))
+            (tmp / SPEC_FILE).write_text(dump_spec(spec))
+            write_manifest(tmp)
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        raise OSError(errno.ENOSPC, "no space left on device (checkpoint not written; earlier checkpoints are "
+                                    "intact)", str(directory)) from None
     return directory
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for ENOSPC, as an OSError or as safetensors' SafetensorError, whose message is
+    `Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })`."""
+    if isinstance(err, OSError):
+        return err.errno == errno.ENOSPC
+    text = str(err)
+    return type(err).__name__ == "SafetensorError" and (
+        "StorageFull" in text or "No space left on device" in text or f"code: {errno.ENOSPC}," in text)
 
 
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -256,14 +275,22 @@ class Checkpoint:
         return int(self.state["step"])
 
     def _load(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of one file; CheckpointError naming the file (and tensor) when it is damaged or a
+        weight/optimizer tensor holds NaN/inf (save_checkpoint never writes one: the file was altered)."""
         try:
-            return load_file(self.path / name)
+            tensors = load_file(self.path / name)
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint {self.path / name}: missing") from None
         except Exception as err:  # safetensors raises its own error type on a damaged file
             if type(err).__name__ != "SafetensorError":
                 raise
             raise CheckpointError(f"checkpoint {self.path / name}: unreadable safetensors ({err})") from None
+        if name in (MODEL_FILE, OPTIM_FILE):
+            try:
+                check_finite(tensors, f"checkpoint {self.path / name}")
+            except NonFiniteError as err:
+                raise CheckpointError(str(err).replace("; not writing it", "; refusing to load it")) from None
+        return tensors
 
     def model_tensors(self) -> dict[str, torch.Tensor]:
         return self._load(MODEL_FILE)

@@ -209,7 +209,11 @@ def export_hf(checkpoint: str | Path, out: str | Path, *, tokenizer: str | Path 
     tok_path = Path(tokenizer).expanduser() if tokenizer is not None else tokenizer_file(spec)
     if not tok_path.is_file():
         raise ConfigError(f"export: tokenizer file {tok_path} not found")
-    tok = Tokenizer.from_file(str(tok_path))
+    try:
+        tok = Tokenizer.from_file(str(tok_path))
+    except Exception as err:  # the tokenizers library raises a bare Exception on a file that is not its JSON
+        raise ConfigError(f"export: tokenizer file {tok_path}: not a tokenizer.json file ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'})") from None
     check_tokenizer_fits(tok, cfg, tok_path)
     specials = special_tokens(tok, tok_path)
     sep_id = tok.token_to_id(specials["eos_token"])

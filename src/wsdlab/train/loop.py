@@ -143,7 +143,7 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
     wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp, bf16=_computes_in_bf16(spec, ctx.device))
     optimizer = build_optimizer(model, spec.optim, ctx.device)
     if resume is not None:
-        load_optimizer_tensors(optimizer, resume.optimizer_tensors())
+        load_optimizer_tensors(optimizer, resume.optimizer_tensors(), resume.path / "optimizer.safetensors")
         restore_torch_rng(resume.rng_tensors())
         restore_host_rng(resume.state["rng"])
         s = resume.state
@@ -217,7 +217,7 @@ def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: Ru
     """A branch continues the parent's step with its optimizer moments (unless reset); the data
     cursor continues unless the branch reads other data (then it starts its own order at 0)."""
     if not (spec.branch and spec.branch.reset_optimizer):
-        load_optimizer_tensors(optimizer, parent.optimizer_tensors())
+        load_optimizer_tensors(optimizer, parent.optimizer_tensors(), parent.path / "optimizer.safetensors")
     s = parent.state
     cursor = 0 if data_differs(parent.spec.data, spec.data) else s["data_cursor"]
     return TrainState(step=s["step"], start_step=s["step"], data_cursor=cursor, tokens=s["tokens"])

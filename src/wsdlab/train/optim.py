@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wsdlab.common.errors import CheckpointError
 from wsdlab.schedules import Schedule
 from wsdlab.train.config import OptimConfig
 
@@ -89,19 +90,31 @@ def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str] | None =
     return out
 
 
-def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           where: object = "optimizer state") -> None:
     """Put state saved by `optimizer_tensors` back, matching parameters by name.
 
-    Parameters without saved state start fresh; saved names without a parameter are an error.
+    Parameters without saved state start fresh. CheckpointError naming `where` (the optimizer file)
+    when saved names have no parameter, a parameter's state is incomplete, or a moment's shape differs
+    from its parameter's (a manifest rewritten to match bad content passes the checksums).
     """
     known = {n for g in opt.param_groups for n in g["names"]}
     unknown = sorted({k.rsplit("/", 1)[0] for k in tensors} - known)
     if unknown:
-        raise ValueError(f"optimizer state names parameters the model does not have: {', '.join(unknown[:5])}")
+        raise CheckpointError(f"checkpoint {where}: optimizer state names parameters the model does not have: "
+                              f"{', '.join(unknown[:5])}")
     for group in opt.param_groups:
         for name, p in zip(group["names"], group["params"]):
             if f"{name}/exp_avg" not in tensors:
                 continue
+            missing = [f"{name}/{key}" for key in STATE_KEYS if f"{name}/{key}" not in tensors]
+            if missing:
+                raise CheckpointError(f"checkpoint {where}: missing optimizer tensors {', '.join(missing)}")
+            for key in STATE_KEYS:
+                t, want = tensors[f"{name}/{key}"], (() if key == "step" else tuple(p.shape))
+                if tuple(t.shape) != want and not (key == "step" and t.numel() == 1):
+                    raise CheckpointError(f"checkpoint {where}: optimizer tensor '{name}/{key}' has shape "
+                                          f"{list(t.shape)}, the model's parameter needs {list(want)}")
             state = {}
             for key in STATE_KEYS:
                 t = tensors[f"{name}/{key}"]
