@@ -110,6 +110,8 @@ def _ddp_worker(rank: int, world: int, init_file: str) -> None:
             diff = max_diff(model, ref)
             assert diff < 1e-12, (rank, micro_batch_size, diff)
             model.zero_grad(set_to_none=True)
+        del ddp
+        dist.barrier()  # both ranks are done before the group goes (a gloo rank torn down early aborts the other)
     finally:
         dist.destroy_process_group()
 
