@@ -31,6 +31,32 @@ PAPER_TABLES = {
     "002": ("wso_models", "wso_delta", "wso_sharpness", "wso_correlation"),
 }
 
+# quotes that back two claims each (one sentence of the paper, two tested statistics)
+_LOWERED_LINEAR = (
+    "**On the left**, we compare only lowered linear shapes (Figure 5), which exhibit an expected decrease "
+    "in variance and increase in bias with decreasing parameter value."
+)
+_WEIGHT_SPACE = (
+    "Surprisingly, the same structure is observed when results are plotted in model weights space."
+)
+_RECENCY = (
+    "**On the right**, the shift-deviation plot for different cooldown shapes. It is clear that the pattern "
+    "is similar to the one we observed before in Figure 7."
+)
+_RIVER_VALLEY = (
+    "Both models display a similar convex valley-shaped profile between the two checkpoints sampled "
+    "near the end of the stable phase, followed by a monotonic descent over the cooldown period."
+)
+_QUASI_CONVEXITY = (
+    "As shown in Fig. 4, Weak-Quasi-Convexity holds for both models, in nearly all cases. Similarly, we "
+    "compare AdamW updates to those of SGD. To do so, we compute the cosine similarity between the "
+    "negative gradient and the actual update vector at each point in B, consistently finding positive "
+    "values for both models (Fig. 4)."
+)
+_CNN_LENGTH = (
+    "For example, under our settings, the learning rate must decay for at least 35% of the total training "
+    "steps for the WSD performance to match that of Warmup Cosine Annealing."
+)
 _FEW = "{n} points: a correlation's interval needs at least 4"
 _NO_SE = "bias_variance.csv has no jackknife standard errors (bias_se, variance_se): no interval"
 BATCH_MATCHED_MARGIN = 0.02  # nats of validation loss (2% perplexity): "minor" in §6.1's reading, see the note
@@ -49,8 +75,7 @@ _000 = [
     Claim(
         id="000-ll-bias", paper="000", where="Fig. 7 (left)", figure="bias_variance",
         claim="lowered linear with a smaller p has a higher bias (KL space)",
-        quote="**On the left**, we compare only lowered linear shapes (Figure 5), which exhibit an expected decrease "
-              "in variance and increase in bias with decreasing parameter value.",
+        quote=_LOWERED_LINEAR,
         check=Reported(X.lowered_linear_step("kl", "bias"), ">", "KL bias: lowered_linear smallest p - largest p",
                        no_interval=_NO_SE),
         tables=("bias_variance",), units=("bias_variance",), gates=(X.reference_gate,),
@@ -59,8 +84,7 @@ _000 = [
     Claim(
         id="000-ll-variance", paper="000", where="Fig. 7 (left)", figure="bias_variance",
         claim="lowered linear with a smaller p has a lower variance (KL space)",
-        quote="**On the left**, we compare only lowered linear shapes (Figure 5), which exhibit an expected decrease "
-              "in variance and increase in bias with decreasing parameter value.",
+        quote=_LOWERED_LINEAR,
         check=Reported(X.lowered_linear_step("kl", "variance"), "<", "KL variance: lowered_linear smallest p - largest p",
                        no_interval=_NO_SE),
         tables=("bias_variance",), units=("bias_variance",),
@@ -88,7 +112,7 @@ _000 = [
     Claim(
         id="000-weight-space-bias", paper="000", where="App. C.1 (Figs. 14, 15)", figure="bias_variance",
         claim="weight-space bias orders the shapes like KL-space bias",
-        quote="Surprisingly, the same structure is observed when results are plotted in model weights space.",
+        quote=_WEIGHT_SPACE,
         check=Correlation(X.across_spaces("kl", "weight", "bias"), ">", "KL bias vs weight-space bias across shapes",
                           method="spearman"),
         tables=("bias_variance",), units=("bias_variance",), gates=(X.reference_gate,),
@@ -97,7 +121,7 @@ _000 = [
     Claim(
         id="000-weight-space-variance", paper="000", where="App. C.1 (Figs. 14, 15)", figure="bias_variance",
         claim="weight-space variance orders the shapes like KL-space variance",
-        quote="Surprisingly, the same structure is observed when results are plotted in model weights space.",
+        quote=_WEIGHT_SPACE,
         check=Correlation(X.across_spaces("kl", "weight", "variance"), ">",
                           "KL variance vs weight-space variance across shapes", method="spearman"),
         tables=("bias_variance",), units=("bias_variance",),
@@ -105,8 +129,7 @@ _000 = [
     Claim(
         id="000-recency-shift", paper="000", where="Fig. 9 (right); App. E (Fig. 23)", figure="recency_vs_bias_variance",
         claim="the recency shift follows the bias across shapes (positive Spearman correlation)",
-        quote="**On the right**, the shift-deviation plot for different cooldown shapes. It is clear that the pattern "
-              "is similar to the one we observed before in Figure 7.",
+        quote=_RECENCY,
         check=Reported(X.fisher_of(X.reported_correlation("recency_correlations", {"x": "shift", "y": "bias", "space": "kl"},
                                                            "spearman"), spearman=True), ">",
                        "Spearman r of recency shift vs KL bias across shapes (Fisher z)", no_interval=_FEW),
@@ -115,8 +138,7 @@ _000 = [
     Claim(
         id="000-recency-deviation", paper="000", where="Fig. 9 (right); App. E (Fig. 23)", figure="recency_vs_bias_variance",
         claim="the recency deviation follows the variance across shapes (positive Spearman correlation)",
-        quote="**On the right**, the shift-deviation plot for different cooldown shapes. It is clear that the pattern "
-              "is similar to the one we observed before in Figure 7.",
+        quote=_RECENCY,
         check=Reported(X.fisher_of(X.reported_correlation("recency_correlations",
                                                            {"x": "deviation", "y": "variance", "space": "kl"},
                                                            "spearman"), spearman=True), ">",
@@ -187,8 +209,7 @@ def _001(model: str) -> list[Claim]:
         Claim(
             id=f"001-river-valley-{model}", paper="001", where="Fig. 2", figure="univ_interpolation",
             claim=f"{name}: the line from 80% to 100% of the stable phase dips below both ends (river valley)",
-            quote="Both models display a similar convex valley-shaped profile between the two checkpoints sampled "
-                  "near the end of the stable phase, followed by a monotonic descent over the cooldown period.",
+            quote=_RIVER_VALLEY,
             check=PerUnit(X.interpolation(model, "stable", X.valley_depth), ">",
                           "min(loss at the ends) - min(loss inside)"),
             tables=("universality_interpolate",), units=("universality_interpolate",),
@@ -197,8 +218,7 @@ def _001(model: str) -> list[Claim]:
         Claim(
             id=f"001-monotone-cooldown-{model}", paper="001", where="Fig. 2", figure="univ_interpolation",
             claim=f"{name}: the loss descends monotonically along the line across the cooldown",
-            quote="Both models display a similar convex valley-shaped profile between the two checkpoints sampled "
-                  "near the end of the stable phase, followed by a monotonic descent over the cooldown period.",
+            quote=_RIVER_VALLEY,
             check=PerUnit(X.interpolation(model, "cooldown", X.largest_rise), "<",
                           "largest loss increase between consecutive alphas"),
             tables=("universality_interpolate",), units=("universality_interpolate",),
@@ -236,20 +256,14 @@ def _001(model: str) -> list[Claim]:
         Claim(
             id=f"001-tau-{model}", paper="001", where="Fig. 4", figure="univ_quasi_convexity",
             claim=f"{name}: weak quasi-convexity, tau > 0 along the path",
-            quote="As shown in Fig. 4, Weak-Quasi-Convexity holds for both models, in nearly all cases. Similarly, we "
-                  "compare AdamW updates to those of SGD. To do so, we compute the cosine similarity between the "
-                  "negative gradient and the actual update vector at each point in B, consistently finding positive "
-                  "values for both models (Fig. 4).",
+            quote=_QUASI_CONVEXITY,
             check=PerUnit(X.path_mean(model, "tau"), ">", "mean tau over the sampled iterates"),
             tables=("universality_trajectory",), units=("universality_trajectory",),
         ),
         Claim(
             id=f"001-cos-{model}", paper="001", where="Fig. 4", figure="univ_quasi_convexity",
             claim=f"{name}: cos(-grad, update) > 0 along the path",
-            quote="As shown in Fig. 4, Weak-Quasi-Convexity holds for both models, in nearly all cases. Similarly, we "
-                  "compare AdamW updates to those of SGD. To do so, we compute the cosine similarity between the "
-                  "negative gradient and the actual update vector at each point in B, consistently finding positive "
-                  "values for both models (Fig. 4).",
+            quote=_QUASI_CONVEXITY,
             check=PerUnit(X.path_mean(model, "cos_grad_update"), ">", "mean cos(-grad, update) over the sampled iterates"),
             tables=("universality_trajectory",), units=("universality_trajectory",),
         ),
@@ -270,9 +284,8 @@ _001 = _001("lm") + _001("cnn") + [
     Claim(
         id="001-length-cnn-short", paper="001", where="Fig. 5 (App. B)", figure="univ_length",
         claim="CNN: a cooldown shorter than 35% of the steps does not match warmup-cosine", paper_value="35%",
-        quote="For example, under our settings, the learning rate must decay for at least 35% of the total training "
-              "steps for the WSD performance to match that of Warmup Cosine Annealing.",
-        check=Difference(X.length_samples("cnn"), X.shortest_fraction("cnn", below=0.35), "cosine", ">", "final val loss",
+        quote=_CNN_LENGTH,
+        check=Difference(X.length_samples("cnn"), X.shortest_fraction(below=0.35), "cosine", ">", "final val loss",
                          threshold=LENGTH_MATCH_MARGIN),
         tables=("universality_length",), units=("universality_length",),
         note=f"The longest swept fraction below 35%; 'not matching' = WSD more than {LENGTH_MATCH_MARGIN} nats worse.",
@@ -280,9 +293,8 @@ _001 = _001("lm") + _001("cnn") + [
     Claim(
         id="001-length-cnn-35", paper="001", where="Fig. 5 (App. B)", figure="univ_length",
         claim="CNN: a cooldown of 35% (or the next longer swept) matches warmup-cosine", paper_value="35%",
-        quote="For example, under our settings, the learning rate must decay for at least 35% of the total training "
-              "steps for the WSD performance to match that of Warmup Cosine Annealing.",
-        check=Difference(X.length_samples("cnn"), X.shortest_fraction("cnn", at_least=0.35), "cosine", "<",
+        quote=_CNN_LENGTH,
+        check=Difference(X.length_samples("cnn"), X.shortest_fraction(at_least=0.35), "cosine", "<",
                          "final val loss", threshold=LENGTH_MATCH_MARGIN),
         tables=("universality_length",), units=("universality_length",),
         note=f"'Match' = WSD at most {LENGTH_MATCH_MARGIN} nats worse than cosine (paired over seeds).",
@@ -314,7 +326,7 @@ _002 = [
               "αpre=0\\alpha_{\\text{pre}}=0. Specifically, Linear and WSD with αpre=0\\alpha_{\\text{pre}}=0 "
               "achieve the best PT Task Avg scores for the 1B and 8B models, respectively.",
         check=Difference(X.wso_vs_best_decay("pretrain", "pt_val_loss", higher_better=False), "WSO",
-                         X.wso_group(X.wso_vs_best_decay("pretrain", "pt_val_loss", False), "best decay"), ">",
+                         X.group_named("best decay"), ">",
                          "pre-training val loss"),
         tables=("wso_delta",), units=("wso_delta",),
         note="The best decay-based model is chosen on the same numbers (as Table 1 does).",
@@ -326,7 +338,7 @@ _002 = [
         quote="In contrast, after SFT, WSO achieves the best performance for both model sizes, even though it "
               "underperforms decay-based schedulers in pre-training metrics.",
         check=Difference(X.wso_sft_vs_best_decay("pretrain"), "WSO",
-                         X.wso_group(X.wso_sft_vs_best_decay("pretrain"), "best decay"), ">",
+                         X.group_named("best decay"), ">",
                          "SFT task acc_norm at the selected LR"),
         tables=("wso_sft_sweep",), units=("wso_eval",), gates=(X.task_noise_gate(X.wso_sft_vs_best_decay("pretrain")),),
         note=_SFT_NOTE,
@@ -338,7 +350,7 @@ _002 = [
         quote="WSO achieves the best downstream task performance after SFT, even though it underperforms the best "
               "decay-based schedulers in mid-training metrics.",
         check=Difference(X.wso_sft_vs_best_decay("mid"), "WSO",
-                         X.wso_group(X.wso_sft_vs_best_decay("mid"), "best decay"), ">",
+                         X.group_named("best decay"), ">",
                          "SFT task acc_norm at the selected LR"),
         tables=("wso_sft_sweep",), units=("wso_eval",), gates=(X.task_noise_gate(X.wso_sft_vs_best_decay("mid")),),
         note="WSO = alpha_pre = 1 and alpha_mid = 1; alpha_pre = 1 with alpha_mid = 0 decays in mid-training "

@@ -231,14 +231,6 @@ def recency_stride_note(tables: Tables) -> str:
     return f"stride {r['stride']}, {r['n_cooldown_batches']} scored cooldown batches"
 
 
-def min_points_gate(table: str, column: str, need: int, what: str) -> Callable[[Tables], str | None]:
-    def gate(tables: Tables) -> str | None:
-        vals = [num(r.get(column)) for r in tables.get(table, [])]
-        low = [v for v in vals if v is not None and v < need]
-        return f"{what} from fewer than {need} points ({int(min(low))})" if low else None
-    return gate
-
-
 def fisher_of(get: Callable[[Tables], tuple[float, int]], spearman: bool = False) -> Callable[[Tables], Interval]:
     """A reported correlation (r, n) with its Fisher-z interval (NotMeasured below 4 points)."""
     from wsdlab.analysis.claims.stats import fisher_interval
@@ -470,14 +462,13 @@ def final_by_schedule(model: str) -> Callable[[Tables], Samples]:
     return samples
 
 
-def shortest_fraction(model: str, below: float | None = None, at_least: float | None = None
-                      ) -> Callable[[Tables], str]:
-    """The WSD group (of length_samples) with the largest fraction < `below`, or the smallest >= `at_least`."""
-    def pick(tables: Tables) -> str:
-        fr = sorted(float(g.removeprefix("wsd f=")) for g in length_samples(model)(tables) if g.startswith("wsd f="))
+def shortest_fraction(below: float | None = None, at_least: float | None = None) -> Callable[[Samples], str]:
+    """The WSD group of `length_samples` with the largest fraction < `below`, or the smallest >= `at_least`."""
+    def pick(samples: Samples) -> str:
+        fr = sorted(float(g.removeprefix("wsd f=")) for g in samples if g.startswith("wsd f="))
         cands = [f for f in fr if (below is None or f < below) and (at_least is None or f >= at_least - 1e-9)]
         if not cands:
-            raise NotMeasured(f"no cooldown fraction {'< %g' % below if below else '>= %g' % at_least} for '{model}'")
+            raise NotMeasured(f"no cooldown fraction {'< %g' % below if below else '>= %g' % at_least}")
         return f"wsd f={(max(cands) if below is not None else min(cands)):g}"
     return pick
 
@@ -553,10 +544,14 @@ def task_noise_gate(samples: Callable[[Tables], Samples]) -> Callable[[Tables], 
     return gate
 
 
-def wso_group(samples: Callable[[Tables], Samples], which: str) -> Callable[[Tables], str]:
-    """The key of the 'best decay-based (...)' group (named after the model chosen)."""
-    def key(tables: Tables) -> str:
-        return next(k for k in samples(tables) if k.startswith(which))
+def group_named(prefix: str) -> Callable[[Samples], str]:
+    """The key of the group whose name starts with `prefix` (e.g. 'best decay-based (...)', named after the
+    model the extractor chose)."""
+    def key(samples: Samples) -> str:
+        found = [k for k in samples if k.startswith(prefix)]
+        if not found:
+            raise NotMeasured(f"no group '{prefix}...'")
+        return found[0]
     return key
 
 
@@ -581,14 +576,6 @@ def trace_gap(dataset: str = "pt") -> Callable[[Tables], Interval]:
         se = math.hypot(num(d["stderr"]) or float("nan"), num(w["stderr"]) or float("nan"))
         return Interval(gap, gap - Z95 * se, gap + Z95 * se, 1)
     return interval
-
-
-def trace_ratio_note(tables: Tables) -> str:
-    try:
-        iv = trace_gap()(tables)
-    except NotMeasured:
-        return ""
-    return f"{iv.value:+.3g}"
 
 
 def hutchinson_gate(dataset: str = "pt", min_samples: int = 10) -> Callable[[Tables], str | None]:

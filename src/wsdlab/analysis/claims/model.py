@@ -63,8 +63,8 @@ class Difference:
     """mean(samples[a]) - mean(samples[b]) is `side` 0 (paired over seeds; '~': within +-margin)."""
 
     samples: Callable[[Tables], Samples]
-    a: str | Callable[[Tables], str]  # a group name, or a function choosing it from the tables
-    b: str | Callable[[Tables], str]
+    a: str | Callable[[Samples], str]  # a group name, or a function choosing it from the samples
+    b: str | Callable[[Samples], str]
     side: Side
     what: str
     threshold: float = 0.0
@@ -73,7 +73,7 @@ class Difference:
 
     def evaluate(self, tables: Tables) -> Outcome:
         s = self.samples(tables)
-        a, b = (g if isinstance(g, str) else g(tables) for g in (self.a, self.b))
+        a, b = (g if isinstance(g, str) else g(s) for g in (self.a, self.b))
         for g in (a, b):
             if not s.get(g):
                 raise NotMeasured(f"no runs of '{g}'")
