@@ -62,3 +62,11 @@ def _parse(v: str) -> Any:
         return float(v)
     except ValueError:
         return v
+
+
+def read_tables(tables_dir: str | Path) -> dict[str, list[Row]]:
+    """Every `*.csv` of a folder by name (temporary `.tmp-*` and other hidden files ignored); {} if absent."""
+    tables_dir = Path(tables_dir)
+    if not tables_dir.is_dir():
+        return {}
+    return {p.stem: read_table(p) for p in sorted(tables_dir.glob("*.csv")) if not p.name.startswith(".")}

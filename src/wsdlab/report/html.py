@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from rich.progress import track
 
-from wsdlab.analysis.tables import read_table
+from wsdlab.analysis.tables import read_tables
 from wsdlab.common.io import atomic_write_bytes, atomic_write_text
 from wsdlab.report.aggregate import Row, Tables
 from wsdlab.report import claims as C
@@ -57,9 +57,7 @@ class Skipped:
 
 def load_tables(tables_dir: Path) -> Tables:
     """Every `*.csv` under `tables_dir` by name (temporary `.tmp-*`/hidden files ignored); {} if absent."""
-    if not tables_dir.is_dir():
-        return {}
-    return {p.stem: read_table(p) for p in sorted(tables_dir.glob("*.csv")) if not p.name.startswith(".")}
+    return read_tables(tables_dir)
 
 
 def build_report(study_dir: Path, title: str | None = None, *, progress: bool = False) -> Path:

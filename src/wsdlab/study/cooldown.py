@@ -324,14 +324,18 @@ def _num_parts(study: StudySpec) -> int:
     return study.averaging.num_portions if study.averaging.enabled else 1
 
 
-def _seqs_per_cooldown(study: StudySpec) -> int:
-    """Train sequences one cooldown reads: cooldown.steps x the base's global batch."""
+def _seqs_per_step(study: StudySpec) -> int:
+    """Train sequences one step of the base (and of every branch) reads: its global batch."""
     from wsdlab.train.batching import global_batch_size
 
-    assert study.cooldown is not None
     spec = base_run_spec(study)
-    per_item = 1 if spec.data.is_vision else spec.data.seq_len
-    return study.cooldown.steps * global_batch_size(spec.train, per_item)
+    return global_batch_size(spec.train, 1 if spec.data.is_vision else spec.data.seq_len)
+
+
+def _seqs_per_cooldown(study: StudySpec) -> int:
+    """Train sequences one cooldown reads: cooldown.steps x the base's global batch."""
+    assert study.cooldown is not None
+    return study.cooldown.steps * _seqs_per_step(study)
 
 
 def _fresh_reference_seqs(study: StudySpec) -> int | None:
@@ -339,7 +343,7 @@ def _fresh_reference_seqs(study: StudySpec) -> int | None:
     ref = study.reference
     if ref is None or not ref.enabled or ref.data != "fresh":
         return None
-    return reference_steps(study) * (_seqs_per_cooldown(study) // study.cooldown.steps)  # type: ignore[union-attr]
+    return reference_steps(study) * _seqs_per_step(study)
 
 
 def fresh_min_train(study: StudySpec) -> int:

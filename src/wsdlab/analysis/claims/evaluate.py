@@ -115,12 +115,12 @@ def summary_line(rows: Sequence[Row]) -> str:
 
 
 def load_study_tables(tables_dir: Path) -> Tables:
-    from wsdlab.analysis.tables import read_table
+    """A study's tables (`analysis.tables.read_tables`) without claims.csv itself."""
+    from wsdlab.analysis.tables import read_tables
 
     if not tables_dir.is_dir():
         raise FileNotFoundError(f"no tables folder: {tables_dir}")
-    return {p.stem: read_table(p) for p in sorted(tables_dir.glob("*.csv"))
-            if not p.name.startswith(".") and p.stem != CLAIMS_TABLE}
+    return {name: rows for name, rows in read_tables(tables_dir).items() if name != CLAIMS_TABLE}
 
 
 def write_claims(study_dir: str | Path) -> list[Row]:
