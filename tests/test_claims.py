@@ -18,6 +18,8 @@ from wsdlab.analysis.claims.stats import (Interval, difference_interval, fisher_
                                           t975, verdict)
 from wsdlab.analysis.tables import write_table
 
+from claims_tables import val_curves
+
 PAPERS_DIR = Path(__file__).resolve().parents[2] / "shared" / "papers"
 CLAIM = {c.id: c for c in CLAIMS}
 
@@ -71,16 +73,6 @@ def test_verdict_sides():
 
 
 # ---------------------------------------------------------------------------------- hand-made tables
-
-
-def val_curves(finals: dict[str, list[float]]) -> list[dict]:
-    """val_curves rows: each shape's seeds end at the given validation losses (step 40; step 0 higher)."""
-    rows = []
-    for shape, losses in finals.items():
-        for seed, v in enumerate(losses):
-            rows += [{"shape": shape, "seed": seed, "step": 0, "val_loss": 9.0},
-                     {"shape": shape, "seed": seed, "step": 40, "val_loss": v}]
-    return rows
 
 
 def test_ordering_each_verdict():

@@ -27,6 +27,8 @@ from wsdlab.analysis.claims.evaluate import evaluate_claim
 from wsdlab.analysis.claims.model import Claim, Correlation, Difference, Ordering, Outcome, PerUnit
 from wsdlab.common.types import Row, Tables
 
+from claims_tables import val_curves
+
 CLAIM = {c.id: c for c in CLAIMS}
 SEEDS = (0, 1, 2)
 Builder = Callable[[float, float], Tables]
@@ -38,16 +40,6 @@ def devs(d: float) -> tuple[float, float, float]:
 
 
 # ------------------------------------------------------------------------------------- paper 000 builders
-
-
-def val_curves(finals: dict[str, list[float]]) -> list[Row]:
-    """val_curves rows: each shape's seeds end at the given validation losses (step 40; step 0 higher)."""
-    out = []
-    for shape, losses in finals.items():
-        for seed, v in enumerate(losses):
-            out += [{"shape": shape, "seed": seed, "step": 0, "val_loss": 9.0},
-                    {"shape": shape, "seed": seed, "step": 40, "val_loss": v}]
-    return out
 
 
 def grid(sd: float) -> list[Row]:
