@@ -314,3 +314,16 @@ def test_scale_line_names_images_for_the_cnn():
              {"key": "b", "model": "cnn", "arch": "cnn", "params": 83_900, "tokens": 20_480}]
     assert run_scale({"runs": index}) == ("this run: LM 230K params, 164K tokens (longest run); "
                                           "CNN 83.9K params, 20.5K images (longest run)")
+
+
+def test_recency_rows_state_the_stride_they_were_measured_at():
+    tables = {"bias_variance": bias_variance(TRADEOFF, 4.5, LOSSES),
+              "recency_correlations": [{"x": "shift", "y": "bias", "space": "kl", "spearman": 0.9, "pearson": 0.9,
+                                        "n_shapes": 6}],
+              "recency": [{"shape": "a", "seed": 0, "shift": -1.0, "deviation": 2.0, "n_batches": 60,
+                           "n_cooldown_batches": 10, "stride": 4}]}
+    row = next(r for r in evaluate_claims(tables) if r["id"] == "000-recency-shift")
+    assert row["statistic"].endswith("; stride 4, 10 scored cooldown batches")
+    without = next(r for r in evaluate_claims({k: v for k, v in tables.items() if k != "recency"})
+                   if r["id"] == "000-recency-shift")
+    assert "stride" not in without["statistic"]

@@ -133,7 +133,7 @@ _000 = [
         check=Reported(X.fisher_of(X.reported_correlation("recency_correlations", {"x": "shift", "y": "bias", "space": "kl"},
                                                            "spearman"), spearman=True), ">",
                        "Spearman r of recency shift vs KL bias across shapes (Fisher z)", no_interval=_FEW),
-        tables=("recency_correlations",), units=("recency",), gates=(X.reference_gate,),
+        tables=("recency_correlations",), units=("recency",), setting=X.recency_stride_note, gates=(X.reference_gate,),
     ),
     Claim(
         id="000-recency-deviation", paper="000", where="Fig. 9 (right); App. E (Fig. 23)", figure="recency_vs_bias_variance",
@@ -143,7 +143,7 @@ _000 = [
                                                            {"x": "deviation", "y": "variance", "space": "kl"},
                                                            "spearman"), spearman=True), ">",
                        "Spearman r of recency deviation vs KL variance across shapes (Fisher z)", no_interval=_FEW),
-        tables=("recency_correlations",), units=("recency",),
+        tables=("recency_correlations",), units=("recency",), setting=X.recency_stride_note,
     ),
     Claim(
         id="000-avg-worse", paper="000", where="§5, Fig. 10", figure="averaging",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wsdlab.analysis.claims.catalog import CLAIMS, PAPER_SCALE, PAPER_TABLES, PAPERS
-from wsdlab.analysis.claims.extract import num, recency_stride_note
+from wsdlab.analysis.claims.extract import num
 from wsdlab.analysis.claims.model import Claim, NotMeasured, Outcome
 from wsdlab.common.types import Row, Tables
 
@@ -84,7 +84,7 @@ def evaluate_claims(tables: Tables, claims: Sequence[Claim] = CLAIMS) -> list[Ro
             continue
         out = evaluate_claim(claim, tables)
         statistic = out.statistic
-        if claim.id.startswith("000-recency") and (note := recency_stride_note(tables)):
+        if claim.setting is not None and (note := claim.setting(tables)):
             statistic = f"{statistic}; {note}" if statistic else note
         rows.append({
             "id": claim.id, "paper": claim.paper, "paper_title": PAPERS[claim.paper], "where": claim.where,

@@ -215,3 +215,5 @@ class Claim:
     paper_value: str = ""
     gates: tuple[Gate, ...] = field(default=())
     note: str = ""  # the reading chosen where the paper is ambiguous
+    setting: Callable[[Tables], str] | None = None  # how this run measured it (e.g. the recency stride), shown
+    # beside the statistic
