@@ -40,6 +40,7 @@ from wsdlab.train.checkpoint import Checkpoint, list_checkpoints, load_model_wei
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
 from wsdlab.train.evaluate import evaluate_metrics, to_device
+from wsdlab.train.memory import computes_in_bf16
 from wsdlab.train.metrics import MetricsSink
 from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors, set_hyperparams
 from wsdlab.train.progress import TrainProgress
@@ -140,7 +141,7 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
         load_model_weights(model, source.model_tensors(), source.path)
     model = model.to(ctx.device)
     set_activation_checkpointing(model, spec.train.activation_checkpointing)
-    wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp, bf16=_computes_in_bf16(spec, ctx.device))
+    wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp, bf16=computes_in_bf16(spec, ctx.device.type))
     optimizer = build_optimizer(model, spec.optim, ctx.device)
     if resume is not None:
         load_optimizer_tensors(optimizer, resume.optimizer_tensors(), resume.path / "optimizer.safetensors")
@@ -226,14 +227,9 @@ def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: Ru
 # --------------------------------------------------------------------------------------------- run
 
 
-def _computes_in_bf16(spec: RunSpec, device: torch.device) -> bool:
-    """precision bf16, or auto on a GPU."""
-    return spec.train.precision == "bf16" or (spec.train.precision == "auto" and device.type == "cuda")
-
-
 def _autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on GPU (precision auto/bf16), fp32 on CPU unless bf16 is asked for."""
-    if _computes_in_bf16(spec, device):
+    if computes_in_bf16(spec, device.type):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

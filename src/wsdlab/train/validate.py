@@ -66,6 +66,7 @@ def check_memory(spec: RunSpec, available: int | None = None) -> None:
     memory: a spec that passes may still run out of memory, one that fails never fits.
     """
     from wsdlab.models import num_parameters
+    from wsdlab.train.memory import micro_batch_per_device
 
     have, what = (available, "memory") if available is not None else device_memory(spec.train.device)
     world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
@@ -77,11 +78,11 @@ def check_memory(spec: RunSpec, available: int | None = None) -> None:
     items = 1 if spec.data.is_vision else spec.data.seq_len
     try:
         batch = global_batch_size(t, items)
+        micro = micro_batch_per_device(spec, world)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     per_out = spec.model.num_classes if spec.model.arch == "cnn" else items * spec.model.vocab_size
     field = "train.micro_batch_size" if t.micro_batch_size else ("train.batch_tokens" if t.batch_tokens else "train.batch_size")
-    micro = t.micro_batch_size or -(-batch // world)
     for field, size in ((field, micro), ("train.eval_batch_size", t.eval_batch_size or t.micro_batch_size or batch)):
         need = 4 * size * per_out
         if need > have:
