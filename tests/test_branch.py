@@ -1,4 +1,4 @@
-"""Cooldown branches: branch_spec's overrides, and what a branch run starts from."""
+"""Cooldown branches: branch_from_checkpoint's overrides, and what a branch run starts from."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from wsdlab.common.errors import CheckpointError
 from wsdlab.data import SequenceOrder, load_data
 from wsdlab.schedules import build_schedule
-from wsdlab.train import RunSpec, branch_spec, run_preset, train
+from wsdlab.train import RunSpec, branch_from_checkpoint, run_preset, train
 from wsdlab.train.branch import half_life_steps, scaled_beta
 
 
@@ -30,7 +30,7 @@ def num_train(parent) -> int:
 
 
 def test_branch_spec_sets_the_cooldown(parent) -> None:
-    spec = branch_spec(parent.checkpoint(10), steps=6, shape="cosine", alpha=0.1)
+    spec = branch_from_checkpoint(parent.checkpoint(10), steps=6, shape="cosine", alpha=0.1)
     assert spec.train.steps == 16 and spec.schedule.kind == "wsd" and spec.schedule.cooldown_steps == 6
     assert spec.schedule.warmup_steps == parent.spec.schedule.warmup_steps and spec.schedule.alpha == 0.1
     assert spec.init_from == str(parent.checkpoint(10).resolve())
@@ -40,22 +40,22 @@ def test_branch_spec_sets_the_cooldown(parent) -> None:
 
 def test_branch_spec_overrides(parent) -> None:
     b1, b2 = parent.spec.optim.beta1, parent.spec.optim.beta2
-    spec = branch_spec(parent.checkpoint(5), steps=8, shape="linear", seed=7, beta_power=2.0,
+    spec = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="linear", seed=7, beta_power=2.0,
                        weight_decay_off=True, reset_optimizer=True, overrides={"optim.eps": "1e-6", "name": "x"})
     assert (spec.optim.beta1, spec.optim.beta2) == (b1**2, b2**2)
     assert spec.optim.weight_decay == 0.0 and spec.optim.eps == 1e-6 and spec.name == "x"
     assert spec.data.order.seed == 7 and spec.branch.reset_optimizer and spec.train.steps == 13
-    only2 = branch_spec(parent.checkpoint(5), steps=8, shape="linear", beta_power=0.5, beta2_only=True)
+    only2 = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="linear", beta_power=0.5, beta2_only=True)
     assert (only2.optim.beta1, only2.optim.beta2) == (b1, b2**0.5)
-    scaled = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=2)
+    scaled = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=2)
     assert scaled.train.batch_size == 2 * parent.spec.train.batch_size and scaled.train.steps == 5 + 4
     assert (scaled.optim.beta1, scaled.optim.beta2) == (b1, b2)
-    matched = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=2, match_half_life=True)
+    matched = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=2, match_half_life=True)
     assert (matched.optim.beta1, matched.optim.beta2) == (b1**2, b2**2)  # token half-life kept
     with pytest.raises(ValueError, match="batch_scale"):
-        branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=0.3)
+        branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=0.3)
     with pytest.raises(CheckpointError, match="checkpoints/7: directory not found"):
-        branch_spec(parent.path / "checkpoints" / "7", steps=8, shape="sqrt")
+        branch_from_checkpoint(parent.path / "checkpoints" / "7", steps=8, shape="sqrt")
 
 
 def test_beta_power_below_one_is_a_larger_beta_with_a_longer_half_life(parent) -> None:
@@ -63,9 +63,9 @@ def test_beta_power_below_one_is_a_larger_beta_with_a_longer_half_life(parent) -
     p > 1 a smaller one; the half-life in steps, ln(1/2) / ln(beta), is 1/p times the base one."""
     b1, b2 = parent.spec.optim.beta1, parent.spec.optim.beta2
     assert (b1, b2) == (0.9, 0.95)  # the paper's AdamW betas (App. A)
-    half = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=0.5, beta2_only=True)
-    one = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=1.0, beta2_only=True)
-    two = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=2.0, beta2_only=True)
+    half = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=0.5, beta2_only=True)
+    one = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=1.0, beta2_only=True)
+    two = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="sqrt", beta_power=2.0, beta2_only=True)
     assert half.optim.beta2 > one.optim.beta2 == b2 > two.optim.beta2
     assert half.optim.beta2 == pytest.approx(0.95**0.5) and two.optim.beta2 == pytest.approx(0.9025)
     assert half_life_steps(half.optim.beta2) == pytest.approx(2 * half_life_steps(b2))
@@ -77,7 +77,7 @@ def test_matched_half_life_keeps_the_half_life_in_tokens(parent) -> None:
     """§6.1: "For a new batch size B^ = kB, the momentum is set as p^ = p^k": k times more tokens per step and
     a k times shorter half-life in steps leave the half-life in tokens unchanged."""
     k = 2
-    matched = branch_spec(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=k, match_half_life=True)
+    matched = branch_from_checkpoint(parent.checkpoint(5), steps=8, shape="sqrt", batch_scale=k, match_half_life=True)
     per_step, per_step_k = parent.spec.train.batch_size, matched.train.batch_size
     assert per_step_k == k * per_step
     for base, new in ((parent.spec.optim.beta1, matched.optim.beta1), (parent.spec.optim.beta2, matched.optim.beta2)):
@@ -87,16 +87,16 @@ def test_matched_half_life_keeps_the_half_life_in_tokens(parent) -> None:
 def test_cooldown_steps_keeps_the_peak_lr_first(parent) -> None:
     from wsdlab.common.errors import ConfigError
 
-    spec = branch_spec(parent.checkpoint(10), steps=10, shape="sqrt", cooldown_steps=4)
+    spec = branch_from_checkpoint(parent.checkpoint(10), steps=10, shape="sqrt", cooldown_steps=4)
     assert spec.train.steps == 20 and spec.schedule.cooldown_steps == 4
     f = build_schedule(spec.schedule, spec.train.steps)
     assert [f(t) for t in range(11, 17)] == [1.0] * 6 and f(17) < 1.0 and f(20) == pytest.approx(spec.schedule.alpha)
     with pytest.raises(ConfigError, match="cooldown_steps"):
-        branch_spec(parent.checkpoint(10), steps=10, shape="sqrt", cooldown_steps=11)
+        branch_from_checkpoint(parent.checkpoint(10), steps=10, shape="sqrt", cooldown_steps=11)
 
 
 def test_a_branch_starts_with_the_cooldown_lr_and_continues_the_data(parent, num_train: int, tmp_path: Path) -> None:
-    spec = branch_spec(parent.checkpoint(5), steps=4, shape="linear")
+    spec = branch_from_checkpoint(parent.checkpoint(5), steps=4, shape="linear")
     run = train(spec, tmp_path)
     rows = run.metrics()
     assert [r["step"] for r in rows] == [6, 7, 8, 9]
@@ -115,7 +115,7 @@ def test_a_branch_starts_with_the_cooldown_lr_and_continues_the_data(parent, num
 
 
 def test_a_branch_applies_its_new_hyperparameters(parent, num_train: int, tmp_path: Path) -> None:
-    spec = branch_spec(parent.checkpoint(10), steps=3, shape="sqrt", seed=3, beta_power=2.0, weight_decay_off=True,
+    spec = branch_from_checkpoint(parent.checkpoint(10), steps=3, shape="sqrt", seed=3, beta_power=2.0, weight_decay_off=True,
                        reset_optimizer=True, batch_scale=2)
     run = train(spec, tmp_path)
     rows = run.metrics()
@@ -128,7 +128,7 @@ def test_a_branch_applies_its_new_hyperparameters(parent, num_train: int, tmp_pa
 
 
 def test_a_branch_from_another_model_names_the_fields(parent, tmp_path: Path) -> None:
-    spec = branch_spec(parent.checkpoint(5), steps=3, shape="sqrt", overrides={"model.d_model": 16})
+    spec = branch_from_checkpoint(parent.checkpoint(5), steps=3, shape="sqrt", overrides={"model.d_model": 16})
     with pytest.raises(ValueError, match="model.d_model"):
         train(spec, tmp_path / "b")
     assert not (tmp_path / "b").exists()

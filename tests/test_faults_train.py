@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from wsdlab.common.errors import CheckpointError, ConfigError, NonFiniteError, RunLockedError
-from wsdlab.train import RunDir, RunSpec, branch_spec, load_checkpoint, run_preset, train
+from wsdlab.train import RunDir, RunSpec, branch_from_checkpoint, load_checkpoint, run_preset, train
 from wsdlab.train import accumulate as loop_mod  # the training forward lives in train/accumulate.py
 from wsdlab.train.checkpoint import (
     MANIFEST_FILE,
@@ -308,7 +308,7 @@ def _damaged_copy(finished: Path, tmp_path: Path, damage) -> tuple[Path, Path]:
 
 def _assert_rejected_everywhere(out: Path, ckpt: Path, pattern: str, capsys: pytest.CaptureFixture[str]) -> None:
     for load in (open_checkpoint, load_checkpoint, lambda p: RunDir(out).load_model(4), lambda p: RunDir(out).load_model(),
-                 lambda p: branch_spec(p, steps=2, shape="linear")):
+                 lambda p: branch_from_checkpoint(p, steps=2, shape="linear")):
         with pytest.raises(CheckpointError, match=pattern):
             load(ckpt)
     capsys.readouterr()
@@ -434,9 +434,9 @@ def test_branch_rejects_non_finite_arguments(finished: Path, tmp_path: Path) -> 
                    {"shape_param": math.inf, "shape": "lowered_linear"}):
         args = {"steps": 2, "shape": "linear", **kwargs}
         with pytest.raises(ConfigError, match=f"{next(iter(kwargs))}: .*finite number"):
-            branch_spec(ckpt, **args)
+            branch_from_checkpoint(ckpt, **args)
     with pytest.raises(ConfigError, match="optim.lr"):
-        branch_spec(ckpt, steps=2, shape="linear", overrides={"optim.lr": "inf"})
+        branch_from_checkpoint(ckpt, steps=2, shape="linear", overrides={"optim.lr": "inf"})
 
 
 def test_a_failed_start_leaves_no_directory(tmp_path: Path) -> None:

@@ -84,16 +84,16 @@ def test_hyperparams_summary_aggregates_over_seeds() -> None:
 def study(tmp_path_factory: pytest.TempPathFactory):
     """A micro study: a 6-step base, cooldowns (2 shapes x 2 seeds, 4 steps) and 2 longer (6-step) references."""
     from wsdlab.data import load_data
-    from wsdlab.train import RunSpec, branch_spec, run_preset, train
+    from wsdlab.train import RunSpec, branch_from_checkpoint, run_preset, train
 
     root = tmp_path_factory.mktemp("cooldown-study")
     spec = run_preset("micro").model_dump()
     spec["train"].update(steps=6, checkpoint_every=6, snapshot_every=None)
     base = train(RunSpec.model_validate(spec), root / "base")
     ckpt = base.checkpoint(6)
-    shapes = {s: [train(branch_spec(ckpt, steps=4, shape=s, seed=k), root / f"{s}-{k}") for k in (0, 1)]
+    shapes = {s: [train(branch_from_checkpoint(ckpt, steps=4, shape=s, seed=k), root / f"{s}-{k}") for k in (0, 1)]
               for s in ("linear", "sqrt")}
-    refs = [train(branch_spec(ckpt, steps=6, shape="sqrt", seed=k), root / f"ref-{k}") for k in (0, 1)]
+    refs = [train(branch_from_checkpoint(ckpt, steps=6, shape="sqrt", seed=k), root / f"ref-{k}") for k in (0, 1)]
     return shapes, refs, load_data(base.spec.data, progress=False)
 
 

@@ -24,7 +24,7 @@ from wsdlab.data.sft import (
 from wsdlab.data.shards import split_documents
 from wsdlab.data.sources import iter_documents
 from wsdlab.models import batch_loss, build_model, model_config
-from wsdlab.train import RunSpec, branch_spec, evaluate_metrics, train
+from wsdlab.train import RunSpec, branch_from_checkpoint, evaluate_metrics, train
 
 CORPUS = dict(source="stdlib", max_documents=300, vocab_size=512, seq_len=64)
 
@@ -93,7 +93,7 @@ def parent(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_sft_branch_restarts_warmup_and_reads_masked_pairs(parent, tmp_path: Path) -> None:
-    spec = branch_spec(parent.checkpoint(4), steps=6, mode="restart", reset_optimizer=True,
+    spec = branch_from_checkpoint(parent.checkpoint(4), steps=6, mode="restart", reset_optimizer=True,
                        schedule={"kind": "cosine", "warmup_steps": 2}, data={"sft": {"source": "stdlib"}},
                        overrides={"optim.lr": 1e-3, "optim.weight_decay": 0.0, "train.batch_size": 4})
     assert spec.schedule.start_step == 4 and spec.train.steps == 10 and spec.data.sft is not None
@@ -109,7 +109,7 @@ def test_sft_branch_restarts_warmup_and_reads_masked_pairs(parent, tmp_path: Pat
 def test_sft_branch_accumulates_like_the_full_batch(parent, tmp_path: Path) -> None:
     # responses have very unequal lengths: every response token of the global batch must weigh the same
     def branch(micro_batch_size: int | None):
-        spec = branch_spec(parent.checkpoint(4), steps=2, mode="restart", reset_optimizer=True,
+        spec = branch_from_checkpoint(parent.checkpoint(4), steps=2, mode="restart", reset_optimizer=True,
                            schedule={"kind": "cosine", "warmup_steps": 0}, data={"sft": {"source": "stdlib"}},
                            overrides={"optim.lr": 1e-3, "train.batch_size": 4,
                                       "train.micro_batch_size": micro_batch_size})

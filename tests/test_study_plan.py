@@ -299,7 +299,6 @@ def test_default_study_run_count() -> None:
 
 def test_builtin_studies_expand() -> None:
     """Every built-in study and its quick variant expand to uniquely named runs, specs included."""
-    from wsdlab.study.resolve import planned_specs
     from wsdlab.study.spec import builtin_studies, QUICK_SUFFIX
 
     names = list(builtin_studies())
@@ -312,8 +311,10 @@ def test_builtin_studies_expand() -> None:
             study = load_study(path)
             plan = expand_plan(study, num_train=12_000_000 if name.startswith("paper") else 30_000)
             assert len({r.key for r in plan}) == len(plan) > 1
-            if not name.startswith("paper"):  # their presets need a local tokenizer/data to build specs
-                assert set(planned_specs(plan)) == {r.key for r in plan}
+            for run in plan:  # every branch's spec is its parent's, branched at its step
+                if run.parent is not None:
+                    assert run.spec.branch is not None and run.spec.branch.parent_step == run.step
+                    assert run.spec.model == plan[run.parent].spec.model
 
 
 def _fake_checkpoint(run_dir: Path, spec) -> None:
@@ -327,11 +328,13 @@ def test_resolution_hashes_are_unique_stable_and_location_independent(tmp_path: 
     study = parse_study(study_data())
     plan = expand_plan(study)
     resolver = Resolver(plan, tmp_path / "a")
-    assert resolver.resolve(plan["cd-linear-s0"]) is None  # the base is not complete yet
+    assert not resolver.ready(plan["cd-linear-s0"])  # the base is not complete yet
+    early = resolver.resolve(plan["cd-linear-s0"])  # but its folder and spec are known
     base = resolver.resolve(plan["base"])
     _fake_checkpoint(base.path, base.spec)
+    assert resolver.ready(plan["cd-linear-s0"])
     runs = {run.key: resolver.resolve(run) for run in plan}
-    assert all(r is not None for r in runs.values())
+    assert runs["cd-linear-s0"] == early
     dirs = {r.path for r in runs.values()}
     hashes = {r.hash for r in runs.values()}
     assert len(dirs) == len(hashes)

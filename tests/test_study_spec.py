@@ -27,21 +27,18 @@ def error_of(data: dict) -> str:
 
 
 @pytest.mark.parametrize("name", BUILTIN_STUDIES)
-def test_builtin_studies_validate_and_repo_copies_are_identical(name: str) -> None:
+def test_builtin_studies_validate(name: str) -> None:
     packaged = builtin_study_path(name)
     assert packaged.is_file()
     assert load_study(packaged).name == name
-    assert (REPO / "studies" / f"{name}.yaml").read_bytes() == packaged.read_bytes()
 
 
 def test_no_stray_study_files() -> None:
-    """Every shipped file is a built-in study or its quick variant, and the repo's studies/ holds the same."""
+    """Every shipped file is a built-in study or its quick variant; the YAML files exist once (package data)."""
     shipped = {p.name for p in builtin_study_path("default").parent.glob("*.yaml")}
     assert {n.removesuffix(".yaml").removesuffix("-quick") for n in shipped} == set(BUILTIN_STUDIES)
     assert {"default-quick.yaml"} <= shipped
-    assert {p.name for p in (REPO / "studies").glob("*.yaml")} == shipped
-    for name in shipped:
-        assert (REPO / "studies" / name).read_bytes() == (builtin_study_path("default").parent / name).read_bytes()
+    assert not (REPO / "studies").exists()
 
 
 def test_minimal_spec_defaults() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsdlab.common.errors import ConfigError
-from wsdlab.study.stages import Selector, Stage, expand_stages, selector_step
+from wsdlab.study.stages import CheckpointSelector, Stage, expand_stages, selector_step
 from wsdlab.train.config import RunSpec
 
 
@@ -15,12 +15,12 @@ def stages(data: dict) -> dict[str, Stage]:
 
 def test_grid_is_cartesian_in_written_order_and_zip_moves_together():
     st = Stage.model_validate({"grid": {"schedule.kind": ["wsd", "cosine"], "train.seed": [0, 1]},
-                               "zip": {"a.x": [1, 2, 3], "a.y": [4, 5, 6]}})
+                               "zip": {"optim.lr": [1, 2, 3], "optim.eps": [4, 5, 6]}})
     points = st.points()
     assert len(points) == 2 * 2 * 3
-    assert points[0] == {"schedule.kind": "wsd", "train.seed": 0, "a.x": 1, "a.y": 4}
-    assert points[1] == {"schedule.kind": "wsd", "train.seed": 0, "a.x": 2, "a.y": 5}
-    assert points[-1] == {"schedule.kind": "cosine", "train.seed": 1, "a.x": 3, "a.y": 6}
+    assert points[0] == {"schedule.kind": "wsd", "train.seed": 0, "optim.lr": 1, "optim.eps": 4}
+    assert points[1] == {"schedule.kind": "wsd", "train.seed": 0, "optim.lr": 2, "optim.eps": 5}
+    assert points[-1] == {"schedule.kind": "cosine", "train.seed": 1, "optim.lr": 3, "optim.eps": 6}
     assert Stage().points() == [{}]
 
 
@@ -85,16 +85,16 @@ def spec(kind: str, steps: int = 1000, warmup: int = 100, **sched) -> RunSpec:
 
 def test_selectors_pick_the_step_the_paper_names():
     wsd = spec("wsd", cooldown_fraction=0.2)  # stable phase [100, 800]
-    assert selector_step(Selector.model_validate("final"), wsd) == 1000
-    assert selector_step(Selector.model_validate(400), wsd) == 400
-    assert selector_step(Selector(steps_before_end=200), wsd) == 800
-    assert selector_step(Selector(fraction_of_stable=1.0), wsd) == 800  # the cooldown start
-    assert selector_step(Selector(fraction_of_stable=0.8), wsd) == 100 + round(0.8 * 700)  # 660
-    assert selector_step(Selector(fraction_of_stable=0.5), spec("wso")) == 100 + 450
+    assert selector_step(CheckpointSelector.model_validate("final"), wsd) == 1000
+    assert selector_step(CheckpointSelector.model_validate(400), wsd) == 400
+    assert selector_step(CheckpointSelector(steps_before_end=200), wsd) == 800
+    assert selector_step(CheckpointSelector(fraction_of_stable=1.0), wsd) == 800  # the cooldown start
+    assert selector_step(CheckpointSelector(fraction_of_stable=0.8), wsd) == 100 + round(0.8 * 700)  # 660
+    assert selector_step(CheckpointSelector(fraction_of_stable=0.5), spec("wso")) == 100 + 450
     with pytest.raises(ConfigError, match="no stable phase"):
-        selector_step(Selector(fraction_of_stable=0.5), spec("cosine"))
+        selector_step(CheckpointSelector(fraction_of_stable=0.5), spec("cosine"))
     with pytest.raises(ConfigError, match="outside the parent run"):
-        selector_step(Selector(step=1001), wsd)
+        selector_step(CheckpointSelector(step=1001), wsd)
 
 
 def test_explicit_runs_labels_and_shape_labels():

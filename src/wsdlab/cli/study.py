@@ -13,6 +13,7 @@ from rich.table import Table
 
 from wsdlab.cli.errors import user_errors
 from wsdlab.cli.options import name_option, path_option
+from wsdlab.common.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -95,6 +96,8 @@ def plan(
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation assumed for the GPU-hours estimate."),
     gpus: int = typer.Option(8, "--gpus", min=1, help="GPUs one run trains on, for the memory per GPU (FSDP runs shard "
                              "their state over them; a run without micro_batch_size splits its batch over them)."),
+    show: str | None = typer.Option(None, "--show", metavar="RUN", help="Print this run's full RunSpec (YAML), as it "
+                                    "will train, and nothing else."),
 ) -> None:
     """Print the study's expanded runs, their compute and memory per GPU, without running anything."""
     from wsdlab.study.compute import gpu_hours, run_memory
@@ -105,6 +108,15 @@ def plan(
         study_dir = (out or Path("wsdlab-out") / study.name).absolute()
         notes: list[str] = []
         rows = plan_costs(study, study_dir, notes)
+        if show is not None:
+            chosen = [r for r in rows if r["key"] == show]
+            if not chosen:
+                raise ConfigError(f"--show: study '{study.name}' has no run '{show}' (runs: {', '.join(r['key'] for r in rows[:8])}"
+                                  f"{', ...' if len(rows) > 8 else ''}; `wsdlab study plan` lists them)")
+            import yaml
+
+            typer.echo(yaml.safe_dump(chosen[0]["spec"].model_dump(mode="json"), sort_keys=False), nl=False)
+            return
         total_flops = sum(r["flops"] for r in rows if not r["shared"])
         hours = gpu_hours(total_flops, device, mfu)
         memory = [run_memory(r["spec"], device, gpus) for r in rows]

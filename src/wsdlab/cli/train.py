@@ -18,7 +18,7 @@ from rich.markup import escape
 from wsdlab.cli.errors import UserError, user_errors
 from wsdlab.cli.options import name_option, path_option
 from wsdlab.common.config import read_yaml_mapping, set_by_dotted_key
-from wsdlab.train import RunDir, RunSpec, branch_spec, run_preset, train
+from wsdlab.train import RunDir, RunSpec, branch_from_checkpoint, run_preset, train
 from wsdlab.train.metrics import MetricsSink, TensorBoardSink, WandbSink
 
 console = Console()
@@ -123,7 +123,7 @@ def cooldown_command(
 ) -> None:
     """Branch a cooldown from a checkpoint and train it."""
     with user_errors():
-        spec = branch_spec(from_, steps=steps, shape=shape, shape_param=shape_param, alpha=alpha, seed=seed,
+        spec = branch_from_checkpoint(from_, steps=steps, shape=shape, shape_param=shape_param, alpha=alpha, seed=seed,
                            beta_power=beta_power, beta2_only=beta2_only, batch_scale=batch_scale,
                            match_half_life=match_half_life, weight_decay_off=no_weight_decay,
                            reset_optimizer=reset_optimizer, overrides=parse_sets(sets))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from wsdlab.common.errors import ConfigError
 
@@ -109,3 +109,93 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"invalid config {path}:\n{describe_validation_error(err)}") from None
+
+
+# ------------------------------------------------------------------------------------------- partials
+
+
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (`X`, `X | None`, a union of configs), else []."""
+    import types
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [t for arg in typing.get_args(annotation) for t in _model_types(arg)]
+    return []
+
+
+class _Partial(BaseModel):
+    """Base of `partial_model` classes: strict, and dumped with the fields that were set only."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set}
+
+
+_PARTIALS: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def partial_model(cls: type[BaseModel]) -> type[BaseModel]:
+    """A typed partial of `cls`: the same fields, each optional (unset = keep the value patched), nested
+    sections (a field whose type is one model) partial too; values are validated with the field's own
+    type and constraints. Dumps hold only the fields that were set, so `{}` is "change nothing"."""
+    if cls in _PARTIALS:
+        return _PARTIALS[cls]
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        annotation = info.annotation
+        members = _model_types(annotation)
+        if len(members) == 1:  # a section (`X` or `X | None`): patched field by field
+            annotation = partial_model(members[0])
+        meta = [m for m in info.metadata]
+        from typing import Annotated, Optional
+
+        typ = Annotated[Optional[annotation], *meta] if meta else Optional[annotation]  # type: ignore[valid-type]
+        fields[name] = (typ, None)
+
+    model = create_model(f"{cls.__name__}Patch", __base__=_Partial,
+                         __doc__=f"A typed partial of {cls.__name__}: only the fields set are applied.", **fields)
+    _PARTIALS[cls] = model
+    return model
+
+
+def deep_update(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `patch` merged in place recursively (mappings merge, anything else replaces); returns it."""
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def check_dotted_key(cls: type[BaseModel], key: str) -> None:
+    """ValueError unless `key` (e.g. `optim.lr`, `data.order.seed`) names a field of `cls`, following nested
+    sections (a union of configs accepts a field of any member; a mapping field accepts any sub-key)."""
+    models: list[type[BaseModel]] = [cls]
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        found = [m.model_fields[part] for m in models if part in m.model_fields]
+        if not found:
+            where = ".".join(parts[:i]) or cls.__name__
+            known = sorted({f for m in models for f in m.model_fields})
+            raise ValueError(f"'{key}': {where} has no field '{part}' (fields: {', '.join(known)})")
+        if i == len(parts) - 1:
+            return
+        models = [t for info in found for t in _model_types(info.annotation)]
+        if not models:
+            import typing
+
+            if any(typing.get_origin(info.annotation) is dict or info.annotation is dict for info in found):
+                return  # a free mapping (e.g. overrides): any sub-key
+            raise ValueError(f"'{key}': '{'.'.join(parts[:i + 1])}' is a value, not a section")

@@ -29,6 +29,10 @@ class JobKind(ABC):
 
         return is_complete(out)
 
+    def check(self, spec: RunSpec, is_branch: bool, where: str) -> None:
+        """ConfigError (naming `where`, e.g. `stages.sft`) when `spec` cannot be this job: called when the
+        plan is made, before anything trains. Default: any spec."""
+
 
 _JOBS: dict[str, JobKind] = {}
 
@@ -70,11 +74,17 @@ class SFTJob(JobKind):
 
     name = "sft"
 
+    def check(self, spec: RunSpec, is_branch: bool, where: str) -> None:
+        if not is_branch:
+            raise ConfigError(f"{where}: job sft fine-tunes a trained model; give the stage `from: <stage>` "
+                              "(a root stage trains from scratch)")
+        if spec.data.sft is None:
+            raise ConfigError(f"{where}: job sft reads no SFT data; set branch.data.sft (e.g. {{source: stdlib}})")
+        if spec.schedule.start_step == 0:
+            raise ConfigError(f"{where}: job sft needs branch.mode restart (a schedule from its own start)")
+
     def run(self, spec: RunSpec, out: Path, sinks: Sequence[Any] = ()) -> None:
         from wsdlab.train import train
 
-        if spec.data.sft is None:
-            raise ConfigError(f"job sft: run '{spec.name}' reads no SFT data; set branch.data.sft (e.g. {{source: stdlib}})")
-        if spec.init_from is not None and spec.schedule.start_step == 0:
-            raise ConfigError(f"job sft: run '{spec.name}' needs branch.mode restart (a schedule from its own start)")
+        self.check(spec, spec.init_from is not None, f"run '{spec.name}'")
         train(spec, out, sinks=sinks)

@@ -1,11 +1,12 @@
-"""Expand a study spec into its runs: stages -> planned runs, each a root RunSpec or a branch recipe.
+"""Expand a study spec into its runs, every one with its full RunSpec, before anything trains.
 
-A root run (a stage without `from:`) is a full RunSpec: the stage's preset model, its nested `spec`,
-its dotted `overrides`, then its grid point. A branch run names its parent run, the checkpoint
-selector (`at`) and a `BranchConfig` (the stage's `branch` and `branch.<field>` values of its point,
-the other dotted values as overrides); its RunSpec exists only once that checkpoint does, so the
-resolver (`resolve.py`) builds it. Every run also knows which extra checkpoints it must keep (its
-stage's `keep` and the selectors of the branches started from it).
+A root run (a stage without `from:`) is the stage's preset model, its nested `spec`, its dotted
+`overrides`, then its grid point. A branch run names its parent run, the step its checkpoint selector
+(`at`) picks in the parent's spec, and a `BranchConfig` (the stage's `branch` and `branch.<field>` values
+of its point, the other dotted values as overrides); its RunSpec is `branch_spec(parent spec, step,
+branch)`, a pure function, so the plan holds every spec with no checkpoint on disk. Every run also keeps
+the extra checkpoints its stage's `keep` and the branches started from it need. What the plan cannot
+know is where runs live: the resolver (`resolve.py`) maps each spec to its folder.
 
 The cooldown study's shorthand is first expanded into stages (`study.cooldown.cooldown_stages`),
 so there is one code path for every study.
@@ -20,29 +21,41 @@ from typing import Any
 from pydantic import ValidationError
 
 from wsdlab.common.config import describe_validation_error
-from wsdlab.common.errors import ConfigError
+from wsdlab.common.errors import ConfigError, WsdlabError
 from wsdlab.study.cooldown import BASE_KEY, cooldown_stages, template_spec
 from wsdlab.study.jobs import get_job
 from wsdlab.study.spec import StudySpec
-from wsdlab.study.stages import Selector, ShapeChoice, Stage, StageRun, expand_stages
+from wsdlab.study.stages import (
+    CheckpointSelector,
+    ShapeChoice,
+    Stage,
+    StageRun,
+    check_stage_graph,
+    expand_stages,
+    selector_step,
+)
+from wsdlab.train.branch import branch_spec
 from wsdlab.train.config import BranchConfig, RunSpec
 
-__all__ = ["BASE_KEY", "Plan", "PlannedRun", "expand_plan", "study_stages"]
+__all__ = ["BASE_KEY", "MAX_RUNS", "Plan", "PlannedRun", "expand_plan", "study_stages"]
+
+MAX_RUNS = 100_000  # a study that expands to more runs is refused (with its count) before expanding
 
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of a study: a root run (`spec`) or a branch of `parent` at `at` with `branch`."""
+    """One run of a study and its full spec: a root run, or a branch of `parent` at `step` (picked by `at`)."""
 
     key: str
     stage: str
     labels: Mapping[str, Any]
+    spec: RunSpec
     job: str = "train"
-    spec: RunSpec | None = None
     parent: str | None = None
-    at: Selector | None = None
+    at: CheckpointSelector | None = None
+    step: int | None = None  # the parent's step the branch starts from (`at` applied to the parent's spec)
     branch: BranchConfig | None = None
-    keep: tuple[Selector, ...] = field(default=())  # checkpoints its branches and analyses need
+    keep: tuple[CheckpointSelector, ...] = field(default=())  # checkpoints its branches and analyses need
 
     @property
     def role(self) -> str:
@@ -84,28 +97,66 @@ def study_stages(study: StudySpec, num_train: int | None = None) -> dict[str, St
 
 
 def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
-    """Every run of the study, parents first. `num_train` (train sequences of the base's data) is needed
-    for the cooldown shorthand's `cooldown.data: fresh`. ConfigError names the stage and field at fault."""
+    """Every run of the study with its RunSpec, parents first; nothing is read or written. `num_train`
+    (train sequences of the base's data) is needed for the cooldown shorthand's `cooldown.data: fresh`.
+    ConfigError names the stage, run and field at fault: everything that can be checked is checked here."""
     stages = study_stages(study, num_train)
     for name, stage in stages.items():
         get_job(stage.job)  # an unknown job kind fails before anything runs
+    count = count_runs(stages)
+    if count > MAX_RUNS:
+        raise ConfigError(f"study '{study.name}' expands to {count:,} runs (at most {MAX_RUNS:,}): "
+                          "shrink its grids")
     stage_runs = expand_stages(stages)
-    keeps: dict[str, list[Selector]] = {r.key: list(stages[r.stage].keep) for r in stage_runs}
+    selectors = {r.key: branch_selector(stages[r.stage], r.values) for r in stage_runs if r.parent is not None}
+    keeps: dict[str, list[CheckpointSelector]] = {r.key: list(stages[r.stage].keep) for r in stage_runs}
     for r in stage_runs:
-        at = branch_selector(stages[r.stage], r.values) if r.parent is not None else None
+        at = selectors.get(r.key)
         if at is not None and not at.final and at not in keeps[r.parent]:
             keeps[r.parent].append(at)
-    runs = [_planned(study, stages[r.stage], r, tuple(keeps[r.key])) for r in stage_runs]
-    return Plan(study, tuple(runs), stages)
+    runs: dict[str, PlannedRun] = {}
+    for r in stage_runs:
+        try:
+            runs[r.key] = _planned(study, stages[r.stage], r, tuple(keeps[r.key]), runs, selectors.get(r.key))
+        except (WsdlabError, ValueError) as err:
+            raise ConfigError(f"run '{r.key}' of study '{study.name}': {err}") from None
+    plan = Plan(study, tuple(runs.values()), stages)
+    check_plan(plan)
+    return plan
 
 
-def branch_selector(stage: Stage, values: Mapping[str, Any]) -> Selector:
+def count_runs(stages: Mapping[str, Stage]) -> int:
+    """How many runs the stages expand to at most (each stage's points x its parent stage's runs), computed
+    without expanding anything, so a grid of a billion points is refused in microseconds."""
+    order = check_stage_graph(stages)
+    counts: dict[str, int] = {}
+    for name in order:
+        stage = stages[name]
+        counts[name] = stage.num_points() * (counts[stage.from_] if stage.from_ is not None else 1)
+    return sum(counts.values())
+
+
+def check_plan(plan: Plan) -> None:
+    """The checks that need every spec or stage: a job's own requirements (e.g. an SFT run is a branch with
+    SFT data), and every stage an analysis input names exists."""
+    for run in plan:
+        get_job(run.job).check(run.spec, run.parent is not None, f"stages.{run.stage}")
+    analyses = plan.study.analyses
+    for unit in analyses.enabled():
+        for name, selector in analyses.settings(unit).inputs.items():
+            unknown = [s for s in selector.stage if s not in plan.stages]
+            if unknown:
+                raise ConfigError(f"analyses.{unit}.inputs.{name}.stage: no stage {', '.join(map(repr, unknown))} "
+                                  f"in study '{plan.study.name}' (stages: {', '.join(plan.stages)})")
+
+
+def branch_selector(stage: Stage, values: Mapping[str, Any]) -> CheckpointSelector:
     """The stage's `at`, with any `at.<field>` of the point replacing it (a selector has one field)."""
     fields = {k.removeprefix("at."): v for k, v in values.items() if k.startswith("at.")}
     if not fields:
         return stage.at
     try:
-        return Selector.model_validate(fields)
+        return CheckpointSelector.model_validate(fields)
     except ValidationError as err:
         raise ConfigError(f"stages: checkpoint selector {fields}: {describe_validation_error(err)}") from None
 
@@ -134,13 +185,28 @@ def branch_config(stage_name: str, stage: Stage, values: Mapping[str, Any]) -> B
                           f"{describe_validation_error(err, f'stages.{stage_name}.branch.')}") from None
 
 
-def _planned(study: StudySpec, stage: Stage, run: StageRun, keep: tuple[Selector, ...]) -> PlannedRun:
+def with_kept_checkpoints(spec: RunSpec, keep: tuple[CheckpointSelector, ...]) -> RunSpec:
+    """`spec` with `train.checkpoint_steps` holding every step the selectors in `keep` pick."""
+    steps = {selector_step(sel, spec) for sel in keep} - {spec.train.steps}
+    start = spec.branch.parent_step if spec.branch is not None and spec.branch.parent_step else 0
+    extra = sorted(s for s in steps if s > start and s not in spec.train.checkpoint_steps)
+    if not extra:
+        return spec
+    train = spec.train.model_copy(update={"checkpoint_steps": sorted({*spec.train.checkpoint_steps, *extra})})
+    return spec.model_copy(update={"train": train})
+
+
+def _planned(study: StudySpec, stage: Stage, run: StageRun, keep: tuple[CheckpointSelector, ...],
+             planned: Mapping[str, PlannedRun], at: CheckpointSelector | None) -> PlannedRun:
     if run.parent is None:
         extra = {k: v for k, v in run.values.items() if not k.startswith("labels.")}
         spec = template_spec(f"{study.name}-{run.key}", stage.preset, stage.spec, stage.overrides,
                              f"stages.{run.stage}", extra)
-        return PlannedRun(run.key, run.stage, dict(run.labels), stage.job, spec=spec, keep=keep)
-    return PlannedRun(run.key, run.stage, dict(run.labels), stage.job, parent=run.parent,
-                      at=branch_selector(stage, run.values), branch=branch_config(run.stage, stage, run.values),
-                      keep=keep)
-
+        return PlannedRun(run.key, run.stage, dict(run.labels), with_kept_checkpoints(spec, keep), stage.job, keep=keep)
+    assert at is not None
+    parent = planned[run.parent].spec
+    step = selector_step(at, parent)
+    branch = branch_config(run.stage, stage, run.values)
+    spec = with_kept_checkpoints(branch_spec(parent, step, branch), keep)
+    return PlannedRun(run.key, run.stage, dict(run.labels), spec, stage.job, parent=run.parent, at=at, step=step,
+                      branch=branch, keep=keep)

@@ -26,7 +26,7 @@ from wsdlab.study.executors import Executor, Job, SequentialExecutor
 from wsdlab.study.cooldown import base_run_spec
 from wsdlab.study.plan import Plan, PlannedRun, expand_plan
 from wsdlab.study.progress import StudyProgress
-from wsdlab.study.resolve import BranchFn, ResolvedRun, Resolver, check_branches, describe, run_is_complete
+from wsdlab.study.resolve import ResolvedRun, Resolver, describe, run_is_complete
 from wsdlab.study.spec import StudySpec, dump_study, load_study
 
 State = Literal["waiting", "running", "complete", "failed", "blocked"]
@@ -152,7 +152,7 @@ def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: Stu
                 progress.blocked(run.key, details[run.key])
                 continue
             resolved = resolver.resolve(run)
-            if resolved is None:
+            if not resolver.ready(run):
                 if run.parent is not None and states[run.parent] == "complete":  # its checkpoint never came
                     states[run.key] = "failed"
                     details[run.key] = (f"parent '{run.parent}' completed without the checkpoint "
@@ -217,9 +217,11 @@ def plan_status(plan: Plan, resolver: Resolver) -> dict[str, RunStatus]:
     out: dict[str, RunStatus] = {}
     for run in plan:
         resolved = resolver.resolve(run)
-        if resolved is None:
-            state: State = "waiting"
-            detail = f"waits for '{run.parent}'"
+        if run_is_complete(run, resolved.path):
+            state: State = "complete"
+            detail = ""
+        elif not resolver.ready(run):
+            state, detail = "waiting", f"waits for '{run.parent}'"
         elif run_is_complete(run, resolved.path):
             state, detail = "complete", ""
         elif resolved.path.is_dir():
@@ -243,7 +245,7 @@ def write_runs_index(statuses: dict[str, RunStatus], study_dir: Path) -> Path:
 
 
 def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | None = None,
-              branch_fn: BranchFn | None = None, progress: StudyProgress | None = None,
+              progress: StudyProgress | None = None,
               analyses: bool = True, report: bool | None = None) -> dict[str, RunStatus]:
     """Run (or finish) the whole study in `study_dir`; then its tables and report. Returns run states.
 
@@ -257,11 +259,10 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
     if study_dir.exists() and not study_dir.is_dir():
         raise ConfigError(f"{study_dir}: exists and is not a directory")
     num_train = study_num_train(study, progress=prog.live_enabled)  # prepares the corpus on first use
-    plan = expand_plan(study, num_train)
-    check_branches(plan, branch_fn)
+    plan = expand_plan(study, num_train)  # every run's spec, checked: a bad study fails here, before training
     with study_lock(study_dir):
         write_study_file(study, study_dir, num_train)
-        resolver = Resolver(plan, study_dir, branch_fn)
+        resolver = Resolver(plan, study_dir)
         prog.total = len(plan)
         executor = executor or SequentialExecutor()
         tables = None
@@ -374,29 +375,25 @@ def plan_costs(study: StudySpec, study_dir: Path, notes: list[str] | None = None
     (`plan_num_train`); what the caller should know about the plan is appended to `notes`."""
     from wsdlab.study.compute import run_cost
     from wsdlab.study.plan import study_stages
-    from wsdlab.study.resolve import planned_specs, run_identity
     from wsdlab.study.stages import expand_stages
 
     num_train, note = plan_num_train(study, study_dir)
     if note is not None and notes is not None:
         notes.append(note)
     plan = expand_plan(study, num_train)
-    specs = planned_specs(plan)
     stage_runs = expand_stages(study_stages(study, num_train))
     differs: dict[str, str] = {}
     for stage in dict.fromkeys(r.stage for r in stage_runs):
         mine = [r for r in stage_runs if r.stage == stage]
         differs.update(zip((r.key for r in mine), _differences([dict(r.values) for r in mine])))
-    resolver = Resolver(plan, study_dir) if (study_dir / PLAN_FILE).is_file() else None
+    resolver = Resolver(plan, study_dir)
     seen: set[str] = set()
     rows = []
     for run in plan:
-        spec = specs[run.key]
-        start = spec.branch.parent_step or 0 if spec.branch is not None else 0
-        cost = run_cost(spec, start)
-        identity = run_identity(spec, study_dir)
-        resolved = resolver.resolve(run) if resolver is not None else None
-        done = resolved is not None and run_is_complete(run, resolved.path)
+        resolved = resolver.resolve(run)
+        spec, identity = resolved.spec, resolved.hash
+        cost = run_cost(spec, run.step or 0)
+        done = (study_dir / PLAN_FILE).is_file() and run_is_complete(run, resolved.path)
         rows.append({"stage": run.stage, "key": run.key, "parent": run.parent, "differs": differs[run.key] or "-",
                      "tokens": cost.tokens, "flops": cost.flops, "state": "done" if done else "left",
                      "shared": identity in seen, "spec": spec})

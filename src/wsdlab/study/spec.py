@@ -1,7 +1,7 @@
 """The study spec: one YAML file describing a whole study, validated by pydantic.
 
 A study is a graph of stages (`stages:`, see `wsdlab.study.stages`), or the cooldown study's shorthand
-(`base`, `cooldown`, `reference`, `averaging`, `hyperparams`; see `wsdlab.study.cooldown`) that expands
+(`base`, `cooldown`, `reference`, `averaging`, `hyperparams`; see `wsdlab.study.sections`) that expands
 into stages; then the analyses to compute and the report to write. Errors name the dotted field
 (`cooldown.shapes.1`, `stages.wsd.grid`). Built-in studies ship inside the package as
 `wsdlab/studies/<name>.yaml`, each with a quick variant `<name>-quick.yaml`.
@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from wsdlab.common.config import StrictModel, describe_validation_error, read_yaml_mapping
 from wsdlab.common.errors import ConfigError
 from wsdlab.study.analysis_config import AnalysesConfig
-from wsdlab.study.cooldown import (  # noqa: F401 - the shorthand's sections, re-exported
+from wsdlab.study.sections import (  # noqa: F401 - the shorthand's sections, re-exported
     Averaging,
     BaseRun,
     CooldownGrid,

@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from wsdlab.common.config import StrictModel
+from wsdlab.common.config import StrictModel, describe_validation_error
 from wsdlab.common.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -72,7 +72,7 @@ class ShapeChoice(StrictModel):
         return {"shape": self.shape, "shape_param": self.param, "shape_expr": self.expr}
 
 
-class Selector(StrictModel):
+class CheckpointSelector(StrictModel):
     """Which checkpoint of a parent run a branch starts at; exactly one field is set.
 
     In YAML: `at: final`, `at: {step: 400}`, `at: {fraction_of_stable: 0.8}`, `at: {steps_before_end: 50}`.
@@ -95,7 +95,7 @@ class Selector(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Selector":
+    def _exactly_one(self) -> "CheckpointSelector":
         chosen = [n for n in ("step", "fraction_of_stable", "steps_before_end") if getattr(self, n) is not None]
         if self.final:
             chosen.append("final")
@@ -123,7 +123,7 @@ def stable_end(schedule: Any, total_steps: int) -> int:
     return pretrain_steps(schedule, total_steps) - cooldown_steps(schedule, total_steps)
 
 
-def selector_step(selector: Selector, spec: Any) -> int:
+def selector_step(selector: CheckpointSelector, spec: Any) -> int:
     """The absolute step of the parent run (a RunSpec) that `selector` picks; ConfigError if out of range."""
     total = spec.train.steps
     start = spec.branch.parent_step if getattr(spec, "branch", None) is not None else 0
@@ -149,7 +149,7 @@ class Stage(StrictModel):
 
     job: str = Field("train", description="What each run of the stage does (a registered job kind).")
     from_: str | None = Field(None, alias="from", description="Parent stage: each run branches from its runs.")
-    at: Selector = Field(default_factory=lambda: Selector(final=True), description="Checkpoint of the parent run.")
+    at: CheckpointSelector = Field(default_factory=lambda: CheckpointSelector(final=True), description="Checkpoint of the parent run.")
     match: Literal["same", "all"] = Field(
         "same", description="same: parent runs whose labels agree on shared names; all: every parent run.")
     preset: str | None = Field(None, description="Model preset of a root stage (wsdlab.models.PRESETS).")
@@ -162,7 +162,7 @@ class Stage(StrictModel):
         default_factory=list, description="Explicit points (dotted key -> value, `labels.<name>` for a label only, "
         "`key` for the run key), multiplied with the grid; for designs a grid cannot write.")
     labels: dict[str, Any] = Field(default_factory=dict, description="Constant labels of every run.")
-    keep: list[Selector] = Field(default_factory=list, description="Extra checkpoints each run keeps (analyses).")
+    keep: list[CheckpointSelector] = Field(default_factory=list, description="Extra checkpoints each run keeps (analyses).")
     key: str | None = Field(None, description="Run key template over labels, e.g. 'cd-{shape}-s{seed}'.")
 
     model_config = {**StrictModel.model_config, "populate_by_name": True}
@@ -200,8 +200,33 @@ class Stage(StrictModel):
                              "(change them with overrides or branch)")
         return self
 
+    @model_validator(mode="after")
+    def _check_keys(self) -> "Stage":
+        """Every grid/zip axis and explicit-run key names a real field (`branch.<BranchConfig field>`,
+        `at.<selector field>`, `labels.<name>`, else a RunSpec field), so a typo fails when the YAML is read."""
+        for where, keys in (("grid", self.grid), ("zip", self.zip), *((f"runs.{i}", r) for i, r in enumerate(self.runs)),
+                            ("overrides", self.overrides)):
+            for key in keys:
+                check_point_key(key, f"{where}.{key}")
+        for where, axes in (("grid", self.grid), ("zip", self.zip)):
+            for i, value in enumerate(axes.get("branch.shape", [])):
+                try:
+                    ShapeChoice.model_validate(value)
+                except ValidationError as err:
+                    raise ValueError(f"{where}.branch.shape.{i}: {describe_validation_error(err)}") from None
+        return self
+
     def axes(self) -> list[str]:
         return [*self.grid, *self.zip]
+
+    def num_points(self) -> int:
+        """len(points()), without building them: grid sizes x zip length x explicit runs."""
+        count = 1
+        for values in self.grid.values():
+            count *= len(values)
+        if self.zip:
+            count *= len(next(iter(self.zip.values())))
+        return count * max(1, len(self.runs))
 
     def points(self) -> list[dict[str, Any]]:
         """The grid points in order: dotted key -> value (the zip moves as one axis after the grid, then
@@ -210,6 +235,26 @@ class Stage(StrictModel):
         zipped = [list(zip(self.zip, col)) for col in zip(*self.zip.values())] if self.zip else [[]]
         explicit = [list(r.items()) for r in self.runs] or [[]]
         return [dict([*combo, *z, *e]) for combo in itertools.product(*grid_axes) for z in zipped for e in explicit]
+
+
+def check_point_key(key: str, where: str) -> None:
+    """ValueError naming `where` unless `key` is `key`, `labels.<name>`, `branch.<BranchConfig field>`,
+    `at.<CheckpointSelector field>` or a dotted RunSpec field."""
+    from wsdlab.common.config import check_dotted_key
+    from wsdlab.train.config import BranchConfig, RunSpec
+
+    head, _, rest = key.partition(".")
+    if key == "key" or (head == "labels" and rest):
+        return
+    try:
+        if head == "branch":
+            check_dotted_key(BranchConfig, rest)
+        elif head == "at":
+            check_dotted_key(CheckpointSelector, rest)
+        else:
+            check_dotted_key(RunSpec, key)
+    except ValueError as err:
+        raise ValueError(f"{where}: unknown field {err}") from None
 
 
 def label_name(dotted: str) -> str:

@@ -1,6 +1,6 @@
 """wsdlab.train: the training engine (one loop for every stage), checkpoints, branches, run store."""
 
-from wsdlab.train.branch import branch_spec
+from wsdlab.train.branch import branch_from_checkpoint, branch_spec
 from wsdlab.train.config import BranchConfig, OptimConfig, RunSpec, TrainConfig
 from wsdlab.train.evaluate import evaluate, evaluate_metrics
 from wsdlab.train.loop import train
@@ -19,6 +19,7 @@ __all__ = [
     "TensorBoardSink",
     "TrainConfig",
     "WandbSink",
+    "branch_from_checkpoint",
     "branch_spec",
     "evaluate",
     "evaluate_metrics",

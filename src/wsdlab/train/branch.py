@@ -1,4 +1,7 @@
-"""Cooldown branches: a new spec that starts at a checkpoint of a stable run.
+"""Cooldown branches: a new spec that starts at a step of a stable run.
+
+`branch_spec(parent, step, branch)` is pure (a RunSpec from a RunSpec: a study plans every branch before
+anything trains); `branch_from_checkpoint` reads the parent's spec and step from a checkpoint on disk.
 
 The branch keeps the parent's model, data, optimizer and warmup; in mode `cooldown` its schedule is
 WSD whose cooldown is the branch (`cooldown_steps = steps`, `train.steps = parent_step + steps`), so
@@ -15,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from wsdlab.common.config import describe_validation_error, set_by_dotted_key
+from wsdlab.common.config import deep_update, describe_validation_error, set_by_dotted_key
 from wsdlab.common.errors import ConfigError
 from wsdlab.train.batching import global_batch_size
 from wsdlab.train.checkpoint import open_checkpoint
@@ -40,8 +43,8 @@ def half_life_steps(beta: float) -> float:
     return math.log(0.5) / math.log(beta)
 
 
-def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, **fields: Any) -> RunSpec:
-    """The spec of a branch from `checkpoint`: `config`, or BranchConfig(**fields) (`steps=`, `shape=`, ...).
+def branch_spec(parent: RunSpec, step: int, branch: BranchConfig) -> RunSpec:
+    """The spec of a branch that starts at step `step` of the run `parent`: a pure function (no disk).
 
     seed: data-order seed of the branch (order.seed). beta_power p: betas -> beta**p (beta2 alone
     with beta2_only); p < 1 makes the betas larger (longer memory), p > 1 smaller (`scaled_beta`).
@@ -51,23 +54,17 @@ def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, *
     every step reads k times more tokens). weight_decay_off: no weight decay. reset_optimizer: fresh
     AdamW moments. cooldown_steps: length of the decay at the end of the branch (None = the whole
     branch); a shorter one keeps the parent's peak LR (stable continuation) for steps - cooldown_steps
-    updates first, as the longer run of the averaging study does. data: DataConfig fields replaced.
-    overrides: any other dotted key (applied last). The result records the config with its parent step
-    in `RunSpec.branch`.
+    updates first, as the longer run of the averaging study does. data: DataConfig fields replaced (nested
+    sections merge), then `seed`. overrides: any other dotted key (applied last). The result records the
+    config with its parent step in `RunSpec.branch`; its `init_from` is None: where the parent's checkpoint
+    lies is the caller's business (`branch_from_checkpoint`, or a study's resolver).
 
-    The checkpoint is verified first (CheckpointError names the damaged or missing file); bad
-    arguments are a ConfigError naming the argument.
+    ConfigError names what is wrong (a step outside the parent, a bad override, an invalid result).
     """
-    if config is None:
-        try:
-            config = BranchConfig(**fields)
-        except ValidationError as err:
-            raise ConfigError(f"invalid branch: {describe_validation_error(err)}") from None
-    elif fields:
-        raise TypeError("branch_spec: give a BranchConfig or its fields, not both")
-    cfg = config
-    ckpt = open_checkpoint(checkpoint)
-    parent, parent_step = ckpt.spec, ckpt.step
+    cfg = branch
+    if not 0 <= step <= parent.train.steps:
+        raise ConfigError(f"branch: step {step} is outside the parent run '{parent.name}' (steps 0..{parent.train.steps})")
+    parent_step = step
     data = parent.model_dump(mode="json")
     data.pop("branch", None)
     optim, train, sched = data["optim"], data["train"], data["schedule"]
@@ -89,9 +86,9 @@ def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, *
         optim["beta2"] = scaled_beta(optim["beta2"], cfg.batch_scale)
     if cfg.weight_decay_off:
         optim["weight_decay"] = 0.0
-    if cfg.seed is not None:
+    deep_update(data["data"], cfg.data.model_dump(mode="json"))
+    if cfg.seed is not None:  # after the data patch: a patched `order` keeps the branch's seed
         data["data"]["order"]["seed"] = cfg.seed
-    data["data"].update(cfg.data)
 
     if cfg.mode == "cooldown":
         sched.update(kind="wsd", cooldown_steps=steps if cfg.cooldown_steps is None else cfg.cooldown_steps,
@@ -101,7 +98,8 @@ def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, *
         name = f"cd-{cfg.shape}-{steps}"
     elif cfg.mode == "restart":  # a new schedule from the branch's own start (SFT, Table 8)
         sched.clear()
-        sched.update({"kind": "cosine", "warmup_steps": 0, "alpha": 0.0, **cfg.schedule, "start_step": parent_step})
+        sched.update({"kind": "cosine", "warmup_steps": 0, "alpha": 0.0, **cfg.schedule.model_dump(mode="json"),
+                      "start_step": parent_step})
         name = f"ft-{steps}"
     else:  # mid-training continues the parent's (finished) pre-training schedule, eq. 11
         if parent_step != parent.train.steps or parent.schedule.mid is not None:
@@ -112,7 +110,7 @@ def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, *
     train["steps"] = parent_step + steps
     train["checkpoint_steps"] = [s for s in train["checkpoint_steps"] if s > parent_step]
     train["snapshot_steps"] = [s for s in train["snapshot_steps"] if s >= parent_step]
-    data["init_from"] = str(Path(checkpoint).resolve())
+    data["init_from"] = None
     data["name"] = f"{parent.name}-{name}"
     data["branch"] = cfg.model_copy(update={"parent_step": parent_step}).model_dump(mode="json")
     for key, value in cfg.overrides.items():
@@ -121,6 +119,25 @@ def branch_spec(checkpoint: str | Path, config: BranchConfig | None = None, /, *
         return RunSpec.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"invalid branch spec:\n{describe_validation_error(err)}") from None
+
+
+def branch_from_checkpoint(checkpoint: str | Path, config: BranchConfig | None = None, /, **fields: Any) -> RunSpec:
+    """`branch_spec` of the run stored in `checkpoint` at its step, with `init_from` = that checkpoint
+    (`wsdlab cooldown --from`): `config`, or BranchConfig(**fields) (`steps=`, `shape=`, ...).
+
+    The checkpoint is verified first (CheckpointError names the damaged or missing file); bad
+    arguments are a ConfigError naming the argument.
+    """
+    if config is None:
+        try:
+            config = BranchConfig(**fields)
+        except ValidationError as err:
+            raise ConfigError(f"invalid branch: {describe_validation_error(err)}") from None
+    elif fields:
+        raise TypeError("branch_from_checkpoint: give a BranchConfig or its fields, not both")
+    ckpt = open_checkpoint(checkpoint)
+    spec = branch_spec(ckpt.spec, ckpt.step, config)
+    return spec.model_copy(update={"init_from": str(Path(checkpoint).resolve())})
 
 
 def _scale_batch(train: dict[str, Any], parent: RunSpec, k: float) -> None:

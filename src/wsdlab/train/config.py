@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from wsdlab.common.config import StrictModel
+from wsdlab.common.config import StrictModel, partial_model
 from wsdlab.data.config import DataConfig
 from wsdlab.models.config import LlamaConfig, LMConfig, ModelConfig
 from wsdlab.schedules.config import ScheduleConfig
@@ -63,6 +63,10 @@ class TrainConfig(StrictModel):
     progress: bool = True
 
 
+SchedulePatch = partial_model(ScheduleConfig)  # a branch's own schedule (mode restart), fields set only
+DataPatch = partial_model(DataConfig)  # DataConfig fields a branch replaces (nested sections merge)
+
+
 class BranchConfig(StrictModel):
     """How a branch departs from the checkpoint it starts at: the one definition that `branch_spec`,
     the study stages, `wsdlab cooldown` and the branch's provenance record (`RunSpec.branch`) share.
@@ -93,15 +97,20 @@ class BranchConfig(StrictModel):
     match_half_life: bool = Field(False, description="Betas -> beta**k with batch x k: the EMA half-life in tokens kept.")
     weight_decay_off: bool = Field(False, description="No weight decay in the branch.")
     reset_optimizer: bool = Field(False, description="Start the branch with fresh AdamW moments.")
-    schedule: dict[str, Any] = Field(default_factory=dict, description="Mode restart: the branch's own schedule "
-                                     "(ScheduleConfig fields; default kind cosine, warmup_steps 0, alpha 0).")
-    data: dict[str, Any] = Field(default_factory=dict, description="DataConfig fields replaced in the branch "
-                                 "(e.g. another source for mid-training).")
+    schedule: SchedulePatch = Field(  # type: ignore[valid-type]
+        default_factory=SchedulePatch, description="Mode restart: the branch's own schedule "
+        "(ScheduleConfig fields; default kind cosine, warmup_steps 0, alpha 0).")
+    data: DataPatch = Field(  # type: ignore[valid-type]
+        default_factory=DataPatch, description="DataConfig fields replaced in the branch (nested sections merge; "
+        "e.g. another source for mid-training, or SFT data).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Any other dotted RunSpec key, applied last.")
     parent_step: int | None = Field(None, ge=0, description="Provenance: the step the branch started at.")
 
     @model_validator(mode="after")
     def _check(self) -> "BranchConfig":
+        from wsdlab.schedules.shapes import get_shape
+
+        get_shape(self.shape, self.shape_param, self.shape_expr)  # an unknown shape fails when the plan is made
         if self.match_half_life and self.batch_scale is None:
             raise ValueError("match_half_life needs batch_scale")
         if self.cooldown_steps is not None and self.cooldown_steps > self.steps:
@@ -110,9 +119,9 @@ class BranchConfig(StrictModel):
             raise ValueError("cooldown_steps and batch_scale cannot be combined")
         if self.mode in ("mid", "restart") and (self.cooldown_steps is not None or self.batch_scale is not None):
             raise ValueError(f"mode '{self.mode}' takes neither cooldown_steps nor batch_scale")
-        if self.schedule and self.mode != "restart":
+        if self.schedule.model_fields_set and self.mode != "restart":
             raise ValueError("schedule is only used with mode 'restart'")
-        if "start_step" in self.schedule:
+        if "start_step" in self.schedule.model_fields_set:
             raise ValueError("schedule.start_step is set by the branch (its parent step)")
         return self
 
@@ -131,25 +140,13 @@ class RunSpec(StrictModel):
 
     @model_validator(mode="after")
     def _check_lengths(self) -> "RunSpec":
-        s = self.schedule
-        if s.start_step >= self.train.steps:
-            raise ValueError(f"schedule.start_step ({s.start_step}) must be < train.steps ({self.train.steps})")
-        total = self.train.steps - s.start_step - (s.mid.steps if s.mid else 0)
-        if total <= 0:
-            raise ValueError(f"schedule.mid.steps ({s.mid.steps}) must be < train.steps ({self.train.steps})")
-        if s.kind == "wsd":
-            if s.cooldown_steps is not None:
-                cool = s.cooldown_steps
-            elif s.stable_ratio is not None:
-                cool = round((1.0 - s.stable_ratio) * (total - s.warmup_steps))  # Table 6: stable ratio rho
-            else:
-                cool = round(s.cooldown_fraction * total)
-            if s.warmup_steps + cool > total:
-                raise ValueError(
-                    f"schedule: warmup_steps ({s.warmup_steps}) + cooldown ({cool}) exceed train.steps ({total})"
-                )
-        elif s.warmup_steps > total:
-            raise ValueError(f"schedule: warmup_steps ({s.warmup_steps}) exceed train.steps ({total})")
+        from wsdlab.common.errors import ConfigError
+        from wsdlab.schedules.build import cooldown_steps
+
+        try:  # T - T_c: the one rule (schedules.build.cooldown_steps) checks that warmup and cooldown fit
+            cooldown_steps(self.schedule, self.train.steps)
+        except ConfigError as err:
+            raise ValueError(f"schedule: {err}") from None
         is_lm = isinstance(self.model, LMConfig)
         if self.train.activation_checkpointing and not is_lm:
             raise ValueError(f"train.activation_checkpointing needs a transformer (model.arch '{self.model.arch}' has no blocks)")
