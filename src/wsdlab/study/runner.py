@@ -22,11 +22,13 @@ from rich.console import Console
 from wsdlab.analysis.tables import write_table
 from wsdlab.common.errors import ConfigError, RunLockedError, WsdlabError
 from wsdlab.common.io import atomic_write_text
+from wsdlab.study.compute import own_flops
 from wsdlab.study.executors import Executor, Job, SequentialExecutor
 from wsdlab.study.cooldown import base_run_spec
 from wsdlab.study.plan import Plan, PlannedRun, expand_plan
 from wsdlab.study.progress import StudyProgress
-from wsdlab.study.resolve import BranchFn, ResolvedRun, Resolver, check_branches, describe, run_is_complete
+from wsdlab.study.preflight import check_inputs
+from wsdlab.study.resolve import BranchFn, ResolvedRun, Resolver, describe, planned_specs, run_is_complete
 from wsdlab.study.spec import StudySpec, dump_study, load_study
 
 State = Literal["waiting", "running", "complete", "failed", "blocked"]
@@ -258,11 +260,12 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
         raise ConfigError(f"{study_dir}: exists and is not a directory")
     num_train = study_num_train(study, progress=prog.live_enabled)  # prepares the corpus on first use
     plan = expand_plan(study, num_train)
-    check_branches(plan, branch_fn)
+    specs = planned_specs(plan, branch_fn)  # every run's spec: a bad branch override fails here
+    check_inputs(specs, {run.key: run.stage for run in plan})  # its data and tokenizer exist
     with study_lock(study_dir):
         write_study_file(study, study_dir, num_train)
         resolver = Resolver(plan, study_dir, branch_fn)
-        prog.total = len(plan)
+        prog.total, prog.costs = len(plan), own_flops(specs)
         executor = executor or SequentialExecutor()
         tables = None
         if analyses:
