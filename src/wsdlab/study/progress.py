@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.markup import escape
@@ -81,7 +81,7 @@ class _Running:
     start_step: int
     end_step: int
     first_step: int  # where it (re)starts training: a partial run resumes after its last logged step
-    since: float = field(default_factory=time.monotonic)
+    since: float  # time.monotonic() when it started
 
     def share_done(self, step: int) -> float:
         """The share of this run's planned steps (start_step..end_step) that lie before `step`."""
@@ -131,7 +131,7 @@ class StudyProgress:
         row = last_train_row(path)  # a partial run resumes: only its steps after this one are timed
         first = max(start_step, min(end_step, int(row["step"]))) if row else start_step
         with self._lock:
-            self._running[key] = _Running(key, path, start_step, end_step, first)
+            self._running[key] = _Running(key, path, start_step, end_step, first, time.monotonic())
             self._most_running = max(self._most_running, len(self._running))
         self._line(f"[cyan]start[/] {key} (steps {start_step}..{end_step})")
 
@@ -141,10 +141,11 @@ class StudyProgress:
             run = self._running.pop(key, None)
             self.counts["failed" if error else "done"] += 1
             self._ended.add(key)
+            seconds = time.monotonic() - run.since if run is not None else 0.0
             if run is not None and not error:
                 trained = self.costs.get(key, 0.0) * (1.0 - run.share_done(run.first_step))
-                self._measured.append((trained, time.monotonic() - run.since))
-        took = f" in {time.monotonic() - run.since:.1f} s" if run else ""
+                self._measured.append((trained, seconds))
+        took = f" in {seconds:.1f} s" if run else ""
         if error:
             first = error.strip().splitlines()[0] if error.strip() else "failed"
             where = f" (log: {log})" if log is not None else ""
