@@ -35,6 +35,11 @@ class MissingInput:
     how: str
 
 
+def _shown(path: str | Path) -> Path:
+    """A user's path as the message shows it: absolute, so a relative one says where it was looked for."""
+    return Path(path).expanduser().absolute()
+
+
 def _exists(path: str) -> bool:
     """Whether a user's path (or glob pattern, as Hugging Face data_files accept) names something."""
     expanded = str(Path(path).expanduser())
@@ -43,10 +48,11 @@ def _exists(path: str) -> bool:
 
 def _image_inputs(cfg: DataConfig) -> list[MissingInput]:
     from wsdlab.data.shards import cache_root
-    from wsdlab.data.vision import FASHION_MNIST_FILES, cifar10_dir, fashion_mnist_dir, find_cifar10, missing_fashion_mnist
+    from wsdlab.data.vision import (FASHION_MNIST_FILES, cifar10_dir, fashion_mnist_dir, find_cifar10,
+                                    missing_fashion_mnist)
 
     if cfg.source == "fashion_mnist":
-        root = fashion_mnist_dir(cfg.path)
+        root = _shown(fashion_mnist_dir(cfg.path))
         missing = missing_fashion_mnist(root)
         if not missing:
             return []
@@ -58,7 +64,7 @@ def _image_inputs(cfg: DataConfig) -> list[MissingInput]:
         else:
             how = "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or set data.path to a folder of its IDX files"
         return [MissingInput(f"Fashion-MNIST ({files} in {root})", how)]
-    directory = cifar10_dir(cfg, cache_root(cfg))
+    directory = _shown(cifar10_dir(cfg, cache_root(cfg)))
     if find_cifar10(directory) is not None:
         return []
     how = (f"`pip install 'torchvision==0.28.*'` then `python -c \"import torchvision; "
@@ -72,7 +78,7 @@ def _corpus_inputs(cfg: DataConfig) -> list[MissingInput]:
 
     out: list[MissingInput] = []
     if cfg.path and cfg.source in LOCAL_SUFFIXES:
-        root = Path(cfg.path).expanduser()
+        root = _shown(cfg.path)
         suffixes = LOCAL_SUFFIXES[cfg.source]
         if not root.exists():
             out.append(MissingInput(f"the {cfg.source} corpus data.path {root} (not found)",
@@ -81,16 +87,16 @@ def _corpus_inputs(cfg: DataConfig) -> list[MissingInput]:
             out.append(MissingInput(f"the {cfg.source} corpus data.path {root} (no {'/'.join(suffixes)} files in it)",
                                     f"put the corpus's {'/'.join(suffixes)} files there"))
     elif cfg.path and cfg.source == "hf" and not _exists(cfg.path):
-        out.append(MissingInput(f"the data files of Hugging Face builder '{cfg.hf_name}', data.path {cfg.path} (not found)",
-                                "give an existing file or folder"))
+        out.append(MissingInput(f"the data files of Hugging Face builder '{cfg.hf_name}', data.path "
+                                f"{_shown(cfg.path)} (not found)", "give an existing file or folder"))
     elif cfg.source == "hf" and cfg.hf_name in LOCAL_BUILDERS and not cfg.path:
         out.append(MissingInput(f"the data files of Hugging Face builder '{cfg.hf_name}' (no data.path)",
                                 "set data.path to its file or folder"))
     if cfg.tokenizer == "pretrained" and cfg.tokenizer_path and not Path(cfg.tokenizer_path).expanduser().is_file():
-        out.append(MissingInput(f"the tokenizer data.tokenizer_path {Path(cfg.tokenizer_path).expanduser()} (not found)",
+        out.append(MissingInput(f"the tokenizer data.tokenizer_path {_shown(cfg.tokenizer_path)} (not found)",
                                 "give a local tokenizer.json (e.g. GPT-2's or Llama-3's from its Hugging Face repo)"))
-    if cfg.sft is not None and cfg.sft.path and not _exists(cfg.sft.path):
-        out.append(MissingInput(f"the SFT data data.sft.path {Path(cfg.sft.path).expanduser()} (not found)",
+    if cfg.sft is not None and cfg.sft.source == "hf" and cfg.sft.path and not _exists(cfg.sft.path):
+        out.append(MissingInput(f"the SFT data data.sft.path {_shown(cfg.sft.path)} (not found)",
                                 f"give the {cfg.sft.hf_name} file(s) of prompt/response conversations "
                                 f"(field '{cfg.sft.messages_field}')"))
     return out
