@@ -97,11 +97,26 @@ FMNIST_HOW = ("Fashion-MNIST (data.source: fashion_mnist) works offline: `apt-ge
               "(files in " + str(FASHION_MNIST_DIR) + "), or set data.path to a directory of its IDX files")
 
 
+def fashion_mnist_dir(path: str | Path | None) -> Path:
+    """Where Fashion-MNIST is looked for: `data.path`, else Debian's folder (FASHION_MNIST_DIR)."""
+    return Path(path).expanduser() if path else FASHION_MNIST_DIR
+
+
+def find_idx(root: Path, name: str) -> Path | None:
+    """`root/name`, or its un-gzipped twin, whichever is a file; None when neither is."""
+    return next((p for p in (root / name, root / name.removesuffix(".gz")) if p.is_file()), None)
+
+
+def missing_fashion_mnist(root: Path) -> list[Path]:
+    """The Fashion-MNIST files (as `root/name`) that `root` lacks; empty when it has them all."""
+    return [root / name for pair in FASHION_MNIST_FILES.values() for name in pair if find_idx(root, name) is None]
+
+
 def _idx_path(root: Path, name: str) -> Path:
     """`root/name`, or its un-gzipped twin; DataUnavailableError naming both image datasets otherwise."""
-    for path in (root / name, root / name.removesuffix(".gz")):
-        if path.is_file():
-            return path
+    path = find_idx(root, name)
+    if path is not None:
+        return path
     names = ", ".join(n for pair in FASHION_MNIST_FILES.values() for n in pair)
     raise DataUnavailableError(
         f"Fashion-MNIST file {root / name} not found: `apt-get install dataset-fashion-mnist`, "
@@ -112,7 +127,7 @@ def _idx_path(root: Path, name: str) -> Path:
 
 def load_fashion_mnist(directory: str | Path | None = None) -> ImageSplits:
     """Fashion-MNIST (train 60k / test 10k, 1x28x28, 10 classes) from its IDX files."""
-    root = Path(directory).expanduser() if directory else FASHION_MNIST_DIR
+    root = fashion_mnist_dir(directory)
     arrays = {}
     for split, names in FASHION_MNIST_FILES.items():
         images, labels = (read_idx(_idx_path(root, name)) for name in names)
@@ -166,15 +181,26 @@ CIFAR10_LAYOUTS = (  # folder, train files, test file, reader
 )
 
 
+def find_cifar10(directory: Path) -> tuple[Path, tuple] | None:
+    """(batch folder, its CIFAR10_LAYOUTS entry) of the first complete layout under `directory` (the batch
+    folder itself or its parent); None when there is none."""
+    for layout in CIFAR10_LAYOUTS:
+        folder, train_names, test_name, _ = layout
+        for root in (directory / folder, directory):
+            if all((root / n).is_file() for n in [*train_names, test_name]):
+                return root, layout
+    return None
+
+
 def load_cifar10(directory: Path) -> ImageSplits:
     """CIFAR-10 (50k / 10k, 3x32x32, 10 classes) from its python (or binary) batches under `directory`
     (the batch folder itself or its parent); DataUnavailableError naming both datasets when absent."""
-    for folder, train_names, test_name, reader in CIFAR10_LAYOUTS:
-        for root in (directory / folder, directory):
-            if all((root / n).is_file() for n in [*train_names, test_name]):
-                parts = [reader(root / n) for n in train_names]
-                train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-                return _splits({"train": train, "val": reader(root / test_name)}, 10, root)
+    found = find_cifar10(directory)
+    if found is not None:
+        root, (_, train_names, test_name, reader) = found
+        parts = [reader(root / n) for n in train_names]
+        train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return _splits({"train": train, "val": reader(root / test_name)}, 10, root)
     raise DataUnavailableError(f"CIFAR-10 not found in {directory}. " + CIFAR10_HOW.format(where=directory)
                                + "; or use " + FMNIST_HOW)
 

@@ -10,6 +10,7 @@ micro batch), compared with the device's memory in DEVICE_MEMORY.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wsdlab.common.errors import ConfigError
@@ -58,6 +59,12 @@ def run_cost(spec: RunSpec, start_step: int = 0) -> RunCost:
     steps = max(0, spec.train.steps - start_step)
     tokens = steps * global_batch_size(spec.train, per_item) * per_item
     return RunCost(steps, tokens, float(tokens) * flops_per_token(spec.model))
+
+
+def own_flops(specs: Mapping[str, RunSpec]) -> dict[str, float]:
+    """Training FLOPs of each run's own steps (a branch's from its parent's step on), by run key."""
+    return {key: run_cost(spec, spec.branch.parent_step or 0 if spec.branch is not None else 0).flops
+            for key, spec in specs.items()}
 
 
 def gpu_hours(flops: float, device: str, mfu: float) -> float:

@@ -22,10 +22,12 @@ from rich.console import Console
 from wsdlab.analysis.tables import write_table
 from wsdlab.common.errors import ConfigError, RunLockedError, WsdlabError
 from wsdlab.common.io import atomic_write_text
+from wsdlab.study.compute import own_flops
 from wsdlab.study.executors import Executor, Job, SequentialExecutor
 from wsdlab.study.cooldown import base_run_spec
 from wsdlab.study.plan import Plan, PlannedRun, expand_plan
 from wsdlab.study.progress import StudyProgress
+from wsdlab.study.preflight import check_inputs
 from wsdlab.study.resolve import ResolvedRun, Resolver, describe, run_is_complete
 from wsdlab.study.spec import StudySpec, dump_study, load_study
 
@@ -260,10 +262,12 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
         raise ConfigError(f"{study_dir}: exists and is not a directory")
     num_train = study_num_train(study, progress=prog.live_enabled)  # prepares the corpus on first use
     plan = expand_plan(study, num_train)  # every run's spec, checked: a bad study fails here, before training
+    specs = {run.key: run.spec for run in plan}
+    check_inputs(specs, {run.key: run.stage for run in plan})  # its data and tokenizer exist
     with study_lock(study_dir):
         write_study_file(study, study_dir, num_train)
         resolver = Resolver(plan, study_dir)
-        prog.total = len(plan)
+        prog.total, prog.costs = len(plan), own_flops(specs)
         executor = executor or SequentialExecutor()
         tables = None
         if analyses:
