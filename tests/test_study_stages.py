@@ -18,10 +18,11 @@ def test_grid_is_cartesian_in_written_order_and_zip_moves_together():
                                "zip": {"optim.lr": [1, 2, 3], "optim.eps": [4, 5, 6]}})
     points = st.points()
     assert len(points) == 2 * 2 * 3
-    assert points[0] == {"schedule.kind": "wsd", "train.seed": 0, "optim.lr": 1, "optim.eps": 4}
-    assert points[1] == {"schedule.kind": "wsd", "train.seed": 0, "optim.lr": 2, "optim.eps": 5}
-    assert points[-1] == {"schedule.kind": "cosine", "train.seed": 1, "optim.lr": 3, "optim.eps": 6}
-    assert Stage().points() == [{}]
+    assert points[0].overrides == {"schedule.kind": "wsd", "train.seed": 0, "optim.lr": 1, "optim.eps": 4}
+    assert points[1].overrides == {"schedule.kind": "wsd", "train.seed": 0, "optim.lr": 2, "optim.eps": 5}
+    assert points[-1].overrides == {"schedule.kind": "cosine", "train.seed": 1, "optim.lr": 3, "optim.eps": 6}
+    assert points[-1].labels == {"kind": "cosine", "seed": 1, "lr": 3, "eps": 6}  # each axis labels its runs
+    assert [p.overrides for p in Stage().points()] == [{}]
 
 
 def test_children_match_parents_on_shared_labels_or_all():
@@ -109,9 +110,11 @@ def test_explicit_runs_labels_and_shape_labels():
     cd = [r for r in runs if r.stage == "cd"]
     assert [r.labels["shape"] for r in cd] == ["linear", "linear", "lowered_linear-0.7", "lowered_linear-0.7"]
     assert [r.labels["geometry"] for r in cd] == [True, False, True, False]
-    assert cd[0].values == {"branch.shape": "linear", "branch.seed": 0, "labels.seed": 0, "labels.geometry": True,
-                            "train.snapshot_every": 2}
+    point = cd[0].point  # the YAML's dotted entries, sorted once into typed fields
+    assert (point.branch, point.overrides) == ({"shape": "linear", "seed": 0}, {"train.snapshot_every": 2})
+    assert point.labels == {"shape": "linear", "seed": 0, "geometry": True}
+    assert point.label_only == {"seed", "geometry"} and point.at == {}
     assert "snapshot_every" not in cd[0].labels  # an explicit run's other entries set no label
     assert [r.key for r in cd] == ["cd-linear-s0", "cd-linear-s1", "cd-lowered_linear-0.7-s0", "cd-lowered_linear-0.7-s1"]
     one = [r for r in runs if r.stage == "one"]
-    assert one[0].key == "custom" and "key" not in one[0].values
+    assert one[0].key == "custom" and one[0].point.branch == {"seed": 3} and one[0].point.labels == {}

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from wsdlab.common.config import describe_validation_error, set_by_dotted_key
 from wsdlab.common.errors import ConfigError
 from wsdlab.study.sections import CooldownDesign, PanelName
-from wsdlab.study.stages import ShapeChoice, Stage
+from wsdlab.study.stages import RunPoint, ShapeChoice, Stage
 from wsdlab.train.config import RunSpec
 
 
@@ -251,7 +251,7 @@ def cooldown_stages(study: CooldownDesign, num_train: int | None = None) -> dict
     unsnap = {"train.snapshot_every": None} if base_spec is not plain_base else {}
     common = {**layout.cooldown, **unsnap, **cd.overrides}
     geometry = geometry_snapshot_overrides(study, base_spec.train.steps)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in STAGES[1:]}
+    runs: dict[str, list[RunPoint]] = {name: [] for name in STAGES[1:]}
     grid: dict[tuple[str, int], dict[str, Any]] = {}  # (shape label, seed) -> the default variant's branch
 
     def branch(key: str, stage: str, labels: dict[str, Any], shape: ShapeChoice, overrides: Mapping[str, Any] = {},
@@ -261,9 +261,7 @@ def cooldown_stages(study: CooldownDesign, num_train: int | None = None) -> dict
             grid[(shape.label, fields["seed"])] = planned
         elif stage != "cooldown":
             planned = _reuse(planned, grid.get((shape.label, fields.get("seed"))), geometry)
-        point = {"key": key, **{f"branch.{k}": v for k, v in planned.items()},
-                 **{f"labels.{k}": v for k, v in labels.items()}}
-        runs[stage].append(point)
+        runs[stage].append(RunPoint(key=key, labels=labels, label_only=frozenset(labels), branch=planned))
 
     named_variants = len(cd.variants) > 1 or cd.variants[0].overrides
     for variant in cd.variants:
@@ -302,7 +300,7 @@ def cooldown_stages(study: CooldownDesign, num_train: int | None = None) -> dict
     stages = {"base": Stage(spec=base_spec.model_dump(mode="json"), labels={"shape": "stable"}, key=BASE_KEY)}
     for name, points in runs.items():
         if points:
-            stages[name] = Stage.model_validate({"from": "base", "runs": points})
+            stages[name] = Stage(from_="base", runs=points)
     return stages
 
 

@@ -27,6 +27,7 @@ from wsdlab.study.jobs import get_job
 from wsdlab.study.spec import StudySpec
 from wsdlab.study.stages import (
     CheckpointSelector,
+    RunPoint,
     ShapeChoice,
     Stage,
     StageRun,
@@ -108,7 +109,7 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
         raise ConfigError(f"study '{study.name}' expands to {count:,} runs (at most {MAX_RUNS:,}): "
                           "shrink its grids")
     stage_runs = expand_stages(stages)
-    selectors = {r.key: branch_selector(stages[r.stage], r.values) for r in stage_runs if r.parent is not None}
+    selectors = {r.key: branch_selector(stages[r.stage], r.point) for r in stage_runs if r.parent is not None}
     keeps: dict[str, list[CheckpointSelector]] = {r.key: list(stages[r.stage].keep) for r in stage_runs}
     for r in stage_runs:
         at = selectors.get(r.key)
@@ -150,32 +151,23 @@ def check_plan(plan: Plan) -> None:
                                   f"in study '{plan.study.name}' (stages: {', '.join(plan.stages)})")
 
 
-def branch_selector(stage: Stage, values: Mapping[str, Any]) -> CheckpointSelector:
-    """The stage's `at`, with any `at.<field>` of the point replacing it (a selector has one field)."""
-    fields = {k.removeprefix("at."): v for k, v in values.items() if k.startswith("at.")}
-    if not fields:
+def branch_selector(stage: Stage, point: RunPoint) -> CheckpointSelector:
+    """The stage's `at`, or the point's own selector fields replacing it (a selector has one field)."""
+    if not point.at:
         return stage.at
     try:
-        return CheckpointSelector.model_validate(fields)
+        return CheckpointSelector.model_validate(point.at)
     except ValidationError as err:
-        raise ConfigError(f"stages: checkpoint selector {fields}: {describe_validation_error(err)}") from None
+        raise ConfigError(f"stages: checkpoint selector {point.at}: {describe_validation_error(err)}") from None
 
 
-def branch_config(stage_name: str, stage: Stage, values: Mapping[str, Any]) -> BranchConfig:
-    """The BranchConfig of a branch point: `branch`, then `branch.<field>` values, other dotted keys
-    (not `at.`/`labels.`) as overrides after the stage's `overrides`. A shape may be a name or a mapping
-    {shape, param, expr}."""
-    fields: dict[str, Any] = dict(stage.branch)
-    overrides: dict[str, Any] = {**fields.pop("overrides", {}), **stage.overrides}
-    for key, value in values.items():
-        if key.startswith("branch."):
-            name = key.removeprefix("branch.")
-            if name == "overrides":
-                overrides.update(value)
-            else:
-                fields[name] = value
-        elif not key.startswith(("at.", "labels.")):
-            overrides[key] = value
+def branch_config(stage_name: str, stage: Stage, point: RunPoint) -> BranchConfig:
+    """The BranchConfig of a branch point: the stage's `branch`, then the point's branch fields; overrides:
+    the stage's branch overrides, its `overrides`, then the point's (branch overrides, RunSpec keys). A
+    shape may be a name or a mapping {shape, param, expr}."""
+    fields: dict[str, Any] = {**stage.branch, **{k: v for k, v in point.branch.items() if k != "overrides"}}
+    overrides: dict[str, Any] = {**stage.branch.get("overrides", {}), **stage.overrides,
+                                 **point.branch.get("overrides", {}), **point.overrides}
     if isinstance(fields.get("shape"), (dict, ShapeChoice)):
         fields.update(ShapeChoice.model_validate(fields.pop("shape")).branch_fields())
     try:
@@ -199,14 +191,14 @@ def with_kept_checkpoints(spec: RunSpec, keep: tuple[CheckpointSelector, ...]) -
 def _planned(study: StudySpec, stage: Stage, run: StageRun, keep: tuple[CheckpointSelector, ...],
              planned: Mapping[str, PlannedRun], at: CheckpointSelector | None) -> PlannedRun:
     if run.parent is None:
-        extra = {k: v for k, v in run.values.items() if not k.startswith("labels.")}
+        extra = run.point.overrides
         spec = template_spec(f"{study.name}-{run.key}", stage.preset, stage.spec, stage.overrides,
                              f"stages.{run.stage}", extra)
         return PlannedRun(run.key, run.stage, dict(run.labels), with_kept_checkpoints(spec, keep), stage.job, keep=keep)
     assert at is not None
     parent = planned[run.parent].spec
     step = selector_step(at, parent)
-    branch = branch_config(run.stage, stage, run.values)
+    branch = branch_config(run.stage, stage, run.point)
     spec = with_kept_checkpoints(branch_spec(parent, step, branch), keep)
     return PlannedRun(run.key, run.stage, dict(run.labels), spec, stage.job, parent=run.parent, at=at, step=step,
                       branch=branch, keep=keep)

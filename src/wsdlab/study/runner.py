@@ -29,6 +29,7 @@ from wsdlab.study.plan import Plan, PlannedRun, expand_plan
 from wsdlab.study.progress import StudyProgress
 from wsdlab.study.preflight import check_inputs
 from wsdlab.study.resolve import ResolvedRun, Resolver, describe, run_is_complete
+from wsdlab.study.stages import RunPoint
 from wsdlab.study.spec import StudySpec, dump_study, load_study
 
 State = Literal["waiting", "running", "complete", "failed", "blocked"]
@@ -350,23 +351,9 @@ def redo_report(study_dir: str | Path, progress: StudyProgress | None = None) ->
         return write_report(study, study_dir)
 
 
-def _flat(values: dict[str, Any]) -> dict[str, Any]:
-    """A grid point's values as flat `key=value` items (mappings spread, labels left out)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key.startswith("labels."):
-            continue
-        key = key.removeprefix("branch.")
-        if isinstance(value, dict) and key != "shape":
-            out.update({f"{k}" if key == "overrides" else f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
-
-
-def _differences(points: list[dict[str, Any]]) -> list[str]:
+def _differences(points: list[RunPoint]) -> list[str]:
     """For the runs of one stage, what sets each apart: the items not shared by all of them."""
-    flat = [_flat(p) for p in points]
+    flat = [p.items() for p in points]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
     return [" ".join(f"{k}={f[k]}" for k in varying if f.get(k) not in (None,)) for f in flat]
@@ -389,7 +376,7 @@ def plan_costs(study: StudySpec, study_dir: Path, notes: list[str] | None = None
     differs: dict[str, str] = {}
     for stage in dict.fromkeys(r.stage for r in stage_runs):
         mine = [r for r in stage_runs if r.stage == stage]
-        differs.update(zip((r.key for r in mine), _differences([dict(r.values) for r in mine])))
+        differs.update(zip((r.key for r in mine), _differences([r.point for r in mine])))
     resolver = Resolver(plan, study_dir)
     seen: set[str] = set()
     rows = []

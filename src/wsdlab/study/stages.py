@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -144,6 +144,74 @@ def selector_step(selector: CheckpointSelector, spec: Any) -> int:
     return step
 
 
+class RunPoint(StrictModel):
+    """One point of a stage, typed: parsed once from a grid/zip point or an explicit `runs` entry (YAML's
+    dotted keys), or built directly (the cooldown shorthand). No `branch.`/`at.`/`labels.` key survives it.
+
+    labels: every label the point sets, in the order written (`labels.<name>` entries, and grid/zip axes by
+    the last segment of their key, a shape by its label); label_only: those from `labels.<name>`, which
+    stay out of generated run keys. branch: BranchConfig fields (`overrides` merges); at: checkpoint
+    selector fields; overrides: dotted RunSpec keys.
+    """
+
+    key: str | None = None
+    labels: dict[str, Any] = Field(default_factory=dict)
+    label_only: frozenset[str] = frozenset()
+    branch: dict[str, Any] = Field(default_factory=dict)
+    at: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, entries: Mapping[str, Any], axes: Collection[str] = (), where: str = "runs") -> "RunPoint":
+        """The typed point of YAML entries (dotted key -> value); `axes` are the entries that are grid/zip
+        axes (they label the run). ValueError names `where` and the key at fault."""
+        out: dict[str, Any] = {"labels": {}, "branch": {}, "at": {}, "overrides": {}}
+        label_only = []
+        for key, value in entries.items():
+            check_point_key(key, f"{where}.{key}")
+            head, _, rest = key.partition(".")
+            if key == "key":
+                out["key"] = str(value)
+            elif head == "labels":
+                out["labels"][rest] = value
+                label_only.append(rest)
+            elif head == "branch":
+                if rest == "overrides":
+                    out["branch"]["overrides"] = {**out["branch"].get("overrides", {}), **value}
+                else:
+                    out["branch"][rest] = value
+            elif head == "at":
+                out["at"][rest] = value
+            else:
+                out["overrides"][key] = value
+            if key in axes:
+                name = label_name(key)
+                out["labels"][name] = ShapeChoice.model_validate(value).label if name == "shape" else value
+        return cls(**out, label_only=frozenset(label_only))
+
+    def merged(self, other: "RunPoint") -> "RunPoint":
+        """This point with `other`'s entries over it (a grid point times an explicit run)."""
+        branch = {**self.branch, **other.branch}
+        if "overrides" in self.branch and "overrides" in other.branch:
+            branch["overrides"] = {**self.branch["overrides"], **other.branch["overrides"]}
+        return RunPoint(key=other.key if other.key is not None else self.key, labels={**self.labels, **other.labels},
+                        label_only=self.label_only | other.label_only, branch=branch, at={**self.at, **other.at},
+                        overrides={**self.overrides, **other.overrides})
+
+    def items(self) -> dict[str, Any]:
+        """What the point sets, flat (`wsdlab study plan`'s "differs" column): branch fields (overrides and
+        other mappings spread), `at.<field>`, RunSpec keys."""
+        out: dict[str, Any] = {}
+        for name, value in self.branch.items():
+            if isinstance(value, dict) and name != "shape":
+                out.update({k if name == "overrides" else f"{name}.{k}": v for k, v in value.items()})
+            else:
+                out[name] = value
+        out.update({f"at.{k}": v for k, v in self.at.items()})
+        out.update(self.overrides)
+        return out
+
+
 class Stage(StrictModel):
     """One named group of runs: a template, an optional grid, and (for a branch stage) where it starts."""
 
@@ -158,7 +226,7 @@ class Stage(StrictModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Dotted RunSpec keys applied last.")
     grid: dict[str, list[GridValue]] = Field(default_factory=dict, description="Axes multiplied together.")
     zip: dict[str, list[GridValue]] = Field(default_factory=dict, description="Axes that move together.")
-    runs: list[dict[str, Any]] = Field(
+    runs: list[RunPoint] = Field(
         default_factory=list, description="Explicit points (dotted key -> value, `labels.<name>` for a label only, "
         "`key` for the run key), multiplied with the grid; for designs a grid cannot write.")
     labels: dict[str, Any] = Field(default_factory=dict, description="Constant labels of every run.")
@@ -181,6 +249,14 @@ class Stage(StrictModel):
                 raise ValueError(f"zip repeats a point: {list(zip(*axes.values()))}")
         return axes
 
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _parse_runs(cls, runs: Any) -> Any:
+        """YAML's explicit runs (dotted keys) become typed points here, once."""
+        if not isinstance(runs, list):
+            return runs
+        return [RunPoint.parse(r, where=f"runs.{i}") if isinstance(r, Mapping) else r for i, r in enumerate(runs)]
+
     @model_validator(mode="after")
     def _check(self) -> "Stage":
         lengths = {len(v) for v in self.zip.values()}
@@ -189,7 +265,8 @@ class Stage(StrictModel):
         both = set(self.grid) & set(self.zip)
         if both:
             raise ValueError(f"axes {sorted(both)} are in both grid and zip")
-        root_only = [k for k in [*self.axes(), *(k for r in self.runs for k in r)] if k.split(".")[0] in ("branch", "at")]
+        root_only = [k for k in self.axes() if k.split(".")[0] in ("branch", "at")]
+        root_only += [f"{part}.{k}" for r in self.runs for part in ("branch", "at") for k in getattr(r, part)]
         if self.from_ is None:
             if self.branch:
                 raise ValueError("branch: only a stage with `from:` branches")
@@ -204,8 +281,7 @@ class Stage(StrictModel):
     def _check_keys(self) -> "Stage":
         """Every grid/zip axis and explicit-run key names a real field (`branch.<BranchConfig field>`,
         `at.<selector field>`, `labels.<name>`, else a RunSpec field), so a typo fails when the YAML is read."""
-        for where, keys in (("grid", self.grid), ("zip", self.zip), *((f"runs.{i}", r) for i, r in enumerate(self.runs)),
-                            ("overrides", self.overrides)):
+        for where, keys in (("grid", self.grid), ("zip", self.zip), ("overrides", self.overrides)):
             for key in keys:
                 check_point_key(key, f"{where}.{key}")
         for where, axes in (("grid", self.grid), ("zip", self.zip)):
@@ -228,13 +304,18 @@ class Stage(StrictModel):
             count *= len(next(iter(self.zip.values())))
         return count * max(1, len(self.runs))
 
-    def points(self) -> list[dict[str, Any]]:
-        """The grid points in order: dotted key -> value (the zip moves as one axis after the grid, then
-        the explicit `runs`)."""
+    def points(self) -> list[RunPoint]:
+        """The typed points in order: the grid (cartesian, as written), the zip moving as one axis after it,
+        each times the explicit `runs`."""
         grid_axes = [[(k, v) for v in vs] for k, vs in self.grid.items()]
         zipped = [list(zip(self.zip, col)) for col in zip(*self.zip.values())] if self.zip else [[]]
-        explicit = [list(r.items()) for r in self.runs] or [[]]
-        return [dict([*combo, *z, *e]) for combo in itertools.product(*grid_axes) for z in zipped for e in explicit]
+        axes = set(self.axes())
+        try:
+            combos = [RunPoint.parse(dict([*combo, *z]), axes, "grid") for combo in itertools.product(*grid_axes)
+                      for z in zipped]
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return [c.merged(r) for c in combos for r in self.runs] if self.runs else combos
 
 
 def check_point_key(key: str, where: str) -> None:
@@ -260,19 +341,6 @@ def check_point_key(key: str, where: str) -> None:
 def label_name(dotted: str) -> str:
     """The label an axis gives its runs: the last segment of its key (`train.seed` -> `seed`)."""
     return dotted.rsplit(".", 1)[-1]
-
-
-def point_labels(stage: "Stage", point: Mapping[str, Any]) -> dict[str, Any]:
-    """Labels of a point: `labels.<name>` as given; a grid or zip axis by the last segment of its key (a
-    shape as its label, e.g. `lowered_linear-0.7`). Other entries of an explicit run set no label."""
-    out: dict[str, Any] = {}
-    for key, value in point.items():
-        if key.startswith("labels."):
-            out[key.removeprefix("labels.")] = value
-        elif key in stage.grid or key in stage.zip:
-            name = label_name(key)
-            out[name] = ShapeChoice.model_validate(value).label if name == "shape" else value
-    return out
 
 
 def _canon(value: Any) -> str:
@@ -320,12 +388,12 @@ def check_stage_graph(stages: Mapping[str, Stage]) -> list[str]:
 
 @dataclass(frozen=True)
 class StageRun:
-    """One run of a stage before it has a RunSpec: its key, labels, grid values and parent run."""
+    """One run of a stage before it has a RunSpec: its key, labels, typed point and parent run."""
 
     stage: str
     key: str
     labels: Mapping[str, Any]
-    values: Mapping[str, Any]  # dotted key -> value of its grid point
+    point: RunPoint
     parent: str | None = None
     own_labels: tuple[str, ...] = field(default=())  # label names its point set (not constant, not inherited)
 
@@ -339,7 +407,7 @@ def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
         parents: Sequence[StageRun | None] = by_stage[stage.from_] if stage.from_ is not None else [None]
         mine: list[StageRun] = []
         for point in stage.points():
-            axes = point_labels(stage, point)
+            axes = point.labels
             own = {**stage.labels, **axes}
             for parent in parents:
                 inherited = dict(parent.labels) if parent is not None else {}
@@ -348,10 +416,9 @@ def expand_stages(stages: Mapping[str, Stage]) -> list[StageRun]:
                     if any(_canon(own[n]) != _canon(inherited[n]) for n in shared):
                         continue
                 labels = {**inherited, **own}
-                label_only = frozenset(k.removeprefix("labels.") for k in point if k.startswith("labels."))
-                key = slug(point["key"]) if "key" in point else _run_key(name, stage, labels, own, parent, label_only)
-                mine.append(StageRun(name, key, labels, {k: v for k, v in point.items() if k != "key"},
-                                     parent.key if parent is not None else None, tuple(axes)))
+                key = slug(point.key) if point.key is not None else _run_key(name, stage, labels, own, parent,
+                                                                             point.label_only)
+                mine.append(StageRun(name, key, labels, point, parent.key if parent is not None else None, tuple(axes)))
         if not mine:
             raise ConfigError(f"stages.{name}: no run matches a run of stage '{stage.from_}' "
                               f"(match: same needs shared labels to agree)")
