@@ -239,3 +239,16 @@ def test_a_moved_study_keeps_its_run_names(tmp_path: Path) -> None:
     again = FakeTrain()
     run_study(parse_study(shorthand()), tmp_path / "b", executor=SequentialExecutor(again), analyses=False, report=False)
     assert again.calls == []
+
+
+@pytest.mark.parametrize("name", ["wso", "universality", "length-sweep", "schedule-alpha"])
+def test_a_stored_study_plans_the_same_runs(name: str) -> None:
+    """STUDY/study.yaml (dump_study) reads back to the same runs and specs: typed points dump to the YAML's
+    dotted form."""
+    import yaml
+
+    from wsdlab.study.spec import builtin_study_path, dump_study, load_study
+
+    study = load_study(builtin_study_path(name))
+    again = parse_study(yaml.safe_load(dump_study(study)))
+    assert [(r.key, r.spec) for r in expand_plan(again)] == [(r.key, r.spec) for r in expand_plan(study)]

@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from wsdlab.common.config import StrictModel, describe_validation_error
 from wsdlab.common.errors import ConfigError
@@ -188,6 +188,16 @@ class RunPoint(StrictModel):
                 name = label_name(key)
                 out["labels"][name] = ShapeChoice.model_validate(value).label if name == "shape" else value
         return cls(**out, label_only=frozenset(label_only))
+
+    @model_serializer
+    def _dotted(self) -> dict[str, Any]:
+        """Dumped in the YAML's dotted form (STUDY/study.yaml), which `parse` reads back to this point."""
+        out: dict[str, Any] = {"key": self.key} if self.key is not None else {}
+        out.update({f"labels.{k}": v for k, v in self.labels.items() if k in self.label_only})
+        out.update({f"branch.{k}": v for k, v in self.branch.items()})
+        out.update({f"at.{k}": v for k, v in self.at.items()})
+        out.update(self.overrides)
+        return out
 
     def merged(self, other: "RunPoint") -> "RunPoint":
         """This point with `other`'s entries over it (a grid point times an explicit run)."""
