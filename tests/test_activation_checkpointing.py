@@ -127,14 +127,15 @@ def test_training_with_checkpointing_matches_training_without(tmp_path: Path) ->
 
 def test_run_identity_leaves_the_option_out_at_its_default(tmp_path: Path) -> None:
     from wsdlab.common.hashing import spec_hash
-    from wsdlab.study.resolve import LATE_DEFAULTS, run_identity
+    from wsdlab.study.identity import LEGACY_LATE_DEFAULTS, legacy_identity, run_identity
 
     spec = run_preset("tiny")
     before = spec.model_dump(mode="json")
-    before["train"].pop("activation_checkpointing")  # the identity before the field existed
-    for (section, name), default in LATE_DEFAULTS.items():
+    before["train"].pop("activation_checkpointing")  # release 0.1's identity: before the field existed
+    for (section, name), default in LEGACY_LATE_DEFAULTS.items():
         if before.get(section) and before[section].get(name, default) == default:
             before[section].pop(name, None)
-    assert run_identity(spec, tmp_path) == spec_hash(before)
+    assert legacy_identity(spec, tmp_path) == spec_hash(before)
+    assert run_identity(spec, tmp_path) == spec_hash(spec.model_dump(mode="json", exclude_defaults=True))
     on = spec.model_copy(update={"train": spec.train.model_copy(update={"activation_checkpointing": True})})
     assert run_identity(on, tmp_path) != run_identity(spec, tmp_path)

@@ -141,9 +141,8 @@ def test_plan_prints_memory_per_gpu_and_warns_when_it_does_not_fit(tmp_path, mon
 
 def _wso_1b_pretrain() -> dict:
     from wsdlab.study.plan import expand_plan
-    from wsdlab.study.resolve import planned_specs
     from wsdlab.study.spec import find_study, load_study
 
     study = load_study(find_study("wso-1b", False))
     plan = expand_plan(study, None)
-    return planned_specs(plan)[plan.runs[0].key].model_dump()
+    return plan.runs[0].spec.model_dump()

@@ -124,13 +124,13 @@ def test_name_task_has_one_gold_among_four() -> None:
 def test_fields_added_for_wso_keep_existing_run_identities(tmp_path: Path) -> None:
     # stable_ratio, start_step, data.sft and branch.schedule at their defaults do not rename existing run folders
     from wsdlab.common.hashing import spec_hash
-    from wsdlab.study.resolve import run_identity
+    from wsdlab.study.identity import legacy_identity, run_identity
     from wsdlab.train import run_preset
 
     spec = run_preset("tiny")
     data = spec.model_dump(mode="json")
     del data["schedule"]["stable_ratio"], data["schedule"]["start_step"], data["data"]["sft"]
     del data["train"]["activation_checkpointing"]  # a later defaulted field, likewise left out while False
-    assert run_identity(spec, tmp_path) == spec_hash(data)
+    assert legacy_identity(spec, tmp_path) == spec_hash(data)  # release 0.1's folder names
     changed = spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"stable_ratio": 0.75})})
     assert run_identity(changed, tmp_path) != run_identity(spec, tmp_path)
