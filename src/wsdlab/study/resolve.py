@@ -54,6 +54,7 @@ class ResolvedRun:
 LATE_DEFAULTS: dict[tuple[str, str], Any] = {
     ("schedule", "stable_ratio"): None, ("schedule", "start_step"): 0, ("data", "sft"): None, ("branch", "schedule"): {},
     ("train", "activation_checkpointing"): False,
+    ("train", "checkpoint_every_minutes"): None,
 }
 
 
