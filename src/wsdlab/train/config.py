@@ -59,7 +59,8 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU.")
     compile: bool = False
-    fsdp: bool = Field(False, description="Shard with FSDP under torchrun (1B/8B presets); DDP otherwise.")
+    fsdp: bool = Field(False, description="Shard with FSDP2 (1B/8B presets): over the torchrun ranks, or a "
+                      "process group of one on a single process; DDP otherwise.")
     activation_checkpointing: bool = Field(False, description="Recompute each transformer block in backward "
                                            "(1B/8B presets): activations of one block input per layer, ~1/3 more compute.")
     deterministic: bool = True
