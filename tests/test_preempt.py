@@ -42,22 +42,26 @@ def test_timer_is_due_once_the_interval_passed_since_the_last_restart() -> None:
 
 
 class _FakeMinutes(MetricsSink):
-    """Drives the fake clock: the clock reads `step` minutes once the row of `step` is logged."""
+    """Drives the fake clock: the clock reads `step` minutes once the row of `step` is logged; records
+    which checkpoints were on disk at each row."""
 
-    def __init__(self, now: list[float]) -> None:
-        self.now = now
+    def __init__(self, now: list[float], run: Path) -> None:
+        self.now, self.run, self.seen = now, run, set()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.now[0] = 60.0 * step
+        self.seen |= set(list_checkpoints(self.run)) if self.run.is_dir() else set()
 
 
 def test_checkpoint_every_minutes_uses_the_injected_clock(tmp_path: Path) -> None:
     now = [0.0]
     spec = _spec(steps=10, eval_every=100, checkpoint_every_minutes=2.5)
-    run = train(spec, tmp_path / "run", sinks=[_FakeMinutes(now)], clock=lambda: now[0])
+    sink = _FakeMinutes(now, tmp_path / "run")
+    run = train(spec, tmp_path / "run", sinks=[sink], clock=lambda: now[0])
     # step t decides after its update and before its row: the clock reads t-1 minutes. Step 0's
     # checkpoint ends at 0; step 4 reads 3 >= 2.5 (checkpoint ends at 4); step 8 reads 7 >= 4 + 2.5; 10 is the end
-    assert sorted(list_checkpoints(run.path)) == [0, 4, 8, 10]
+    assert sorted(sink.seen) == [0, 4, 8]
+    assert sorted(list_checkpoints(run.path)) == [0, 10]  # each wall-clock one went once a newer one was written
 
 
 def test_stop_signals_restore_the_previous_handlers() -> None:
@@ -150,6 +154,7 @@ def test_sigusr1_checkpoints_exits_75_and_the_rerun_is_bit_identical(tmp_path: P
     assert final.keys() == expected.keys()
     assert all(final[k].equal(expected[k]) for k in expected)  # bit for bit
     assert _rows(out) == _rows(reference)
+    assert sorted(list_checkpoints(out)) == [0, 20, 40, 60]  # the stop's checkpoint went once 20/40/60 was written
 
 
 def test_a_signal_stops_after_the_next_step_but_never_after_the_last(tmp_path: Path) -> None:

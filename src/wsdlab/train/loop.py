@@ -12,7 +12,8 @@ gradient norm stops the run with NonFiniteError naming the step and the quantity
 of that step (row, snapshot, checkpoint) is written; the last good checkpoint stays.
 
 Time limits (`preempt`). `train.checkpoint_every_minutes` adds a checkpoint at the first step after
-that much wall-clock time since the last one. SIGUSR1 / SIGTERM during the steps (Slurm's warning
+that much wall-clock time since the last one; such a checkpoint (and a stop's) is deleted once a newer
+one is written, so only the cadence's checkpoints accumulate. SIGUSR1 / SIGTERM during the steps (Slurm's warning
 before the time limit, preemption) finish the current step, write a checkpoint at it and raise
 `Preempted`; rerunning resumes from that checkpoint like from any other. Under torchrun the ranks
 agree on both decisions every step (`any_rank`), so they checkpoint and stop at the same step.
@@ -323,6 +324,7 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink], clock: Callable[[], float])
                     writer.snapshot()
                 if checkpoint:
                     writer.checkpoint()
+                    writer.prune(keep=cadence.checkpoint)  # earlier wall-clock / stop checkpoints go
                     timer.restart()
                 if stop:
                     dist_utils.barrier(ctx)  # rank 0 has written the checkpoint before any rank leaves
