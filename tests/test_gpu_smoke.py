@@ -1,0 +1,55 @@
+"""The GPU smoke test's CPU path (lists every check, exit 0), its MFU formula and table, and `wsdlab doctor`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from wsdlab.cli import app
+from wsdlab.cli.gpu_smoke import CHECKS, Result, format_table, mfu
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_without_cuda_the_script_lists_each_check_and_exits_0() -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_smoke.py")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "no CUDA device: nothing run. On a CUDA machine this runs:"
+    assert lines[1:] == [f"  {name}: {what}" for name, what in CHECKS.items()]
+    assert list(CHECKS) == ["bf16-compile-210M", "ddp", "fsdp", "fsdp-1B-ac", "hvp-attention"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU `doctor --gpu` runs the whole smoke test")
+def test_doctor_prints_the_facts_and_the_checks_it_would_run() -> None:
+    result = CliRunner().invoke(app, ["doctor", "--gpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[2].split() == ["torch", torch.__version__]
+    assert lines[3].split() == ["cuda", "available", "False"]
+    assert [line.split(":")[0].strip() for line in lines if line.startswith("  ")] == list(CHECKS)
+
+
+def test_mfu_is_six_n_tokens_per_second_over_the_peak() -> None:
+    # 170M non-embedding parameters at 300k tokens/s on an H100 (989 TFLOP/s dense bf16)
+    assert mfu(170_000_000, 300_000.0, 989e12) == pytest.approx(6 * 170e6 * 3e5 / 989e12)
+    assert round(mfu(170_000_000, 300_000.0, 989e12), 4) == 0.3094
+    assert mfu(170_000_000, 300_000.0, None) is None
+
+
+def test_the_table_has_one_row_per_check() -> None:
+    table = format_table([Result("ddp", None, 0.0, "skipped: DDP needs 2 GPUs, 1 visible"),
+                          Result("fsdp-1B-ac", True, 41.25, "1 GPU(s), peak 30.1 GiB/GPU")])
+    assert table.splitlines() == [
+        "check       status  seconds  detail",
+        "ddp         skip        0.0  skipped: DDP needs 2 GPUs, 1 visible",
+        "fsdp-1B-ac  ok         41.2  1 GPU(s), peak 30.1 GiB/GPU",
+    ]
