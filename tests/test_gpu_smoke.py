@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from wsdlab.cli import app
-from wsdlab.cli.gpu_smoke import CHECKS, Result, format_table, mfu
+from wsdlab.cli.gpu_smoke import CHECKS, Result, check_hvp_attention, format_table, mfu, run_worker, worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,3 +54,29 @@ def test_the_table_has_one_row_per_check() -> None:
         "ddp         skip        0.0  skipped: DDP needs 2 GPUs, 1 visible",
         "fsdp-1B-ac  ok         41.2  1 GPU(s), peak 30.1 GiB/GPU",
     ]
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp-1B-ac"])
+def test_the_torchrun_checks_run_on_two_cpu_ranks(kind: str) -> None:
+    """The torchrun workers' code on two gloo ranks with the micro preset (the GPU run swaps in 60M / 1B)."""
+    result = run_worker(kind, 2, device_kind="cpu")
+    assert (result.check, result.ok) == (kind, True), result.detail
+    assert result.detail.startswith("2 GPU(s), step(s) ")
+    assert result.detail.endswith("peak 0.0 GiB/GPU" if kind == "ddp" else "peak 0.0 GiB/GPU, sharded")
+
+
+def test_the_fsdp_worker_alone_shards_in_a_group_of_one() -> None:
+    out = worker("fsdp", device_kind="cpu")  # no torchrun: WORLD_SIZE unset
+    assert (out["world"], out["distributed"], out["sharded"], out["peak_gib"]) == (1, True, True, 0.0)
+    assert out["loss"] == pytest.approx(math.log(32), abs=0.3)  # an initialised model over 32 tokens: ~uniform
+
+
+def test_ddp_on_one_gpu_is_skipped() -> None:
+    assert run_worker("ddp", 1) == Result("ddp", None, 0.0, "skipped: DDP needs 2 GPUs, 1 visible")
+
+
+def test_the_hvp_check_is_symmetric_on_cpu() -> None:
+    result = check_hvp_attention("cpu")
+    assert (result.check, result.ok) == ("hvp-attention", True), result.detail
+    gap = float(result.detail.rsplit("relative gap ", 1)[1])
+    assert gap < 1e-3

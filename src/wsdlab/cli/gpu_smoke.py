@@ -59,10 +59,12 @@ def mfu(params: int, tokens_per_s: float, peak: float | None) -> float | None:
     return None if peak is None else 6.0 * params * tokens_per_s / peak
 
 
-def _sync() -> None:
+def _sync(device: Any) -> None:
+    """Wait for the GPU's queued work (timings end there); nothing on CPU."""
     import torch
 
-    torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _train_steps(model: Any, optimizer: Any, batch: Any, steps: int, bf16: bool) -> tuple[float, float]:
@@ -73,16 +75,16 @@ def _train_steps(model: Any, optimizer: Any, batch: Any, steps: int, bf16: bool)
 
     from wsdlab.models.objective import batch_loss
 
-    _sync()
+    _sync(batch.device)
     start, loss = time.perf_counter(), None
     for _ in range(steps):
-        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             loss = batch_loss(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    _sync()
-    return time.perf_counter() - start, float(loss)
+    _sync(batch.device)
+    return time.perf_counter() - start, float(loss.detach())
 
 
 def check_compile_210m() -> Result:
@@ -110,7 +112,7 @@ def check_compile_210m() -> Result:
                   f"compile+warm-up {compile_s:.0f} s, loss {loss:.3f}")
 
 
-def check_hvp_attention() -> Result:
+def check_hvp_attention(device_kind: str = "cuda") -> Result:
     import torch
 
     from wsdlab.analysis.evalset import math_attention
@@ -118,19 +120,19 @@ def check_hvp_attention() -> Result:
     from wsdlab.models import build_model, model_config
     from wsdlab.models.objective import batch_loss
 
-    device = torch.device("cuda", 0)
-    cfg = model_config("tiny")
+    device = torch.device(device_kind, 0) if device_kind == "cuda" else torch.device(device_kind)
+    cfg = model_config("tiny" if device.type == "cuda" else "micro")
     with device:
         model = build_model(cfg)
     batch = synthetic_batch(cfg.vocab_size, 4, cfg.seq_len, device)
-    _sync()
+    _sync(device)
     start = time.perf_counter()
     with math_attention():
         op = HessianOperator(model, batch_loss, [batch], probe_chunk=1)
         gen = torch.Generator(device="cpu").manual_seed(0)
         u, w = (torch.randn(op.dim, generator=gen).to(device) for _ in range(2))
         uhw, whu = float(u @ op.matvec(w)), float(w @ op.matvec(u))
-    _sync()
+    _sync(device)
     gap = abs(uhw - whu) / max(abs(uhw), abs(whu), 1e-30)
     return Result("hvp-attention", gap < 1e-3, time.perf_counter() - start,
                   f"<u,Hw> {uhw:.4g}, <w,Hu> {whu:.4g}, relative gap {gap:.1e}")
@@ -139,8 +141,11 @@ def check_hvp_attention() -> Result:
 # ---------------------------------------------------------------------------- torchrun workers
 
 
-def worker(kind: str) -> dict[str, Any]:
-    """One rank of a torchrun check: `ddp` / `fsdp` (the 60M preset) or `fsdp-1B-ac`; rank 0's summary."""
+def worker(kind: str, device_kind: str = "cuda") -> dict[str, Any]:
+    """One rank of a torchrun check: `ddp` / `fsdp` (the 60M preset) or `fsdp-1B-ac`; rank 0's summary.
+
+    `device_kind` cpu (gloo, the micro preset for every kind) only tests this code without a GPU.
+    """
     import torch
 
     from wsdlab.models import build_model, model_config
@@ -150,19 +155,21 @@ def worker(kind: str) -> dict[str, Any]:
     from wsdlab.train.optim import build_optimizer
 
     fsdp = kind != "ddp"
-    ctx = dist_utils.init_distributed("cuda", fsdp=fsdp)
+    ctx = dist_utils.init_distributed(device_kind, fsdp=fsdp)
+    cuda = ctx.device.type == "cuda"
     try:
         big = kind == "fsdp-1B-ac"
-        cfg = model_config("1B" if big else "60M")
+        cfg = model_config(("1B" if big else "60M") if cuda else "micro")
         with torch.device(ctx.device):
             model = build_model(cfg)
         set_activation_checkpointing(model, big)
         wrapped = dist_utils.wrap_model(model, ctx, fsdp, bf16=True)
         optimizer = build_optimizer(model, OptimConfig(), ctx.device)
         batch = synthetic_batch(cfg.vocab_size, 2 if big else 8, cfg.seq_len, ctx.device, seed=ctx.rank)
-        torch.cuda.reset_peak_memory_stats(ctx.device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(ctx.device)
         seconds, loss = _train_steps(wrapped, optimizer, batch, 1 if big else 3, bf16=True)
-        peak = torch.cuda.max_memory_allocated(ctx.device)
+        peak = torch.cuda.max_memory_allocated(ctx.device) if cuda else 0
         stats = torch.tensor([loss, float(peak)], dtype=torch.float64, device=ctx.device)
         mean = dist_utils.all_reduce_mean(stats, ctx)
         dist_utils.barrier(ctx)
@@ -173,12 +180,12 @@ def worker(kind: str) -> dict[str, Any]:
         dist_utils.shutdown(ctx)
 
 
-def run_worker(kind: str, gpus: int) -> Result:
+def run_worker(kind: str, gpus: int, device_kind: str = "cuda") -> Result:
     """`kind` under torchrun on `gpus` processes; its rank 0 prints one JSON line."""
     if kind == "ddp" and gpus < 2:
         return Result(kind, None, 0.0, f"skipped: DDP needs 2 GPUs, {gpus} visible")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-           "-m", "wsdlab.cli.gpu_smoke", "--worker", kind]
+           "-m", "wsdlab.cli.gpu_smoke", "--worker", kind, "--device", device_kind]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S,
@@ -241,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", choices=("ddp", "fsdp", "fsdp-1B-ac"), help=argparse.SUPPRESS)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)  # cpu: tests
     args = ap.parse_args(argv)
     if args.worker:
-        out = worker(args.worker)
+        out = worker(args.worker, args.device)
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps(out), flush=True)
         return 0
