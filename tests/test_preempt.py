@@ -177,3 +177,55 @@ def test_a_signal_stops_after_the_next_step_but_never_after_the_last(tmp_path: P
     assert (caught.value.step, caught.value.checkpoint) == (3, tmp_path / "mid" / "checkpoints" / "3")
     assert sorted(list_checkpoints(tmp_path / "mid")) == [0, 3]
     assert not (tmp_path / "mid" / "COMPLETE").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        found += [int(c) for c in text.split()]
+    return found
+
+
+def _torchrun(spec: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "wsdlab",
+            "train", "--config", str(spec), "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_both_at_the_same_checkpoint(tmp_path: Path) -> None:
+    """Under torchrun a signal that reaches one rank only stops every rank after the same step (they agree
+    each step); rank 0 writes that checkpoint and the rerun ends bit-identical to an uninterrupted run."""
+    spec_path = tmp_path / "spec.yaml"
+    write_spec(_spec(steps=40, eval_every=1, eval_batches=8, checkpoint_every=20), spec_path)
+    reference = tmp_path / "reference"
+    done = subprocess.run(_torchrun(spec_path, reference), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen(_torchrun(spec_path, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while _last_step(out) < 3:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the run did not get past step 3"
+            time.sleep(0.01)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGUSR1)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in stderr.splitlines() if line.startswith("preempted at step ")]
+    assert len(lines) == 2 and lines[0] == lines[1], stderr[-3000:]  # both ranks, the same step
+    stop = int(lines[0].removeprefix("preempted at step ").split(":")[0])
+    assert stop in list_checkpoints(out) and _last_step(out) == stop and not (out / "COMPLETE").exists()
+
+    rerun = subprocess.run(_torchrun(spec_path, out), env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    final, expected = load_file(out / "checkpoints/40/model.safetensors"), load_file(reference / "checkpoints/40/model.safetensors")
+    assert all(final[k].equal(expected[k]) for k in expected)  # bit for bit
+    assert _rows(out) == _rows(reference)

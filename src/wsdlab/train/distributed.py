@@ -87,8 +87,9 @@ def barrier(ctx: DistContext) -> None:
 
 
 def any_rank(flags: tuple[bool, ...], ctx: DistContext) -> tuple[bool, ...]:
-    """Each flag true on some rank, so every rank takes the same decision (one tiny all-reduce)."""
-    if not ctx.distributed:
+    """Each flag true on some rank, so every rank takes the same decision (one tiny all-reduce, a
+    device sync: only with several ranks)."""
+    if ctx.world_size <= 1:
         return flags
     t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)

@@ -12,11 +12,12 @@ gradient norm stops the run with NonFiniteError naming the step and the quantity
 of that step (row, snapshot, checkpoint) is written; the last good checkpoint stays.
 
 Time limits (`preempt`). `train.checkpoint_every_minutes` adds a checkpoint at the first step after
-that much wall-clock time since the last one; such a checkpoint (and a stop's) is deleted once a newer
-one is written, so only the cadence's checkpoints accumulate. SIGUSR1 / SIGTERM during the steps (Slurm's warning
-before the time limit, preemption) finish the current step, write a checkpoint at it and raise
-`Preempted`; rerunning resumes from that checkpoint like from any other. Under torchrun the ranks
-agree on both decisions every step (`any_rank`), so they checkpoint and stop at the same step.
+that much wall-clock time since the last one; such a checkpoint (and a stop's) is deleted once a
+newer one is written, so only the cadence's checkpoints accumulate. SIGUSR1 / SIGTERM during the
+steps (Slurm's warning before the time limit, preemption) finish the current step, write a
+checkpoint at it and raise `Preempted`; rerunning resumes from that checkpoint like from any other.
+Under torchrun the ranks agree on both decisions every step (`any_rank`), so they checkpoint and
+stop at the same step.
 """
 
 from __future__ import annotations
