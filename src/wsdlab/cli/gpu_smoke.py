@@ -9,7 +9,10 @@ Checks (CHECKS), on synthetic token batches (no data or network needed):
 - `fsdp-1B-ac`: one step of the 1B preset (seq 2048) under FSDP2 with the bf16 policy and activation
   checkpointing on every visible GPU; peak memory per GPU (`torch.cuda.max_memory_allocated`).
 - `hvp-attention`: a Hessian-vector product through attention (double backward on SDPA's math
-  kernel, `analysis.hessian.HessianOperator`), checked symmetric: <u, H w> = <w, H u>.
+  kernel, `analysis.hessian.HessianOperator`), checked symmetric: <u, H w> = <w, H u> to 1e-3 of |u| |H w|.
+
+Peak FLOP/s per GPU (H100 SXM / PCIe, H200, A100; dense bf16, datasheet values) come from
+`wsdlab.train.loop.PEAK_BF16_FLOPS`, the table the training loop's MFU uses.
 
 Without CUDA it prints what it would run and exits 0. Run as `python benchmarks/gpu_smoke.py`
 or `wsdlab doctor --gpu`.
@@ -17,6 +20,7 @@ or `wsdlab doctor --gpu`.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -131,9 +135,11 @@ def check_hvp_attention(device_kind: str = "cuda") -> Result:
         op = HessianOperator(model, batch_loss, [batch], probe_chunk=1)
         gen = torch.Generator(device="cpu").manual_seed(0)
         u, w = (torch.randn(op.dim, generator=gen).to(device) for _ in range(2))
-        uhw, whu = float(u @ op.matvec(w)), float(w @ op.matvec(u))
+        hw, hu = op.matvec(w), op.matvec(u)
+        uhw, whu = float(u @ hw), float(w @ hu)
+        scale = float(torch.maximum(u.norm() * hw.norm(), w.norm() * hu.norm()))  # |<u, Hw>| <= |u| |Hw|
     _sync(device)
-    gap = abs(uhw - whu) / max(abs(uhw), abs(whu), 1e-30)
+    gap = abs(uhw - whu) / max(scale, 1e-30)
     return Result("hvp-attention", gap < 1e-3, time.perf_counter() - start,
                   f"<u,Hw> {uhw:.4g}, <w,Hu> {whu:.4g}, relative gap {gap:.1e}")
 
@@ -236,7 +242,8 @@ def run_smoke(print_fn: Callable[[str], None] = print) -> int:
     gpus = torch.cuda.device_count()
     print_fn(f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     results = [_guard("bf16-compile-210M", check_compile_210m)]
-    torch.cuda.empty_cache()
+    gc.collect()
+    torch.cuda.empty_cache()  # the torchrun workers below share GPU 0 with this process
     results += [_guard(kind, lambda kind=kind: run_worker(kind, gpus)) for kind in ("ddp", "fsdp", "fsdp-1B-ac")]
     results.append(_guard("hvp-attention", check_hvp_attention))
     print_fn(format_table(results))
