@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -90,6 +91,15 @@ def test_preempted_names_the_step_and_exits_75() -> None:
     err = Preempted(7, Path("run/checkpoints/7"))
     assert (err.step, err.checkpoint, err.exit_code) == (7, Path("run/checkpoints/7"), EX_TEMPFAIL)
     assert str(err) == "preempted at step 7: checkpoint written, rerun the same command to resume"
+    again = pickle.loads(pickle.dumps(err))  # (a worker process or submitit sends it back pickled)
+    assert (type(again), again.step, again.checkpoint, str(again)) == (Preempted, 7, err.checkpoint, str(err))
+
+
+def test_the_cli_prints_the_preempted_line_alone_and_exits_75(capsys: pytest.CaptureFixture[str]) -> None:
+    from wsdlab.cli.errors import report  # `wsdlab train` and `wsdlab cooldown` both end through it
+
+    assert report(Preempted(12, Path("r/checkpoints/12"))) == 75
+    assert capsys.readouterr().err == "preempted at step 12: checkpoint written, rerun the same command to resume\n"
 
 
 # ------------------------------------------------------------------------- the CLI in a subprocess
