@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from wsdlab.cli import app
-from wsdlab.cli.gpu_smoke import CHECKS, Result, check_hvp_attention, format_table, mfu, run_worker, worker
+from wsdlab.cli.gpu_smoke import CHECKS, Result, check_hvp_attention, format_table, mfu, run_smoke, run_worker, worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,3 +80,12 @@ def test_the_hvp_check_is_symmetric_on_cpu() -> None:
     assert (result.check, result.ok) == ("hvp-attention", True), result.detail
     gap = float(result.detail.rsplit("relative gap ", 1)[1])
     assert gap < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_check_passes_on_cuda() -> None:
+    lines: list[str] = []
+    assert run_smoke(lines.append) == 0, "\n".join(lines)
+    rows = [line.split()[0] for line in lines[2:]]  # after the device line and the table header
+    assert rows == list(CHECKS)
