@@ -139,3 +139,32 @@ def test_two_gloo_fsdp_processes_in_bf16_match_one(tmp_path: Path) -> None:
     # (weights are not compared element-wise: AdamW moves a weight whose gradient is ~0 by +-lr on bf16 rounding)
     weights = load_file(tmp_path / "fsdp" / "checkpoints" / "4" / "model.safetensors")
     assert {w.dtype for w in weights.values()} == {torch.float32}  # the shards stayed fp32
+
+
+def test_fsdp_on_one_process_shards_in_a_group_of_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.fsdp without torchrun never trains plain: the process joins a group of one, FSDP2 wraps each
+    block and the root, the run trains as a plain one does, and the group is gone afterwards."""
+    import torch.distributed as dist
+    import torch.distributed.fsdp as fsdp
+
+    real, calls = fsdp.fully_shard, []
+
+    def recording(module, **kw):  # type: ignore[no-untyped-def]
+        calls.append((type(module).__name__, dist.get_world_size()))
+        return real(module, **kw)
+
+    monkeypatch.setattr(fsdp, "fully_shard", recording)
+    data = run_preset("micro").model_dump()
+    data["train"].update(steps=6, checkpoint_every=None, eval_every=6, snapshot_every=None, progress=False,
+                         device="cpu", precision="fp32")
+    plain = train(RunSpec.model_validate(data), tmp_path / "plain")
+    data["train"]["fsdp"] = True
+    sharded = train(RunSpec.model_validate(data), tmp_path / "fsdp")
+    assert calls == [("Block", 1), ("Llama", 1)]  # micro: one block, then the root, in a group of one
+    assert not dist.is_initialized()  # the run's own group was destroyed
+    losses = [r["loss"] for r in sharded.metrics()]
+    assert len(losses) == 6 and losses == pytest.approx([r["loss"] for r in plain.metrics()], rel=1e-6)
+    weights = load_file(tmp_path / "fsdp" / "checkpoints" / "6" / "model.safetensors")
+    expected = load_file(tmp_path / "plain" / "checkpoints" / "6" / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(torch.allclose(weights[k], expected[k], rtol=1e-5, atol=1e-7) for k in expected)

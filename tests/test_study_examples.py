@@ -17,7 +17,7 @@ from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver
 from wsdlab.study.runner import run_study
 from wsdlab.study.executors import SequentialExecutor
-from wsdlab.study.spec import find_study, parse_study
+from wsdlab.study.spec import find_study, load_study, parse_study
 from wsdlab.train.checkpoint import list_checkpoints
 from wsdlab.train.runstore import RunDir
 
@@ -163,3 +163,18 @@ def test_a_moved_half_finished_study_resumes(tmp_path: Path) -> None:
         assert torch.equal(value, final[key]), key
     plan = expand_plan(study)
     assert Resolver(plan, moved).resolve(plan["cd"]).path.name == cd.path.name  # same identity after the move
+
+
+@pytest.mark.parametrize("name", ["wso-1b", "universality-gpu", "paper-60M", "paper-210M"])
+def test_gpu_studies_ship_slurm_sections_that_can_finish(name: str) -> None:
+    """Every job of a GPU study makes progress under Slurm: a checkpoint on the wall clock well inside the
+    job's time limit, and SIGUSR1 (the loop's checkpoint-and-exit signal) some minutes before that limit."""
+    study = load_study(find_study(name))
+    slurm = study.slurm
+    delay = slurm.additional["slurm_signal_delay_s"]
+    assert slurm.additional["slurm_additional_parameters"] == {"signal": f"USR1@{delay}"}
+    assert 60 <= delay <= 600 < 60 * slurm.timeout_min
+    roots = [run.spec for run in expand_plan(study, num_train=10**9).runs if run.spec is not None]
+    assert roots  # (branches inherit their parent's train config)
+    minutes = {spec.train.checkpoint_every_minutes for spec in roots}
+    assert len(minutes) == 1 and next(iter(minutes)) * 2 <= slurm.timeout_min

@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from wsdlab.cli import analyze, data, export, schedule, study, train
+from wsdlab.cli import analyze, data, doctor, export, schedule, study, train
 from wsdlab.cli.errors import DEBUG_ENV, set_debug, user_errors
 from wsdlab.common.allocator import tune_malloc
 
@@ -34,6 +34,7 @@ app.add_typer(study.app, name="study", help="Run a study and write its report.")
 app.add_typer(analyze.app, name="analyze", help="Measure geometry on run directories.")
 train.register(app)  # adds the top-level `train` and `cooldown` commands
 export.register(app)  # `wsdlab export CHECKPOINT OUT` (Hugging Face model directory)
+doctor.register(app)  # `wsdlab doctor [--gpu]` (torch / CUDA facts, the GPU smoke test)
 
 
 @app.callback()

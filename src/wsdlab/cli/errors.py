@@ -2,6 +2,8 @@
 
 What is printed, and the exit code:
 
+- `Preempted` (a run stopped on SIGUSR1/SIGTERM at a checkpoint): its message alone, not an error:
+  `preempted at step N: checkpoint written, rerun the same command to resume`, exit 75 (EX_TEMPFAIL).
 - `WsdlabError` (ConfigError, CheckpointError, RunLockedError, DataUnavailableError, ...):
   `error: <message>`, exit `e.exit_code` (2; NonFiniteError 3).
 - pydantic `ValidationError` (a spec built from flags): `error: invalid config: <field>: <problem>`, exit 2.
@@ -34,6 +36,7 @@ from rich.text import Text
 
 from wsdlab.common.config import describe_validation_error
 from wsdlab.common.errors import WsdlabError
+from wsdlab.train.preempt import Preempted
 
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -88,6 +91,9 @@ def message_of(err: BaseException) -> tuple[str, int] | None:
 
 def report(err: Exception) -> int:
     """Print `err` as the one-line message this module promises and return the exit code."""
+    if isinstance(err, Preempted):  # a requested stop, not a failure: the plain line, exit 75
+        err_console.print(Text(str(err)))
+        return err.exit_code
     found = message_of(err)
     if found is not None:
         print_error(found[0])

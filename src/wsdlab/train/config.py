@@ -49,6 +49,9 @@ class TrainConfig(StrictModel):
     eval_batch_size: int | None = Field(None, gt=0, le=MAX_BATCH_ITEMS, description="Val items per eval batch (the val set: eval_batches x this); None = the global batch.")
     checkpoint_every: int | None = Field(None, gt=0)
     checkpoint_steps: list[int] = Field(default_factory=list, description="Extra steps to checkpoint at.")
+    checkpoint_every_minutes: float | None = Field(None, gt=0, description="Also checkpoint at the first step "
+                                                   "after this many wall-clock minutes since the last checkpoint "
+                                                   "(or the start), so a time-limited job always makes progress.")
     snapshot_every: int | None = Field(None, gt=0, description="Weight snapshots (trajectory) every k steps.")
     snapshot_steps: list[int] = Field(default_factory=list)
     log_every: int = Field(1, gt=0)
@@ -56,7 +59,8 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU.")
     compile: bool = False
-    fsdp: bool = Field(False, description="Shard with FSDP under torchrun (1B/8B presets); DDP otherwise.")
+    fsdp: bool = Field(False, description="Shard with FSDP2 (1B/8B presets): over the torchrun ranks, or a "
+                      "process group of one on a single process; DDP otherwise.")
     activation_checkpointing: bool = Field(False, description="Recompute each transformer block in backward "
                                            "(1B/8B presets): activations of one block input per layer, ~1/3 more compute.")
     deterministic: bool = True

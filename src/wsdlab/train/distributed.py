@@ -1,6 +1,8 @@
 """Multi-process training under torchrun: process group, DDP / FSDP2 wrapping, reductions.
 
-Outside torchrun (WORLD_SIZE unset or 1) everything here is a no-op on a single process.
+Outside torchrun (WORLD_SIZE unset or 1) everything here is a no-op on a single process, except
+train.fsdp: it joins a process group of one, so FSDP2 (its bf16 policy, sharded checkpoints code
+path) runs as it would on several ranks instead of the run silently training an unsharded model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    grouped: bool = False  # in a process group although alone (train.fsdp on one process)
 
     @property
     def is_main(self) -> bool:
@@ -33,7 +36,8 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Collectives run: several processes, or a process group of one (FSDP on one process)."""
+        return self.world_size > 1 or self.grouped
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -45,12 +49,23 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
-def init_distributed(device_kind: str) -> DistContext:
-    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
+def init_distributed(device_kind: str, fsdp: bool = False) -> DistContext:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU).
+
+    A single process with `fsdp` joins the caller's process group if there is one, else a group of
+    one of its own (an in-memory store: no torchrun, no port), so FSDP is never silently skipped.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(device_kind)
     if world <= 1:
-        return DistContext(device=device)
+        if not fsdp:
+            return DistContext(device=device)
+        if device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(),
+                                    rank=0, world_size=1, device_id=device if device.type == "cuda" else None)
+        return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device, grouped=True)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -69,6 +84,16 @@ def shutdown(ctx: DistContext) -> None:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def any_rank(flags: tuple[bool, ...], ctx: DistContext) -> tuple[bool, ...]:
+    """Each flag true on some rank, so every rank takes the same decision (one tiny all-reduce, a
+    device sync: only with several ranks)."""
+    if ctx.world_size <= 1:
+        return flags
+    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in t.tolist())
 
 
 DATA_WAIT_ENV = "WSDLAB_DATA_WAIT"  # seconds the other ranks wait for rank 0's data preparation

@@ -10,6 +10,14 @@ starts from the newest *intact* checkpoint (a damaged one is reported on stderr 
 run killed after its final checkpoint but before COMPLETE just writes COMPLETE. A NaN/inf loss or
 gradient norm stops the run with NonFiniteError naming the step and the quantity, before anything
 of that step (row, snapshot, checkpoint) is written; the last good checkpoint stays.
+
+Time limits (`preempt`). `train.checkpoint_every_minutes` adds a checkpoint at the first step after
+that much wall-clock time since the last one; such a checkpoint (and a stop's) is deleted once a
+newer one is written, so only the cadence's checkpoints accumulate. SIGUSR1 / SIGTERM during the
+steps (Slurm's warning before the time limit, preemption) finish the current step, write a
+checkpoint at it and raise `Preempted`; rerunning resumes from that checkpoint like from any other.
+Under torchrun the ranks agree on both decisions every step (`any_rank`), so they checkpoint and
+stop at the same step.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +48,11 @@ from wsdlab.train.checkpoint import Checkpoint, list_checkpoints, load_model_wei
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
 from wsdlab.train.evaluate import evaluate_metrics, to_device
+from wsdlab.train.layout import checkpoint_dir
 from wsdlab.train.memory import computes_in_bf16
 from wsdlab.train.metrics import MetricsSink
 from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors, set_hyperparams
+from wsdlab.train.preempt import CheckpointTimer, Preempted, StopSignals
 from wsdlab.train.progress import TrainProgress
 from wsdlab.train.rng import restore_host_rng, restore_torch_rng, seed_everything
 from wsdlab.train.runlock import run_lock
@@ -92,21 +102,25 @@ class Setup:
     watch: "FiniteWatch"
 
 
-def train(spec: RunSpec, out: str | Path, *, sinks: Sequence[MetricsSink] = ()) -> RunDir:
-    """Run `spec` into directory `out` (resume from its latest checkpoint, or branch from spec.init_from)."""
+def train(spec: RunSpec, out: str | Path, *, sinks: Sequence[MetricsSink] = (),
+          clock: Callable[[], float] = time.monotonic) -> RunDir:
+    """Run `spec` into directory `out` (resume from its latest checkpoint, or branch from spec.init_from).
+
+    `clock` (seconds) times `train.checkpoint_every_minutes`; Preempted after a stop signal.
+    """
     out = Path(out)
     validate_run_start(spec, out)
     if (out / COMPLETE).is_file():
         return RunDir(out)
     had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
-    ctx = dist_utils.init_distributed(spec.train.device)
+    ctx = dist_utils.init_distributed(spec.train.device, fsdp=spec.train.fsdp)
     owns_group = ctx.distributed and not had_group  # a caller's process group is left alone
     try:
         lock = run_lock(out) if ctx.is_main else contextlib.nullcontext()
         with lock, deterministic(spec.train.deterministic):
             if not (out / COMPLETE).is_file():  # another writer may have finished it meanwhile
                 setup = _prepare(spec, out, ctx)
-                _run(setup, sinks)
+                _run(setup, sinks, clock)
         if owns_group:
             # every rank reaches the end before the group goes: a rank that tears gloo down while another
             # still talks to it aborts ("terminate called without an active exception"); not after an
@@ -234,9 +248,10 @@ def _autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
+def _run(setup: Setup, sinks: Sequence[MetricsSink], clock: Callable[[], float]) -> None:
     spec, ctx, st = setup.spec, setup.ctx, setup.state
     cadence = Cadence(spec)
+    timer = CheckpointTimer(spec.train.checkpoint_every_minutes, clock)
     writer = RunWriter(setup.out, spec, ctx, setup.model, setup.optimizer, st, setup.global_batch, sinks)
     model = setup.model
     model.train()
@@ -271,43 +286,54 @@ def _run(setup: Setup, sinks: Sequence[MetricsSink]) -> None:
                                _autocast(spec, ctx.device), chunk_size=eval_chunk)  # val_loss (+ val_accuracy)
         writer.row({"split": "val", "step": st.step, **val})
 
-    try:
-        writer.open(setup.fresh)
-        if setup.fresh:
-            run_eval()
-            if cadence.snapshot(st.step):
-                writer.snapshot()
-            if st.step == 0:
-                writer.checkpoint()
-        last_time, last_tokens = time.perf_counter(), st.tokens
-        while st.step < spec.train.steps:
-            t = st.step + 1
-            log = t % spec.train.log_every == 0 or t == spec.train.steps
-            seq = order.indices(st.data_cursor, setup.global_batch)
-            row = _train_step(setup, fwd, params, seq, log, reduce)
-            scheduler.step()
-            st.step, st.data_cursor = t, st.data_cursor + setup.global_batch
-            st.tokens += setup.global_batch * setup.data.tokens_per_item
-            st.batch_rows.append(seq)
-            if row is not None or cadence.evaluate(t) or cadence.snapshot(t) or cadence.checkpoint(t):
-                stop_if_non_finite()  # before anything of step t is written
-            if row is not None:
-                now = time.perf_counter()
-                tps = (st.tokens - last_tokens) / max(now - last_time, 1e-9)
-                last_time, last_tokens = now, st.tokens
-                mfu = fpt * tps / (peak * ctx.world_size) if (fpt is not None and peak is not None) else None
-                writer.row({"step": t, **row, "tokens": st.tokens, "tokens_per_s": tps, "mfu": mfu})
-                progress.update(t, row["loss"], row["lr"], tps)
-            if cadence.evaluate(t):
+    with StopSignals() as signals:  # a stop signal now ends the run at a checkpoint (after the step)
+        try:
+            writer.open(setup.fresh)
+            if setup.fresh:
                 run_eval()
-            if cadence.snapshot(t):
-                writer.snapshot()
-            if cadence.checkpoint(t):
-                writer.checkpoint()
-        writer.complete()
-    finally:
-        progress.close()
-        writer.close()
+                if cadence.snapshot(st.step):
+                    writer.snapshot()
+                if st.step == 0:
+                    writer.checkpoint()
+                    timer.restart()
+            last_time, last_tokens = time.perf_counter(), st.tokens
+            while st.step < spec.train.steps:
+                t = st.step + 1
+                log = t % spec.train.log_every == 0 or t == spec.train.steps
+                seq = order.indices(st.data_cursor, setup.global_batch)
+                row = _train_step(setup, fwd, params, seq, log, reduce)
+                scheduler.step()
+                st.step, st.data_cursor = t, st.data_cursor + setup.global_batch
+                st.tokens += setup.global_batch * setup.data.tokens_per_item
+                st.batch_rows.append(seq)
+                # the ranks agree (a signal at the last step just lets the run complete)
+                asked = signals.requested is not None and t < spec.train.steps
+                timed, stop = dist_utils.any_rank((timer.due(), asked), ctx)
+                checkpoint = cadence.checkpoint(t) or timed or stop
+                if row is not None or cadence.evaluate(t) or cadence.snapshot(t) or checkpoint:
+                    stop_if_non_finite()  # before anything of step t is written
+                if row is not None:
+                    now = time.perf_counter()
+                    tps = (st.tokens - last_tokens) / max(now - last_time, 1e-9)
+                    last_time, last_tokens = now, st.tokens
+                    mfu = fpt * tps / (peak * ctx.world_size) if (fpt is not None and peak is not None) else None
+                    writer.row({"step": t, **row, "tokens": st.tokens, "tokens_per_s": tps, "mfu": mfu})
+                    progress.update(t, row["loss"], row["lr"], tps)
+                if cadence.evaluate(t):
+                    run_eval()
+                if cadence.snapshot(t):
+                    writer.snapshot()
+                if checkpoint:
+                    writer.checkpoint()
+                    writer.prune(keep=cadence.checkpoint)  # earlier wall-clock / stop checkpoints go
+                    timer.restart()
+                if stop:
+                    dist_utils.barrier(ctx)  # rank 0 has written the checkpoint before any rank leaves
+                    raise Preempted(t, checkpoint_dir(setup.out, t))
+            writer.complete()
+        finally:
+            progress.close()
+            writer.close()
 
 
 def _train_step(setup: Setup, fwd: nn.Module, params: list[torch.Tensor], seq: np.ndarray, log: bool,

@@ -11,7 +11,7 @@ import contextlib
 import io
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from torch import nn
 
 from wsdlab.common.io import atomic_write_bytes, atomic_write_text
 from wsdlab.train import distributed as dist_utils
-from wsdlab.train.checkpoint import cpu_tensors, save_checkpoint
+from wsdlab.train.checkpoint import cpu_tensors, list_checkpoints, save_checkpoint
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
 from wsdlab.train.layout import (
@@ -128,6 +128,18 @@ class RunWriter:
         state = {**self.state.as_json(), "optimizer": hyperparams(self.optimizer), "rng": host_rng_json()}
         save_checkpoint(checkpoint_dir(self.out, self.state.step), model_state=weights, optim_state=optim,
                         rng_state=torch_rng_tensors(), state=state, spec=self.spec)
+
+    def prune(self, keep: Callable[[int], bool]) -> None:
+        """Delete each checkpoint older than the current step that `keep` rejects and that is not step 0:
+        the wall-clock and stop checkpoints (`preempt`), once a newer one is on disk, so a long run's
+        disk holds its cadence checkpoints plus one more. Moved aside first, so a crash leaves no half."""
+        if not self.active:
+            return
+        for step, path in list_checkpoints(self.out).items():
+            if 0 < step < self.state.step and not keep(step):
+                aside = path.with_name(f".tmp-pruned-{step}")
+                os.replace(path, aside)
+                shutil.rmtree(aside, ignore_errors=True)
 
     def _write_batches(self) -> None:
         rows = self.state.batch_rows
