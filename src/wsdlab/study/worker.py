@@ -4,13 +4,19 @@ Slurm job) through the library, never through the command line.
 `python -m wsdlab.study.worker --study DIR --threads 2 --cpus 0,1` is a long-lived worker: it pins
 itself to its CPUs once, then reads one job per line (JSON: spec file, run folder, name, kind, log
 file) from stdin, runs it with stdout/stderr sent to the job's log, and answers one JSON line
-(`{"error": null}` or the error text) on its result channel. Staying alive across runs saves the
-interpreter and torch start-up and keeps the data loaded (`wsdlab.data.load_data` memoizes in process).
+(`{"error": null, "type": null}`, or the error text and its exception's class name) on its result
+channel. Staying alive across runs saves the interpreter and torch start-up and keeps the data loaded
+(`wsdlab.data.load_data` memoizes in process).
+
+With `--job '<request JSON>'` it runs that one job and exits: the form a distributed run takes under
+torchrun (`python -m torch.distributed.run --nproc_per_node N --standalone -m wsdlab.study.worker
+--job ...`), where every rank runs the job and rank 0 alone answers on the result channel.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -55,6 +61,16 @@ def check_sinks(options: SinkOptions) -> None:
     dummy = RunSpec(train=TrainConfig(steps=1))
     for sink in make_sinks(options, Path("."), "check", dummy):
         sink.close()
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGKILL this process when its parent dies, so a killed study (or torchrun) leaves no orphan
+    training into a run folder that the next `study run` resumes."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 def pin_threads(threads: int | None, cpus: Sequence[int] | None) -> None:
@@ -109,12 +125,13 @@ def short_traceback(err: BaseException) -> str:
 
 
 def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | None = None,
-           cpus: Sequence[int] | None = None) -> None:
-    """Run each job request line; stdout/stderr go to the job's log while it runs.
+           cpus: Sequence[int] | None = None) -> int:
+    """Run each job request line; stdout/stderr go to the job's log while it runs. Returns how many failed.
 
     A request may widen this worker for its one job (`cpus`, `threads`: the only run that can train
     now gets every core); the worker's own pinning (`threads`, `cpus`) is restored after the job.
     """
+    failed = 0
     for line in requests:
         if not line.strip():
             continue
@@ -128,7 +145,7 @@ def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | Non
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
-        error = None
+        error = error_type = None
         try:
             import yaml
 
@@ -137,14 +154,16 @@ def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | Non
         except KeyboardInterrupt:
             raise
         except BaseException as err:  # noqa: BLE001 - report every failure of a job, keep serving
-            error = short_traceback(err)
+            error, error_type = short_traceback(err), type(err).__name__
             traceback.print_exc()  # the whole traceback goes to the job's log; the study prints one line
         if wide:
             pin_threads(threads or 1, cpus)
         sys.stdout.flush()
         sys.stderr.flush()
-        results.write(json.dumps({"error": error}) + "\n")
+        results.write(json.dumps({"error": error, "type": error_type}) + "\n")
         results.flush()
+        failed += error is not None
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -154,17 +173,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cpus", default=None)
     parser.add_argument("--tensorboard", action="store_true")
     parser.add_argument("--wandb", default=None)
+    parser.add_argument("--job", default=None, help="Run this one job request (JSON) and exit (under torchrun).")
     args = parser.parse_args(argv)
     from wsdlab.common.allocator import tune_malloc
 
     tune_malloc()
+    if args.job is not None and sys.platform.startswith("linux"):
+        die_with_parent()  # a rank ends with its torchrun
     cpus = parse_cpus(args.cpus)
     pin_threads(args.threads, cpus)
-    results = os.fdopen(os.dup(1), "w")  # the result channel: this process's stdout as started
+    requests = sys.stdin if args.job is None else [args.job]
+    # the result channel: this process's stdout as started; under torchrun only rank 0 answers
+    results = os.fdopen(os.dup(1), "w") if int(os.environ.get("RANK", "0")) == 0 else open(os.devnull, "w")
     try:
-        _serve(sys.stdin, results, SinkOptions(args.tensorboard, args.wandb), args.threads, cpus)
+        failed = _serve(requests, results, SinkOptions(args.tensorboard, args.wandb), args.threads, cpus)
     except KeyboardInterrupt:
         sys.exit(130)
+    if args.job is not None and failed:
+        sys.exit(1)  # a failed rank ends with an error, so torchrun stops the others instead of leaving them waiting
 
 
 if __name__ == "__main__":
