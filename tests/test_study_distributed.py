@@ -78,8 +78,10 @@ def test_two_rank_runs_in_worker_processes_match_one_process(tmp_path: Path, sin
     executor = ProcessExecutor(tmp_path, workers=2, num_gpus=0)
     statuses = run_study(study(2), tmp_path, executor=executor, analyses=False)
     assert_same_training(statuses, single)
-    log = (tmp_path / "logs" / f"{statuses['base'].resolved.path.name}.log").read_text()
-    assert "WORLD_SIZE" not in log  # (torchrun's own warnings aside) both ranks wrote to the run's one log
+    for key, status in statuses.items():  # both ranks of each run wrote to its one log
+        log = (tmp_path / "logs" / f"{status.resolved.path.name}.log").read_text()
+        assert sorted(line for line in log.splitlines() if line.startswith("[wsdlab]")) == [
+            f"[wsdlab] {key}: rank 0 of 2", f"[wsdlab] {key}: rank 1 of 2"]
 
 
 def test_two_rank_runs_as_submitit_local_jobs_match_one_process(tmp_path: Path, single) -> None:
@@ -88,7 +90,11 @@ def test_two_rank_runs_as_submitit_local_jobs_match_one_process(tmp_path: Path, 
     assert executor.parameters(Resources(gpus_per_run=2))["tasks_per_node"] == 2
     statuses = run_study(study(2), tmp_path, executor=executor, analyses=False)
     assert_same_training(statuses, single)
-    assert len(list((tmp_path / "slurm").glob("*/*_1_log.out"))) == 2  # one job per run, each with a rank 1 task
+    for key, status in statuses.items():  # one job per run, of two tasks: its ranks
+        jobs = [p for p in (tmp_path / "slurm").iterdir() if p.name.isdigit()]  # (not submitit's "%j" folder)
+        job = next(p for p in jobs if f"{key}:" in (p / f"{p.name}_0_log.out").read_text())
+        assert [f"[wsdlab] {key}: rank {r} of 2" in (job / f"{job.name}_{r}_log.out").read_text() for r in (0, 1)] == [
+            True, True]
 
 
 # ------------------------------------------------------------------------------------------- requeue
@@ -174,5 +180,5 @@ def test_submitit_requeues_a_preempted_run(tmp_path: Path) -> None:
         results = ex.wait(timeout=60)
     assert results[0].error is None, results[0].error
     assert (tmp_path / "runs" / "once" / "calls").read_text() == "2"
-    log = next((tmp_path / "slurm").glob("*/*_0_log.err")).read_text()
-    assert "Requeued job" in log
+    [job] = [p for p in (tmp_path / "slurm").iterdir() if p.name.isdigit()]
+    assert "Requeued job" in (job / f"{job.name}_0_log.out").read_text()  # one job, run twice

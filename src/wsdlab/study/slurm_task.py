@@ -26,7 +26,7 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable
 
-from wsdlab.study.worker import RunFn, SinkOptions, run_job
+from wsdlab.study.worker import RunFn, SinkOptions, announce_rank, run_job
 
 PREEMPTED = "Preempted"  # class name of wsdlab.train.preempt.Preempted
 LOOP_SIGNAL = signal.SIGUSR1  # the training loop's "checkpoint and stop" signal
@@ -84,6 +84,7 @@ class SlurmRun(Checkpointable):
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
             os.environ.update(distributed_env(env))
+            announce_rank(name)
         with loop_gets_the_signal() as submitit_handler:
             try:
                 return run_job(dict(spec_data), out, name, sinks, run_fn, kind)

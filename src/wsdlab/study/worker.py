@@ -102,6 +102,13 @@ def run_job(spec_data: dict[str, Any], out: str | Path, name: str, options: Sink
     return str(out)
 
 
+def announce_rank(name: str) -> None:
+    """Under several ranks, print which one this process is (the run's log then shows every rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        print(f"[wsdlab] {name}: rank {os.environ.get('RANK', '0')} of {world}", flush=True)
+
+
 def parse_cpus(text: str | None) -> list[int] | None:
     """'0,1,4-5' -> [0, 1, 4, 5]."""
     if not text:
@@ -150,6 +157,7 @@ def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | Non
             import yaml
 
             spec_data = yaml.safe_load(Path(request["spec"]).read_text())
+            announce_rank(request["name"])
             run_job(spec_data, request["out"], request["name"], options, kind=request.get("kind", "train"))
         except KeyboardInterrupt:
             raise
