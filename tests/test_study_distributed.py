@@ -4,7 +4,8 @@ stopped by a preemption (`Preempted`) is submitted again and resumes."""
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -182,3 +183,58 @@ def test_submitit_requeues_a_preempted_run(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "once" / "calls").read_text() == "2"
     [job] = [p for p in (tmp_path / "slurm").iterdir() if p.name.isdigit()]
     assert "Requeued job" in (job / f"{job.name}_0_log.out").read_text()  # one job, run twice
+
+
+# ------------------------------------------------------------------------------------------- slurm
+
+
+def test_slurm_job_of_a_two_node_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Slurm on PATH (here stand-ins for sbatch/srun): one job of nodes x ranks-per-node tasks, one GPU
+    per rank, signalled signal_delay_s before its limit."""
+    pytest.importorskip("submitit")
+    for tool in ("sbatch", "srun"):
+        (tmp_path / tool).write_text("#!/bin/sh\nexit 0\n")
+        (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("WSDLAB_SUBMITIT_CLUSTER", raising=False)
+    ex = SlurmExecutor(tmp_path, SlurmConfig(partition="gpu", signal_delay_s=120))
+    ex.executor.update_parameters(**ex.parameters(Resources(gpus_per_run=8, nodes=2)))
+    sbatch = ex.executor._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
+    flags = {line.split("=")[0]: line.split("=")[1] for line in sbatch.splitlines() if line.startswith("#SBATCH --")}
+    assert [flags[f"#SBATCH --{k}"] for k in ("nodes", "ntasks-per-node", "gpus-per-node", "signal")] == [
+        "2", "4", "4", "USR2@120"]
+
+
+def test_distributed_env_from_the_job_environment() -> None:
+    pytest.importorskip("submitit")
+    from wsdlab.study.slurm_task import distributed_env
+
+    class Env:
+        job_id, num_tasks, num_nodes, global_rank, local_rank, hostnames = "4242_3", 8, 2, 5, 1, ["n1", "n2"]
+
+    assert distributed_env(Env()) == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
+                                      "MASTER_ADDR": "n1", "MASTER_PORT": str(20000 + 42423 % 20000)}
+
+
+def test_submitit_signal_goes_to_the_training_loop_while_it_trains() -> None:
+    """submitit's signal reaches the loop's SIGUSR1 handler while one is installed (it checkpoints first),
+    else submitit's own handler (requeue at once); submitit's handler is restored afterwards."""
+    pytest.importorskip("submitit")
+    from wsdlab.study.slurm_task import _usr_sig, loop_gets_the_signal
+
+    calls: list[str] = []
+    sig = _usr_sig()
+    submitit_handler = lambda signum, frame: calls.append("submitit")  # noqa: E731
+    before = signal.signal(sig, submitit_handler), signal.getsignal(signal.SIGUSR1)
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        with loop_gets_the_signal() as handler:
+            assert handler is submitit_handler
+            os.kill(os.getpid(), sig)  # no loop handler yet: submitit requeues at once
+            signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(f"loop {signum}"))
+            os.kill(os.getpid(), sig)
+        assert signal.getsignal(sig) is submitit_handler
+    finally:
+        signal.signal(sig, before[0])
+        signal.signal(signal.SIGUSR1, before[1])
+    assert calls == ["submitit", f"loop {int(signal.SIGUSR1)}"]
