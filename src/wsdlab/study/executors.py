@@ -35,11 +35,10 @@ from wsdlab.common.io import atomic_write_text
 from wsdlab.study.launch import Launch, Outcome, read_outcome, sink_flags, tail
 from wsdlab.study.resources import Resources
 from wsdlab.study.spec import SlurmConfig
-from wsdlab.study.worker import RunFn, SinkOptions, die_with_parent, format_cpus, run_job, short_traceback
+from wsdlab.study.worker import PREEMPTED, RunFn, SinkOptions, die_with_parent, format_cpus, run_job, short_traceback
 from wsdlab.train.config import RunSpec
 
 EXECUTORS = ("local", "processes", "slurm")
-PREEMPTED = "Preempted"  # class name of wsdlab.train.preempt.Preempted, matched by name (no import of the loop)
 SUBMITIT_CLUSTER_ENV = "WSDLAB_SUBMITIT_CLUSTER"
 
 

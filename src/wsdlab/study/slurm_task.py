@@ -26,9 +26,8 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable
 
-from wsdlab.study.worker import RunFn, SinkOptions, announce_rank, run_job
+from wsdlab.study.worker import PREEMPTED, RunFn, SinkOptions, announce_rank, run_job
 
-PREEMPTED = "Preempted"  # class name of wsdlab.train.preempt.Preempted
 LOOP_SIGNAL = signal.SIGUSR1  # the training loop's "checkpoint and stop" signal
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from wsdlab.train.config import RunSpec
 
 RunFn = Callable[..., Any]  # train(spec, out, *, sinks=...): a stand-in for tests
+PREEMPTED = "Preempted"  # class name of wsdlab.train.preempt.Preempted (checkpoint written, stopped), matched by name
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ def short_traceback(err: BaseException) -> str:
 
 def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | None = None,
            cpus: Sequence[int] | None = None) -> int:
-    """Run each job request line; stdout/stderr go to the job's log while it runs. Returns how many failed.
+    """Run each job request line; stdout/stderr go to the job's log while it runs. Returns how many failed
+    (a preempted job stopped cleanly: it is not counted).
 
     A request may widen this worker for its one job (`cpus`, `threads`: the only run that can train
     now gets every core); the worker's own pinning (`threads`, `cpus`) is restored after the job.
@@ -170,7 +172,7 @@ def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | Non
         sys.stderr.flush()
         results.write(json.dumps({"error": error, "type": error_type}) + "\n")
         results.flush()
-        failed += error is not None
+        failed += error is not None and error_type != PREEMPTED
     return failed
 
 
@@ -199,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     if args.job is not None and failed:
         sys.exit(1)  # a failed rank ends with an error, so torchrun stops the others instead of leaving them waiting
+    # (a preempted rank ends normally: torchrun then waits for rank 0's answer instead of killing it)
 
 
 if __name__ == "__main__":
