@@ -98,6 +98,53 @@ def test_two_rank_runs_as_submitit_local_jobs_match_one_process(tmp_path: Path, 
             True, True]
 
 
+class FakeLaunch:
+    """Stands in for launch.Launch: records what it was given; `finish()` makes its run end normally."""
+
+    def __init__(self, ranks, study_dir, request, cpus, gpus=(), sinks=None, python=None) -> None:
+        self.args = (request["name"], ranks, list(gpus), list(cpus))
+        read, self._write = os.pipe()
+        self.stdout = open(read)
+
+    def finish(self) -> None:
+        os.write(self._write, b"done\n")
+
+    def read(self):
+        from wsdlab.study.launch import Outcome
+
+        self.stdout.readline()
+        return Outcome(None)
+
+
+def test_process_executor_gives_a_run_one_gpu_per_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of two ranks take two slots (distinct GPUs); one that does not fit waits, and its slots are
+    not offered to the runner; one asking for more GPUs than the machine has fails at once."""
+    import wsdlab.study.executors as executors
+
+    monkeypatch.setattr(executors, "Launch", FakeLaunch)
+    monkeypatch.setattr(executors, "available_cpus", lambda: {0, 1, 2, 3})
+    ex = ProcessExecutor(tmp_path, workers=4, num_gpus=4)
+    spec = root_spec("r")
+
+    def run(name: str, ranks: int) -> QueuedRun:
+        return QueuedRun(name, spec, tmp_path / "runs" / name, resources=Resources(gpus_per_run=ranks))
+
+    ex.submit(run("a", 2))
+    ex.submit(run("b", 2))
+    ex.submit(run("c", 2))  # waits for two free GPUs
+    ex.submit(run("d", 8))
+    launches = list(ex._launches)
+    assert [launch.args for launch in launches] == [("a", 2, [0, 1], [0, 1]), ("b", 2, [2, 3], [2, 3])]
+    assert ex.free_slots() == 0
+    [d] = ex.wait(0.1)
+    assert (d.job.key, d.error) == ("d", "run 'd' asks for 8 GPUs; this machine has 4")
+    launches[0].finish()
+    [a] = ex.wait(5)
+    assert (a.job.key, a.error) == ("a", None)
+    assert [launch.args[:3] for launch in ex._launches] == [("b", 2, [2, 3]), ("c", 2, [0, 1])]
+    assert ex.free_slots() == 0
+
+
 # ------------------------------------------------------------------------------------------- requeue
 
 
