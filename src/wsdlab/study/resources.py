@@ -21,6 +21,8 @@ class Resources(StrictModel):
                                                    "a gloo CPU process each otherwise.")
     nodes: int = Field(1, ge=1, description="Nodes the ranks are spread over (Slurm only; local executors use 1).")
 
+    model_config = {**StrictModel.model_config, "frozen": True}  # hashable, as the QueuedRun that carries it
+
     @model_validator(mode="after")
     def _even_split(self) -> "Resources":
         if self.gpus_per_run % self.nodes:
