@@ -12,7 +12,7 @@ import pytest
 from wsdlab.analysis.units import BASE, COOLDOWNS, AnalysisUnit, register_unit, unregister_unit
 from wsdlab.study import analyses as study_analyses
 from wsdlab.study.analyses import TableScheduler
-from wsdlab.study.executors import Executor, Job, JobResult, ProcessExecutor
+from wsdlab.study.executors import Executor, JobResult, ProcessExecutor, QueuedRun
 from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver
 from wsdlab.study.runner import train_runs
@@ -105,13 +105,13 @@ class InlineExecutor(Executor):
 
     def __init__(self, slots: int = 2, elsewhere: bool = True) -> None:
         self.slots, self.trains_elsewhere = slots, elsewhere
-        self.queue: list[Job] = []
-        self.jobs: list[Job] = []
+        self.queue: list[QueuedRun] = []
+        self.jobs: list[QueuedRun] = []
 
     def free_slots(self) -> int:
         return self.slots - len(self.queue)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: QueuedRun) -> None:
         self.queue.append(job)
         self.jobs.append(job)
 
@@ -184,7 +184,7 @@ def test_a_running_unit_keeps_its_slot_from_training(tmp_path: Path) -> None:
     batches: list[int] = []
     orig_submit = executor.submit
 
-    def submit(job: Job) -> None:
+    def submit(job: QueuedRun) -> None:
         orig_submit(job)
         batches.append(len(executor.queue))
 
@@ -237,11 +237,11 @@ def test_process_executor_widens_only_a_lone_cpu_job(tmp_path: Path, monkeypatch
     monkeypatch.setattr(executor, "_worker", lambda i: executor._workers.setdefault(i, Worker()))
     plan = expand_plan(make_study())
     r = Resolver(plan, tmp_path).resolve(plan["base"])
-    executor.submit(Job("base", r.spec, r.path, alone=True))
+    executor.submit(QueuedRun("base", r.spec, r.path, alone=True))
     assert sent[-1]["threads"] == 2 and sent[-1]["cpus"] == "0,1"
     executor._workers[0].job = None
-    executor.submit(Job("a", r.spec, r.path / "a"))
-    executor.submit(Job("b", r.spec, r.path / "b", alone=True))  # another job runs: not widened
+    executor.submit(QueuedRun("a", r.spec, r.path / "a"))
+    executor.submit(QueuedRun("b", r.spec, r.path / "b", alone=True))  # another job runs: not widened
     assert "threads" not in sent[-2] and "threads" not in sent[-1]
 
 
@@ -262,7 +262,7 @@ def test_worker_widens_for_one_job_then_restores(tmp_path: Path, monkeypatch: py
     out = io.StringIO()
     _serve(io.StringIO("\n".join(lines) + "\n"), out, worker.SinkOptions(), threads=1, cpus=[1])
     assert pins == [(2, [0, 1]), ("job",), (1, [1]), ("job",)]
-    assert [json.loads(x) for x in out.getvalue().splitlines()] == [{"error": None}, {"error": None}]
+    assert [json.loads(x) for x in out.getvalue().splitlines()] == [{"error": None, "type": None}] * 2
 
 
 def test_runs_of_one_identity_share_a_folder_whatever_is_resolved_first(tmp_path: Path) -> None:

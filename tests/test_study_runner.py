@@ -10,7 +10,7 @@ import pytest
 
 from wsdlab.common.errors import RunLockedError
 
-from wsdlab.study.executors import Job, ProcessExecutor, SequentialExecutor, make_executor, plan_slots
+from wsdlab.study.executors import ProcessExecutor, QueuedRun, SequentialExecutor, make_executor, plan_slots
 from wsdlab.study.plan import expand_plan
 from wsdlab.study.progress import last_train_row
 from wsdlab.study.resolve import Resolver
@@ -168,11 +168,24 @@ def test_make_executor_choices(tmp_path: Path) -> None:
             make_executor("slurm", tmp_path)
 
 
+def test_slurm_executor_without_slurm_names_the_local_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `sbatch` on PATH: a ConfigError pointing at --executor local, not submitit's quiet local fallback."""
+    pytest.importorskip("submitit")
+    from wsdlab.common.errors import ConfigError
+
+    monkeypatch.delenv("WSDLAB_SUBMITIT_CLUSTER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(ConfigError, match="use --executor local"):
+        make_executor("slurm", tmp_path)
+    monkeypatch.setenv("WSDLAB_SUBMITIT_CLUSTER", "debug")  # the tests' way to submitit's own clusters
+    assert make_executor("slurm", tmp_path).executor.cluster == "debug"
+
+
 def test_process_executor_reports_a_failing_worker(tmp_path: Path) -> None:
     """A worker that cannot train exits non-zero; the executor returns its log tail as the error."""
     spec = expand_plan(study()).runs[0].spec.model_copy(update={"init_from": str(tmp_path / "missing")})
     ex = ProcessExecutor(tmp_path, workers=1, num_gpus=0)
-    ex.submit(Job("base", spec, tmp_path / "runs" / "base-x"))
+    ex.submit(QueuedRun("base", spec, tmp_path / "runs" / "base-x"))
     results = []
     while not results:
         results = ex.wait(timeout=30)
@@ -221,7 +234,7 @@ def test_process_executor_keeps_one_worker_alive_across_runs(tmp_path: Path) -> 
     pids = []
     try:
         for name in ("a", "b"):
-            ex.submit(Job(name, tiny.model_copy(update={"name": name}), tmp_path / "runs" / name))
+            ex.submit(QueuedRun(name, tiny.model_copy(update={"name": name}), tmp_path / "runs" / name))
             assert ex.free_slots() == 0
             pids.append(ex._workers[0].proc.pid)
             results = []

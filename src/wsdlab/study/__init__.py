@@ -2,7 +2,8 @@
 (in-process, local worker processes, Slurm), then analysis tables and a report. See `wsdlab study run`.
 
 spec.py: the StudySpec models and YAML loading; plan.py: spec -> planned runs; resolve.py: planned
-runs -> RunSpecs, hashes and folders; executors.py / worker.py: who trains a run; runner.py: the
+runs -> RunSpecs, hashes and folders; executors.py / worker.py: who trains a run (resources.py: its ranks;
+launch.py: torchrun for a run of several ranks; slurm_task.py: one Slurm task); runner.py: the
 loop (skip complete, resume partial, dependency order); analyses.py: runs -> tables; progress.py: display.
 """
 

@@ -1,25 +1,30 @@
 """Executors run independent runs: in this process one after another, in local worker processes
 (each pinned to its CPUs or a GPU), or as Slurm jobs through submitit (optional extra `slurm`).
 
-All share one small interface driven by the study runner: `submit(job)` while `free_slots() > 0`,
-then `wait(timeout)` returns the jobs that ended. `close()` stops whatever still runs (Ctrl-C);
+All share one small interface driven by the study runner: `submit(run)` while `free_slots() > 0`,
+then `wait(timeout)` returns the runs that ended. `close()` stops whatever still runs (Ctrl-C);
 each run resumes from its latest checkpoint the next time, so nothing finished is lost.
+
+A run whose stage asks for several ranks (`resources.gpus_per_run`) trains as one distributed job:
+under torchrun locally (`launch.py`; it takes that many slots), as one multi-task job on Slurm. A run
+stopped by a preemption (the training loop wrote a checkpoint and raised `Preempted`) is submitted
+again, and resumes from that checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +32,18 @@ import yaml
 
 from wsdlab.common.errors import ConfigError
 from wsdlab.common.io import atomic_write_text
+from wsdlab.study.launch import Launch, Outcome, read_outcome, sink_flags, tail
+from wsdlab.study.resources import Resources
 from wsdlab.study.spec import SlurmConfig
-from wsdlab.study.worker import RunFn, SinkOptions, format_cpus, run_job, short_traceback
+from wsdlab.study.worker import PREEMPTED, RunFn, SinkOptions, die_with_parent, format_cpus, run_job, short_traceback
 from wsdlab.train.config import RunSpec
 
 EXECUTORS = ("local", "processes", "slurm")
+SUBMITIT_CLUSTER_ENV = "WSDLAB_SUBMITIT_CLUSTER"
 
 
 @dataclass(frozen=True)
-class Job:
+class QueuedRun:
     """One run to train: `spec` into folder `path`; `key` names it on screen."""
 
     key: str
@@ -43,13 +51,37 @@ class Job:
     path: Path
     kind: str = "train"  # a registered wsdlab.study.jobs kind
     alone: bool = False  # nothing else can run meanwhile: a worker may use every CPU of the executor
+    resources: Resources = field(default_factory=Resources)  # its ranks (a distributed run when > 1)
 
 
 @dataclass(frozen=True)
 class JobResult:
-    job: Job
+    job: QueuedRun
     error: str | None = None  # None: the job returned normally
     log: Path | None = None  # where the failed job's full traceback is
+    error_type: str | None = None  # class name of the job's exception ("Preempted": stopped with a checkpoint)
+
+
+class Requeues:
+    """Which ended runs go back to the queue: those stopped by a preemption, at most `limit` times each."""
+
+    def __init__(self, limit: int = 1) -> None:
+        self.limit = limit
+        self._counts: dict[Path, int] = {}
+
+    def take(self, result: JobResult) -> bool:
+        if result.error_type != PREEMPTED or self._counts.get(result.job.path, 0) >= self.limit:
+            return False
+        self._counts[result.job.path] = self._counts.get(result.job.path, 0) + 1
+        return True
+
+
+def job_request(run: QueuedRun, study_dir: Path, log: Path) -> dict[str, Any]:
+    """A worker's request for `run`: its spec written to STUDY/jobs/<run folder>.yaml, folder, name, kind, log."""
+    job_file = study_dir / "jobs" / f"{run.path.name}.yaml"
+    atomic_write_text(job_file, yaml.safe_dump(run.spec.model_dump(mode="json"), sort_keys=False))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return {"spec": str(job_file), "out": str(run.path), "name": run.key, "kind": run.kind, "log": str(log)}
 
 
 class Executor(ABC):
@@ -61,7 +93,7 @@ class Executor(ABC):
     def free_slots(self) -> int: ...
 
     @abstractmethod
-    def submit(self, job: Job) -> None: ...
+    def submit(self, job: QueuedRun) -> None: ...
 
     @abstractmethod
     def wait(self, timeout: float) -> list[JobResult]:
@@ -72,17 +104,20 @@ class Executor(ABC):
 
 
 class SequentialExecutor(Executor):
-    """In-process, one run at a time: `wait` trains the submitted run in the foreground."""
+    """In-process, one run at a time: `wait` trains the submitted run in the foreground (a distributed
+    run under torchrun, on every CPU of this process or one GPU per rank; `run_fn`, a test stand-in for
+    the training, then runs it in process as one rank)."""
 
     def __init__(self, run_fn: RunFn | None = None, sinks: SinkOptions = SinkOptions()) -> None:
         self.run_fn = run_fn
         self.sinks = sinks
-        self._queue: deque[Job] = deque()
+        self._queue: deque[QueuedRun] = deque()
+        self._requeues = Requeues()
 
     def free_slots(self) -> int:
         return 0 if self._queue else 1
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: QueuedRun) -> None:
         self._queue.append(job)
 
     def wait(self, timeout: float) -> list[JobResult]:
@@ -90,11 +125,40 @@ class SequentialExecutor(Executor):
             time.sleep(min(timeout, 0.05))
             return []
         job = self._queue.popleft()
+        result = self._launched(job) if job.resources.distributed and self.run_fn is None else self._in_process(job)
+        if self._requeues.take(result):
+            self._queue.appendleft(job)  # preempted: it resumes from the checkpoint it wrote
+            return []
+        return [result]
+
+    def _in_process(self, job: QueuedRun) -> JobResult:
         try:
             run_job(job.spec.model_dump(mode="json"), job.path, job.key, self.sinks, self.run_fn, job.kind)
-            return [JobResult(job)]
+            return JobResult(job)
         except Exception as err:  # noqa: BLE001 - a failed run must not stop its independent siblings
-            return [JobResult(job, short_traceback(err), write_failure_log(job.path, err))]
+            return JobResult(job, short_traceback(err), write_failure_log(job.path, err), type(err).__name__)
+
+    def _launched(self, job: QueuedRun) -> JobResult:
+        study_dir = Path(job.path).parent.parent  # STUDY/runs/<run folder>
+        log = study_dir / "logs" / f"{Path(job.path).name}.log"
+        problem = local_problem(job, _cuda_device_count())
+        if problem is not None:
+            return JobResult(job, problem)
+        gpus = range(job.resources.world_size) if _cuda_device_count() else ()
+        outcome = Launch(job.resources.world_size, study_dir, job_request(job, study_dir, log),
+                         sorted(available_cpus()), gpus, self.sinks).wait()
+        return JobResult(job, outcome.error, log if outcome.error else None, outcome.error_type)
+
+
+def local_problem(run: QueuedRun, num_gpus: int) -> str | None:
+    """Why a local executor cannot train `run` (several nodes, more ranks than GPUs), else None."""
+    res = run.resources
+    if res.nodes > 1:
+        return (f"run '{run.key}' asks for {res.nodes} nodes: only --executor slurm spreads a run over nodes "
+                f"(set resources.nodes: 1 to train it here)")
+    if num_gpus and res.world_size > num_gpus:
+        return f"run '{run.key}' asks for {res.world_size} GPUs; this machine has {num_gpus}"
+    return None
 
 
 def write_failure_log(run_path: Path, err: BaseException) -> Path | None:
@@ -153,13 +217,6 @@ def available_cpus() -> set[int]:
     return set(range(os.cpu_count() or 1))
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGKILL this worker when the study process dies, so a killed study leaves no orphan
-    training into a run folder that the next `study run` resumes."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-
-
 class _Worker:
     """One long-lived `python -m wsdlab.study.worker` process bound to a slot, and the job it runs."""
 
@@ -167,10 +224,10 @@ class _Worker:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         with open(log, "ab") as err:
-            preexec = _die_with_parent if sys.platform.startswith("linux") else None
+            preexec = die_with_parent if sys.platform.startswith("linux") else None
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
                                          preexec_fn=preexec, text=True, bufsize=1)
-        self.job: Job | None = None
+        self.job: QueuedRun | None = None
         self.job_log: Path | None = None
 
     def alive(self) -> bool:
@@ -185,6 +242,19 @@ class _Worker:
         if self.alive():
             self.proc.send_signal(signal.SIGINT)  # train() stops cleanly; checkpoints are atomic anyway
 
+    def end(self, timeout_s: float) -> None:
+        """Close its job channel (an idle worker then exits), wait up to `timeout_s`, then kill it."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(max(0.1, timeout_s))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
 
 class ProcessExecutor(Executor):
     """Up to `workers` long-lived worker processes (`python -m wsdlab.study.worker`), each pinned to a slot.
@@ -192,6 +262,11 @@ class ProcessExecutor(Executor):
     A worker trains one run after another without restarting, so interpreter and torch start-up and
     the data loading are paid once per worker, not once per run. Job specs go to
     STUDY/jobs/<run folder>.yaml and a run's output to STUDY/logs/<run folder>.log.
+
+    A run of N ranks takes N slots (N GPUs; on CPU at most every slot, their CPUs shared by its gloo
+    ranks) and trains under its own torchrun (`launch.Launch`); the idle workers of those slots exit
+    so that they hold no GPU memory. It waits in a queue until enough slots are free, and the slots it
+    waits for are not counted free meanwhile.
     """
 
     def __init__(self, study_dir: Path, workers: int, sinks: SinkOptions = SinkOptions(),
@@ -199,14 +274,30 @@ class ProcessExecutor(Executor):
         if num_gpus is None:
             num_gpus = _cuda_device_count()
         self.study_dir = Path(study_dir)
+        self.num_gpus = num_gpus
         self.trains_elsewhere = num_gpus == 0  # GPU runs would share their device with the analyses
         self.slots = plan_slots(workers, num_gpus=num_gpus)
         self.sinks = sinks
         self.python = python
         self._workers: dict[int, _Worker] = {}
+        self._launches: dict[Launch, tuple[QueuedRun, tuple[int, ...]]] = {}  # run and the slots it holds
+        self._waiting: deque[QueuedRun] = deque()  # distributed runs waiting for enough free slots
+        self._ended: list[JobResult] = []  # runs that ended without training (they cannot train here)
+        self._requeues = Requeues()
+
+    def _idle(self) -> list[int]:
+        """Slots with no job: neither a worker's nor a distributed run's."""
+        held = {i for _, slots in self._launches.values() for i in slots}
+        return [i for i in range(len(self.slots))
+                if i not in held and (self._workers.get(i) is None or self._workers[i].job is None)]
+
+    def slots_needed(self, run: QueuedRun) -> int:
+        """Slots a run takes: 1, or one per rank (on CPU at most every slot)."""
+        ranks = run.resources.world_size
+        return ranks if self.num_gpus else min(ranks, len(self.slots))
 
     def free_slots(self) -> int:
-        return len(self.slots) - sum(w.job is not None for w in self._workers.values())
+        return max(0, len(self._idle()) - sum(self.slots_needed(r) for r in self._waiting))
 
     def _worker(self, index: int) -> _Worker:
         worker = self._workers.get(index)
@@ -214,84 +305,127 @@ class ProcessExecutor(Executor):
             return worker
         slot = self.slots[index]
         cmd = [self.python, "-m", "wsdlab.study.worker", "--study", str(self.study_dir),
-               "--threads", str(slot.threads), "--cpus", format_cpus(slot.cpus)]
-        if self.sinks.tensorboard:
-            cmd.append("--tensorboard")
-        if self.sinks.wandb_project:
-            cmd += ["--wandb", self.sinks.wandb_project]
+               "--threads", str(slot.threads), "--cpus", format_cpus(slot.cpus), *sink_flags(self.sinks)]
         env = {**os.environ, "OMP_NUM_THREADS": str(slot.threads), "MKL_NUM_THREADS": str(slot.threads)}
         if slot.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
         worker = self._workers[index] = _Worker(cmd, env, self.study_dir / "logs" / f"worker-{index}.log")
         return worker
 
-    def submit(self, job: Job) -> None:
-        index = next(i for i in range(len(self.slots)) if self._workers.get(i) is None or self._workers[i].job is None)
+    def submit(self, job: QueuedRun) -> None:
+        if job.resources.distributed or job.resources.nodes > 1:
+            problem = local_problem(job, self.num_gpus)
+            if problem is not None:
+                self._ended.append(JobResult(job, problem))
+                return
+            self._waiting.append(job)
+            self._start_waiting()
+            return
+        index = self._idle()[0]
         worker = self._worker(index)
-        job_file = self.study_dir / "jobs" / f"{job.path.name}.yaml"
-        atomic_write_text(job_file, yaml.safe_dump(job.spec.model_dump(mode="json"), sort_keys=False))
         log_path = self.log_path(job)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        request = job_request(job, self.study_dir, log_path)
         worker.job, worker.job_log = job, log_path
-        request = {"spec": str(job_file), "out": str(job.path), "name": job.key, "kind": job.kind, "log": str(log_path)}
-        others = any(w.job is not None for i, w in self._workers.items() if i != index)
+        others = bool(self._launches) or any(w.job is not None for i, w in self._workers.items() if i != index)
         if job.alone and not others and len(self.slots) > 1 and self.slots[index].gpu is None:
             # the only run that can train now (a study's root run): every CPU of the executor, one thread each
             cpus = sorted({c for slot in self.slots for c in slot.cpus})
             request.update(cpus=format_cpus(cpus), threads=len(cpus))
         worker.send(request)
 
-    def log_path(self, job: Job) -> Path:
+    def _claim(self, run: QueuedRun) -> tuple[int, ...] | None:
+        """Free slots for a distributed run (with GPUs: one per rank, each on another GPU), or None."""
+        idle, need = self._idle(), self.slots_needed(run)
+        if self.num_gpus:
+            by_gpu: dict[int | None, int] = {}
+            for i in idle:
+                by_gpu.setdefault(self.slots[i].gpu, i)
+            idle = list(by_gpu.values())
+        return tuple(idle[:need]) if len(idle) >= need else None
+
+    def _start_waiting(self) -> None:
+        """Start the waiting distributed runs, in order, while their slots are free."""
+        while self._waiting:
+            claim = self._claim(self._waiting[0])
+            if claim is None:
+                return
+            run = self._waiting.popleft()
+            for index in claim:  # an idle worker would keep its GPU memory and compete for the CPUs
+                worker = self._workers.pop(index, None)
+                if worker is not None:
+                    worker.end(10.0)
+            cpus = sorted({c for i in claim for c in self.slots[i].cpus})
+            gpus = [g for i in claim if (g := self.slots[i].gpu) is not None]
+            launch = Launch(run.resources.world_size, self.study_dir,
+                            job_request(run, self.study_dir, self.log_path(run)), cpus, gpus, self.sinks, self.python)
+            self._launches[launch] = (run, claim)
+
+    def log_path(self, job: QueuedRun) -> Path:
         return self.study_dir / "logs" / f"{job.path.name}.log"
 
     def wait(self, timeout: float) -> list[JobResult]:
-        busy = {w.proc.stdout: w for w in self._workers.values() if w.job is not None}
+        ended, self._ended = self._ended, []
+        busy: dict[Any, _Worker | Launch] = {w.proc.stdout: w for w in self._workers.values() if w.job is not None}
+        busy.update({launch.stdout: launch for launch in self._launches})
         if not busy:
-            time.sleep(min(timeout, 0.05))
-            return []
-        ready, _, _ = select.select(list(busy), [], [], timeout)
+            time.sleep(0 if ended else min(timeout, 0.05))
+        else:
+            ready, _, _ = select.select(list(busy), [], [], 0 if ended else timeout)
+            for stream in ready:
+                owner = busy[stream]
+                result = self._read_launch(owner) if isinstance(owner, Launch) else self._read_worker(owner)
+                if result is not None:
+                    ended.append(result)
         results = []
-        for stream in ready:
-            worker = busy[stream]
-            line = stream.readline()
-            job, worker.job = worker.job, None
-            assert job is not None
-            if line:
-                error = json.loads(line).get("error")
-            else:  # the worker died in the middle of the job
-                worker.proc.wait()
-                tail = _tail(self.log_path(job))
-                last = next((x for x in reversed(tail.splitlines()) if x.strip()), "")
-                error = (f"worker exited with code {worker.proc.returncode}: {last.strip()} "
-                         f"(log: {self.log_path(job)})\nlast lines of the log:\n{tail}")
-            if error is not None and "(log: " not in error:
-                error = f"{error}\n(log: {self.log_path(job)})"
-            results.append(JobResult(job, error, self.log_path(job) if error else None))
+        for result in ended:
+            if self._requeues.take(result):
+                self.submit(result.job)  # preempted: it resumes from the checkpoint it wrote
+            else:
+                results.append(result)
+        self._start_waiting()
         return results
+
+    def _read_worker(self, worker: _Worker) -> JobResult | None:
+        """The result of a worker's job, from its next line; None for a line that is not one (a stray print)."""
+        assert worker.proc.stdout is not None and worker.job is not None
+        line = worker.proc.stdout.readline()
+        outcome = read_outcome(line) if line else None
+        if line and outcome is None:
+            return None
+        job, worker.job = worker.job, None
+        log = self.log_path(job)
+        if outcome is None:  # the worker died in the middle of the job
+            worker.proc.wait()
+            text = tail(log)
+            last = next((x for x in reversed(text.splitlines()) if x.strip()), "")
+            outcome = Outcome(f"worker exited with code {worker.proc.returncode}: {last.strip()} "
+                              f"(log: {log})\nlast lines of the log:\n{text}")
+        return self._result(job, outcome)
+
+    def _read_launch(self, launch: Launch) -> JobResult | None:
+        outcome = launch.read()
+        if outcome is None:
+            return None
+        run, _ = self._launches.pop(launch)
+        return self._result(run, outcome)
+
+    def _result(self, job: QueuedRun, outcome: Outcome) -> JobResult:
+        error = outcome.error
+        if error is not None and "(log: " not in error:
+            error = f"{error}\n(log: {self.log_path(job)})"
+        return JobResult(job, error, self.log_path(job) if error else None, outcome.error_type)
 
     def close(self) -> None:
         for worker in self._workers.values():
             worker.stop()
-            if worker.proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    worker.proc.stdin.close()
+        for launch in self._launches:
+            launch.stop()
         deadline = time.monotonic() + 10
         for worker in self._workers.values():
-            try:
-                worker.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                worker.proc.kill()
-                worker.proc.wait()
-            if worker.proc.stdout is not None:
-                worker.proc.stdout.close()
+            worker.end(deadline - time.monotonic())
         self._workers.clear()
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        self._launches.clear()
+        self._waiting.clear()
 
 
 def _cuda_device_count() -> int:
@@ -315,15 +449,47 @@ def import_submitit() -> Any:
     return submitit
 
 
+def submitit_cluster(cluster: str | None) -> str:
+    """Where submitit sends jobs: `cluster` or $WSDLAB_SUBMITIT_CLUSTER when given (tests use 'local', submitit's
+    local processes, or 'debug', in process), else Slurm, which needs `sbatch` on PATH: without it a ConfigError
+    (submitit alone would quietly run every job on this machine)."""
+    cluster = cluster or os.environ.get(SUBMITIT_CLUSTER_ENV) or None
+    if cluster is not None:
+        return cluster
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm: Slurm is not available here (no `sbatch` on PATH); "
+                          "use --executor local to train on this machine")
+    return "slurm"
+
+
 class SlurmExecutor(Executor):
-    """One submitit job per run (Slurm, or submitit's 'local'/'debug' cluster for testing)."""
+    """One submitit job per run (Slurm, or submitit's 'local'/'debug' cluster for testing).
+
+    A run of N ranks on M nodes is one job of M nodes x N/M tasks, every task one rank (`slurm_task`,
+    with one GPU each where the study's `slurm.gpus_per_node` asks for GPUs). Jobs are requeued on their
+    time limit (Slurm signals `slurm.signal_delay_s` before it) and on preemption, and resume from the
+    run's checkpoint; the cluster comes from `submitit_cluster`.
+    """
 
     def __init__(self, study_dir: Path, config: SlurmConfig, sinks: SinkOptions = SinkOptions(),
                  cluster: str | None = None, max_jobs: int = 256, run_fn: RunFn | None = None) -> None:
         submitit = import_submitit()
-        self.executor = submitit.AutoExecutor(folder=str(Path(study_dir) / "slurm" / "%j"), cluster=cluster)
+        cluster = submitit_cluster(cluster)
+        self.executor = submitit.AutoExecutor(folder=str(Path(study_dir) / "slurm" / "%j"), cluster=cluster,
+                                              slurm_max_num_timeout=config.max_timeouts)
+        self.config = config
+        self.sinks = sinks
+        self.max_jobs = max_jobs
+        self.run_fn = run_fn  # None: the stage's job kind (a test passes a stand-in)
+        self._jobs: list[tuple[QueuedRun, Any]] = []
+
+    def parameters(self, resources: Resources) -> dict[str, Any]:
+        """submitit's parameters for a job of `resources` (the slurm_* ones only on Slurm)."""
+        config = self.config
+        gpus = max(config.gpus_per_node, resources.ranks_per_node) if config.gpus_per_node else 0
         params: dict[str, Any] = {"timeout_min": config.timeout_min, "cpus_per_task": config.cpus_per_task,
-                                  "gpus_per_node": config.gpus_per_node, "tasks_per_node": 1, "nodes": 1}
+                                  "gpus_per_node": gpus, "tasks_per_node": resources.ranks_per_node,
+                                  "nodes": resources.nodes, "slurm_signal_delay_s": config.signal_delay_s}
         if config.mem_gb is not None:
             params["mem_gb"] = config.mem_gb
         if config.partition is not None:
@@ -331,18 +497,17 @@ class SlurmExecutor(Executor):
         params.update(config.additional)
         if self.executor.cluster != "slurm":
             params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
-        self.executor.update_parameters(**params)
-        self.sinks = sinks
-        self.max_jobs = max_jobs
-        self.run_fn = run_fn  # None: wsdlab.train.train (a test passes a stand-in with cluster="debug")
-        self._jobs: list[tuple[Job, Any]] = []
+        return params
 
     def free_slots(self) -> int:
         return self.max_jobs - len(self._jobs)
 
-    def submit(self, job: Job) -> None:
-        handle = self.executor.submit(run_job, job.spec.model_dump(mode="json"), str(job.path), job.key, self.sinks,
-                                      self.run_fn, job.kind)
+    def submit(self, job: QueuedRun) -> None:
+        from wsdlab.study.slurm_task import SlurmRun
+
+        self.executor.update_parameters(**self.parameters(job.resources))
+        handle = self.executor.submit(SlurmRun(), job.spec.model_dump(mode="json"), str(job.path), job.key,
+                                      self.sinks, self.run_fn, job.kind)
         self._jobs.append((job, handle))
 
     def wait(self, timeout: float) -> list[JobResult]:
@@ -356,7 +521,7 @@ class SlurmExecutor(Executor):
         for job, handle in ended:
             self._jobs.remove((job, handle))
             try:
-                handle.result()
+                handle.results()  # every task's (rank 0's is the run's)
                 results.append(JobResult(job))
             except Exception as err:  # noqa: BLE001 - submitit re-raises the job's failure here
                 results.append(JobResult(job, f"job {handle.job_id} failed: {err}"))

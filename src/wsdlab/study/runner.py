@@ -23,7 +23,8 @@ from wsdlab.analysis.tables import write_table
 from wsdlab.common.errors import ConfigError, RunLockedError, WsdlabError
 from wsdlab.common.io import atomic_write_text
 from wsdlab.study.compute import own_flops
-from wsdlab.study.executors import Executor, Job, SequentialExecutor
+from wsdlab.study.executors import Executor, QueuedRun, SequentialExecutor
+from wsdlab.study.resources import Resources
 from wsdlab.study.cooldown import base_run_spec
 from wsdlab.study.plan import Plan, PlannedRun, expand_plan
 from wsdlab.study.progress import StudyProgress
@@ -179,7 +180,9 @@ def train_runs(plan: Plan, resolver: Resolver, executor: Executor, progress: Stu
             progress.started(run.key, resolved.path, start_steps[run.key], resolved.spec.train.steps)
             # the only run that can train now, and no analysis holds a slot: it may use every CPU
             alone = len(ready) == 1 and len(running_paths) == 1 and held == 0 and not early_branches(run.key)
-            executor.submit(Job(run.key, resolved.spec, resolved.path, run.job, alone=alone))
+            stage = plan.stages.get(run.stage)
+            executor.submit(QueuedRun(run.key, resolved.spec, resolved.path, run.job, alone=alone,
+                                      resources=stage.resources if stage is not None else Resources()))
         return pending or bool(running_paths)
 
     def analyses_first() -> int:

@@ -43,6 +43,9 @@ class SlurmConfig(StrictModel):
     cpus_per_task: int = Field(8, gt=0)
     mem_gb: int | None = Field(None, gt=0)
     timeout_min: int = Field(240, gt=0)
+    signal_delay_s: int = Field(300, gt=0, description="Seconds before the time limit at which Slurm signals a job "
+                                "to write a checkpoint and be requeued.")
+    max_timeouts: int = Field(20, ge=0, description="Times one run's job may reach its time limit and be requeued.")
     additional: dict[str, Any] = Field(default_factory=dict, description="Extra submitit slurm_* parameters.")
 
 

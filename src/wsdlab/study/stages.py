@@ -32,6 +32,7 @@ from pydantic import Field, ValidationError, field_validator, model_serializer, 
 
 from wsdlab.common.config import StrictModel, describe_validation_error
 from wsdlab.common.errors import ConfigError
+from wsdlab.study.resources import Resources
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -242,6 +243,7 @@ class Stage(StrictModel):
     labels: dict[str, Any] = Field(default_factory=dict, description="Constant labels of every run.")
     keep: list[CheckpointSelector] = Field(default_factory=list, description="Extra checkpoints each run keeps (analyses).")
     key: str | None = Field(None, description="Run key template over labels, e.g. 'cd-{shape}-s{seed}'.")
+    resources: Resources = Field(default_factory=Resources, description="Ranks (GPUs) and nodes of each run.")
 
     model_config = {**StrictModel.model_config, "populate_by_name": True}
 

@@ -4,13 +4,19 @@ Slurm job) through the library, never through the command line.
 `python -m wsdlab.study.worker --study DIR --threads 2 --cpus 0,1` is a long-lived worker: it pins
 itself to its CPUs once, then reads one job per line (JSON: spec file, run folder, name, kind, log
 file) from stdin, runs it with stdout/stderr sent to the job's log, and answers one JSON line
-(`{"error": null}` or the error text) on its result channel. Staying alive across runs saves the
-interpreter and torch start-up and keeps the data loaded (`wsdlab.data.load_data` memoizes in process).
+(`{"error": null, "type": null}`, or the error text and its exception's class name) on its result
+channel. Staying alive across runs saves the interpreter and torch start-up and keeps the data loaded
+(`wsdlab.data.load_data` memoizes in process).
+
+With `--job '<request JSON>'` it runs that one job and exits: the form a distributed run takes under
+torchrun (`python -m torch.distributed.run --nproc_per_node N --standalone -m wsdlab.study.worker
+--job ...`), where every rank runs the job and rank 0 alone answers on the result channel.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -23,6 +29,7 @@ from typing import Any
 from wsdlab.train.config import RunSpec
 
 RunFn = Callable[..., Any]  # train(spec, out, *, sinks=...): a stand-in for tests
+PREEMPTED = "Preempted"  # class name of wsdlab.train.preempt.Preempted (checkpoint written, stopped), matched by name
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,16 @@ def check_sinks(options: SinkOptions) -> None:
         sink.close()
 
 
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGKILL this process when its parent dies, so a killed study (or torchrun) leaves no orphan
+    training into a run folder that the next `study run` resumes."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
 def pin_threads(threads: int | None, cpus: Sequence[int] | None) -> None:
     """Limit this process to `cpus` (Linux affinity) and `threads` torch threads."""
     if cpus and hasattr(os, "sched_setaffinity"):
@@ -86,6 +103,13 @@ def run_job(spec_data: dict[str, Any], out: str | Path, name: str, options: Sink
     return str(out)
 
 
+def announce_rank(name: str) -> None:
+    """Under several ranks, print which one this process is (the run's log then shows every rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        print(f"[wsdlab] {name}: rank {os.environ.get('RANK', '0')} of {world}", flush=True)
+
+
 def parse_cpus(text: str | None) -> list[int] | None:
     """'0,1,4-5' -> [0, 1, 4, 5]."""
     if not text:
@@ -109,12 +133,14 @@ def short_traceback(err: BaseException) -> str:
 
 
 def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | None = None,
-           cpus: Sequence[int] | None = None) -> None:
-    """Run each job request line; stdout/stderr go to the job's log while it runs.
+           cpus: Sequence[int] | None = None) -> int:
+    """Run each job request line; stdout/stderr go to the job's log while it runs. Returns how many failed
+    (a preempted job stopped cleanly: it is not counted).
 
     A request may widen this worker for its one job (`cpus`, `threads`: the only run that can train
     now gets every core); the worker's own pinning (`threads`, `cpus`) is restored after the job.
     """
+    failed = 0
     for line in requests:
         if not line.strip():
             continue
@@ -128,23 +154,26 @@ def _serve(requests: Any, results: Any, options: SinkOptions, threads: int | Non
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
-        error = None
+        error = error_type = None
         try:
             import yaml
 
             spec_data = yaml.safe_load(Path(request["spec"]).read_text())
+            announce_rank(request["name"])
             run_job(spec_data, request["out"], request["name"], options, kind=request.get("kind", "train"))
         except KeyboardInterrupt:
             raise
         except BaseException as err:  # noqa: BLE001 - report every failure of a job, keep serving
-            error = short_traceback(err)
+            error, error_type = short_traceback(err), type(err).__name__
             traceback.print_exc()  # the whole traceback goes to the job's log; the study prints one line
         if wide:
             pin_threads(threads or 1, cpus)
         sys.stdout.flush()
         sys.stderr.flush()
-        results.write(json.dumps({"error": error}) + "\n")
+        results.write(json.dumps({"error": error, "type": error_type}) + "\n")
         results.flush()
+        failed += error is not None and error_type != PREEMPTED
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -154,17 +183,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cpus", default=None)
     parser.add_argument("--tensorboard", action="store_true")
     parser.add_argument("--wandb", default=None)
+    parser.add_argument("--job", default=None, help="Run this one job request (JSON) and exit (under torchrun).")
     args = parser.parse_args(argv)
     from wsdlab.common.allocator import tune_malloc
 
     tune_malloc()
+    if args.job is not None and sys.platform.startswith("linux"):
+        die_with_parent()  # a rank ends with its torchrun
     cpus = parse_cpus(args.cpus)
     pin_threads(args.threads, cpus)
-    results = os.fdopen(os.dup(1), "w")  # the result channel: this process's stdout as started
+    requests = sys.stdin if args.job is None else [args.job]
+    # the result channel: this process's stdout as started; under torchrun only rank 0 answers
+    results = os.fdopen(os.dup(1), "w") if int(os.environ.get("RANK", "0")) == 0 else open(os.devnull, "w")
     try:
-        _serve(sys.stdin, results, SinkOptions(args.tensorboard, args.wandb), args.threads, cpus)
+        failed = _serve(requests, results, SinkOptions(args.tensorboard, args.wandb), args.threads, cpus)
     except KeyboardInterrupt:
         sys.exit(130)
+    if args.job is not None and failed:
+        sys.exit(1)  # a failed rank ends with an error, so torchrun stops the others instead of leaving them waiting
+    # (a preempted rank ends normally: torchrun then waits for rank 0's answer instead of killing it)
 
 
 if __name__ == "__main__":
