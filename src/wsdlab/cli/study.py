@@ -94,7 +94,7 @@ def plan(
     out: Path | None = typer.Option(None, "--out", parser=path_option, help="Study folder (to show done/left); default ./wsdlab-out/<study name>."),
     device: str = typer.Option("h100", "--device", parser=name_option, help="GPU for the GPU-hours and memory estimates (h100, a100, h200, ...)."),
     mfu: float = typer.Option(0.4, "--mfu", help="Model FLOPs utilisation assumed for the GPU-hours estimate."),
-    gpus: int = typer.Option(8, "--gpus", min=1, help="GPUs one run trains on, for the memory per GPU (FSDP runs shard "
+    gpus: int = typer.Option(8, "--gpus", min=1, help="GPUs one run trains on (unless its stage sets resources.gpus_per_run), for the memory per GPU (FSDP runs shard "
                              "their state over them; a run without micro_batch_size splits its batch over them)."),
     show: str | None = typer.Option(None, "--show", metavar="RUN", help="Print this run's full RunSpec (YAML), as it "
                                     "will train, and nothing else."),
@@ -119,7 +119,7 @@ def plan(
             return
         total_flops = sum(r["flops"] for r in rows if not r["shared"])
         hours = gpu_hours(total_flops, device, mfu)
-        memory = [run_memory(r["spec"], device, gpus) for r in rows]
+        memory = [run_memory(r["spec"], device, r["gpus"] or gpus) for r in rows]  # a stage's resources win
     table = Table(title=escape(f"study {study.name}: {len(rows)} runs"))
     for col, justify in (("stage", "left"), ("run", "left"), ("parent", "left"), ("differs from the template", "left"),
                          ("tokens", "right"), ("FLOPs", "right"), ("state", "left")):

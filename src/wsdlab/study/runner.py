@@ -390,6 +390,8 @@ def plan_costs(study: StudySpec, study_dir: Path, notes: list[str] | None = None
         done = (study_dir / PLAN_FILE).is_file() and run_is_complete(run, resolved.path)
         rows.append({"stage": run.stage, "key": run.key, "parent": run.parent, "differs": differs[run.key] or "-",
                      "tokens": cost.tokens, "flops": cost.flops, "state": "done" if done else "left",
-                     "shared": identity in seen, "spec": spec})
+                     "shared": identity in seen, "spec": spec,
+                     "gpus": plan.stages[run.stage].resources.gpus_per_run
+                     if "resources" in plan.stages[run.stage].model_fields_set else None})
         seen.add(identity)
     return rows
