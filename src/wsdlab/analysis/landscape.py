@@ -14,7 +14,7 @@ The height reported is the loss and the perplexity exp(loss).
 Table columns:
 - interpolate: alpha, loss, perplexity
 - landscape (plane): a, b, loss, perplexity
-(the run-level analyses in `geometry_tables` add run, dataset and step columns).
+(the run-level analyses in `wsdlab.analysis.geometry` add run, dataset and step columns).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Geometry figures (issue 5): landscapes, interpolation, sharpness, the optimizer's path, probes.
 
 Same signature as `wsdlab.report.figures`: `(tables, fig=None) -> Figure`. Tables are those of
-`wsdlab.analysis.geometry_tables` (every row starts with `run`, the run directory's name):
+`wsdlab.analysis.geometry` (every row starts with `run`, the run directory's name):
 sharpness, interpolate, landscape, trajectory (rows of kind pca / hv / path) and probes.
 Runs are labelled by their directory name without the spec-hash suffix.
 """
