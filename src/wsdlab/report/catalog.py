@@ -414,7 +414,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("universality_trajectory",), U.plot_hv_norm, U.summary_hv, unit="universality_trajectory"),
     FigureSpec("univ_quasi_convexity", "universality",
                "Fig. 4: τ_i = −∇L(x_i)·(x* − x_i) / (L(x_i) − L(x*)) and cos(−∇L(x_i), x_{i+1} − x_i) with x_{i+1} one "
-               "optimizer step after x_i, on iterates sampled regularly after warmup; boxes over all runs' iterates.",
+               "optimizer step after x_i, on iterates sampled regularly after warmup; boxes per phase (stable, "
+               "decay) over all runs' iterates (line: 0, the condition is > 0).",
                ("universality_trajectory",), U.plot_quasi_convexity, U.summary_quasi_convexity,
                unit="universality_trajectory"),
     FigureSpec("univ_length", "universality",
