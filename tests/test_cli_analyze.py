@@ -203,6 +203,22 @@ def test_errors_exit_2_with_a_message(run_dir: Path, tmp_path: Path):
     assert step.exit_code == 2 and "step 7" in step.output
 
 
+def test_an_option_the_analysis_rejects_is_a_user_error(run_dir: Path, tmp_path: Path):
+    """Options that pass their own validation but that the measurement rejects (more eigenvalues than solver
+    iterations; an orthogonal plane whose e1 is zero because pre == final) print one `error:` line and exit 2, not
+    'internal error ... a bug in wsdlab'."""
+    ckpt = str(run_dir / "checkpoints" / "30")
+    eigen = runner.invoke(app, ["analyze", "sharpness", "--checkpoint", ckpt, "--method", "top-eigen", "--top-k", "5",
+                                "--max-iters", "3", "--batch-size", "4", "--out", str(tmp_path)])
+    flat = runner.invoke(app, ["analyze", "landscape", str(run_dir), "--points", "22", "--pre", "30", "--final", "30",
+                               "--offset", "2", "--orthogonal", "--a", "0,1", "--b", "0,1", "--out", str(tmp_path)])
+    for result, message in ((eigen, "error: max_iters (3) must be >= k (5)"),
+                            (flat, "error: e1 is zero: the pre-cooldown and final weights are equal")):
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert lines == [message]
+
+
 def test_landscape_after_weights_and_trajectory_parent(run_dir: Path, tmp_path: Path):
     import shutil
 

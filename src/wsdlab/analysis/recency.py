@@ -301,7 +301,7 @@ def recency_correlations(recency_rows: Sequence[Row], bias_variance_rows: Sequen
     """Spearman/Pearson across shapes of shift vs bias and deviation vs variance (of `space`)."""
     bv = {r["shape"]: r for r in bias_variance_rows if r["space"] == space}
     if not bv:
-        raise ValueError(f"recency_correlations: no bias_variance rows with space '{space}'")
+        raise ConfigError(f"recency_correlations: no bias_variance rows with space '{space}'")
     per_shape: dict[Any, list[Row]] = {}
     for r in recency_rows:
         per_shape.setdefault(r["shape"], []).append(r)

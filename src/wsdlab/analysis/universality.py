@@ -260,7 +260,7 @@ def final_eval(sel: SelectedRun) -> Row:
     """The last eval row's val_loss and val_accuracy (None for LMs)."""
     evals = sel.run.eval_rows()
     if not evals:
-        raise ValueError(f"run {sel.path.name} has no evaluation")
+        raise ConfigError(f"run {sel.path.name} has no evaluation")
     last = max(evals, key=lambda r: r["step"])
     return {"step": last["step"], "val_loss": last["val_loss"], "val_accuracy": last.get("val_accuracy")}
 
