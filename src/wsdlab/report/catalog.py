@@ -375,11 +375,11 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("trajectory",), G.plot_hv_norm, _hv_summary, unit="trajectory"),
     FigureSpec("pc1_share", "trajectory",
                "Share of variance explained by the first principal component of the stable (S, S') "
-               "and decay (D, D') iterates; boxes over runs.",
+               "and decay (D, D') iterates; boxes over runs (dotted: paper 001's ~40%).",
                ("trajectory",), G.plot_pc1_share, _pca_summary, unit="trajectory"),
     FigureSpec("quasi_convexity", "trajectory",
                "Weak quasi-convexity ratio τ and cos(−gradient, next update) per training phase; "
-               "boxes over sampled iterates.",
+               "boxes over sampled iterates (line: 0, the condition is > 0).",
                ("trajectory",), G.plot_quasi_convexity, _path_summary, unit="trajectory"),
     FigureSpec("param_norm", "trajectory",
                "Parameter norm and distance to the final iterate along training, per run.",
