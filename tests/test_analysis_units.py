@@ -123,3 +123,11 @@ def test_a_new_analysis_needs_its_module_and_one_catalogue_entry() -> None:
     (spec,) = figures_of("update_norm")
     assert spec.draw.__module__ == "wsdlab.report.catalog" and spec.example is not None
     assert synthetic_tables()["update_norm"]  # the report tests draw it from the entry's own example
+
+
+def test_an_input_that_must_select_one_run_rejects_two_as_a_user_error(tmp_path: Path) -> None:
+    """A study's selector for the base matching two runs is the user's config, not a bug: ConfigError (exit 2)."""
+    runs = [SelectedRun(key, "base", {"shape": "stable"}, tmp_path / key) for key in ("base-a", "base-b")]
+    ctx = UnitContext(inputs={"base": runs}, selectors={}, load_data=lambda: None)
+    with pytest.raises(ConfigError, match="input 'base' selects 2 runs, expected one"):
+        ctx.one("base")

@@ -2,7 +2,7 @@
 
 The run directory is written here in the run-store layout (spec.yaml, checkpoints, snapshots) from a
 short AdamW training of `micro` on a synthetic pattern; the data bundle is a small in-memory stand-in
-for `wsdlab.data.load_data` (patched into geometry_tables), so the test does not prepare a corpus.
+for `wsdlab.data.load_data` (patched into each geometry unit's module), so the test does not prepare a corpus.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from wsdlab.analysis import read_table, unit_names
-from wsdlab.analysis import geometry_tables
+from wsdlab.analysis.geometry import common, interpolate, landscape, probes, sharpness, trajectory
+from wsdlab.analysis.geometry.common import eval_batches, run_model, weights_at
+from wsdlab.analysis.geometry.landscape import landscape_table
+from wsdlab.analysis.geometry.trajectory import trajectory_run_table
 from wsdlab.analysis.evalset import mean_loss
 from wsdlab.analysis.geometry_config import EvalSetConfig
 from wsdlab.cli import app
@@ -97,8 +100,10 @@ def _mk(path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _pattern_data(monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = PatternData(0)
-    monkeypatch.setattr(geometry_tables, "run_data", lambda run, data=None: data or bundle)
-    monkeypatch.setattr(geometry_tables, "_load_other", lambda cfg: PatternData(cfg.split_seed + 100))
+    for module in (common, sharpness, interpolate, landscape, trajectory, probes):
+        monkeypatch.setattr(module, "run_data", lambda run, data=None: data or bundle)
+    for module in (common, sharpness):
+        monkeypatch.setattr(module, "load_other", lambda cfg: PatternData(cfg.split_seed + 100))
 
 
 def invoke(*args: str) -> dict:
@@ -147,7 +152,7 @@ def test_interpolate_endpoints_and_barrier(run_dir: Path, tmp_path: Path):
     assert out["to_step"] == 30
     model = build_model(_spec().model)
     model.load_state_dict(_ckpt_state(run_dir, 20))
-    batches = geometry_tables.eval_batches(PatternData(0), EvalSetConfig(batches=1, batch_size=8))
+    batches = eval_batches(PatternData(0), EvalSetConfig(batches=1, batch_size=8))
     assert out["loss_from"] == pytest.approx(mean_loss(model, batch_loss, batches), rel=1e-5)
     rows = read_table(tmp_path / "interpolate.csv")
     assert [r["alpha"] for r in rows] == [0, 0.5, 1, 1.5]
@@ -198,6 +203,22 @@ def test_errors_exit_2_with_a_message(run_dir: Path, tmp_path: Path):
     assert step.exit_code == 2 and "step 7" in step.output
 
 
+def test_an_option_the_analysis_rejects_is_a_user_error(run_dir: Path, tmp_path: Path):
+    """Options that pass their own validation but that the measurement rejects (more eigenvalues than solver
+    iterations; an orthogonal plane whose e1 is zero because pre == final) print one `error:` line and exit 2, not
+    'internal error ... a bug in wsdlab'."""
+    ckpt = str(run_dir / "checkpoints" / "30")
+    eigen = runner.invoke(app, ["analyze", "sharpness", "--checkpoint", ckpt, "--method", "top-eigen", "--top-k", "5",
+                                "--max-iters", "3", "--batch-size", "4", "--out", str(tmp_path)])
+    flat = runner.invoke(app, ["analyze", "landscape", str(run_dir), "--points", "22", "--pre", "30", "--final", "30",
+                               "--offset", "2", "--orthogonal", "--a", "0,1", "--b", "0,1", "--out", str(tmp_path)])
+    for result, message in ((eigen, "error: max_iters (3) must be >= k (5)"),
+                            (flat, "error: e1 is zero: the pre-cooldown and final weights are equal")):
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert lines == [message]
+
+
 def test_landscape_after_weights_and_trajectory_parent(run_dir: Path, tmp_path: Path):
     import shutil
 
@@ -205,10 +226,10 @@ def test_landscape_after_weights_and_trajectory_parent(run_dir: Path, tmp_path: 
     from wsdlab.train import RunDir
 
     run = RunDir(run_dir)
-    model = geometry_tables.run_model(run)
+    model = run_model(run)
     cfg = LandscapeConfig(offset=4, a_values=[0.0, 1.0], b_values=[1.0], eval={"batches": 1, "batch_size": 4})
-    own = geometry_tables.landscape_table(run, cfg, points=[22])
-    given = geometry_tables.landscape_table(run, cfg, points=[22], after={22: geometry_tables.weights_at(run, 26, model)})
+    own = landscape_table(run, cfg, points=[22])
+    given = landscape_table(run, cfg, points=[22], after={22: weights_at(run, 26, model)})
     assert [r["loss"] for r in own] == pytest.approx([r["loss"] for r in given], rel=1e-6)
     # a cooldown branch holding only its own iterates (steps >= 20) + its parent = the whole run
     child = tmp_path / "child"
@@ -217,8 +238,8 @@ def test_landscape_after_weights_and_trajectory_parent(run_dir: Path, tmp_path: 
     for step in range(20, STEPS + 1, 2):
         shutil.copy(run_dir / "snapshots" / f"{step}.safetensors", child / "snapshots")
     tcfg = TrajectoryConfig(hessian=False, eval={"batches": 1, "batch_size": 4})
-    whole = geometry_tables.trajectory_run_table(run, tcfg)
-    joined = geometry_tables.trajectory_run_table(child, tcfg, parent=run)
+    whole = trajectory_run_table(run, tcfg)
+    joined = trajectory_run_table(child, tcfg, parent=run)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "run"} for r in rows]  # noqa: E731
     assert len(joined) == len(whole)
     for a, b in zip(strip(joined), strip(whole)):

@@ -12,7 +12,7 @@ from torch import nn
 
 from wsdlab.analysis.evalset import loss_and_gradient
 from wsdlab.analysis.geometry_config import SharpnessConfig
-from wsdlab.analysis.geometry_tables import _sharpness_at, sharpness_at
+from wsdlab.analysis.geometry.sharpness import _sharpness_at, sharpness_at
 from wsdlab.analysis.memo import MEMO, Memo, batches_digest, function_key, model_digest
 from wsdlab.analysis.trajectory import trajectory_table
 from wsdlab.models import LlamaConfig, batch_loss, build_model

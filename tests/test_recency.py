@@ -167,6 +167,9 @@ class FakeRun:
     def batch_indices(self) -> np.ndarray:
         return self.rows
 
+    def parent_checkpoint(self) -> Path | None:
+        return None if self.spec.init_from is None else Path(self.spec.init_from)
+
     def checkpoint_steps(self) -> list[int]:
         return [self.first_step - 1, self.first_step - 1 + len(self.rows)]
 
@@ -195,7 +198,7 @@ def base_and_cooldown(tmp_path, monkeypatch):
     run = FakeRun(tmp_path / "cd", seed=4, rows=cool_rows, init_from=ckpt, first_step=10)
     pre = TinyLM(seed=2).eval()
     monkeypatch.setattr(recency_mod, "load_checkpoint_model", lambda path, device="cpu": pre)
-    monkeypatch.setattr(recency_mod, "parent_run", lambda checkpoint: base)
+    monkeypatch.setattr(recency_mod, "run_of", lambda checkpoint: base)
     return base, run, pre
 
 
@@ -246,3 +249,80 @@ def test_a_run_without_init_from_is_rejected(tmp_path) -> None:
     no_branch = FakeRun(tmp_path, 0, np.zeros((2, 4), dtype=int), None, 1)
     with pytest.raises(ConfigError, match="init_from"):
         recency_mod.recency_curves_table({"cosine": [no_branch]}, FakeData())
+
+
+# ------------------------------------------------------------------ a real study folder, moved
+
+
+class PatternTokens:
+    """DataBundle stand-in: 40 training sequences of 17 tokens (vocab 32), each token the previous plus 1 or 2."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        start = torch.randint(0, 32, (40, 1), generator=g)
+        self.items = torch.cat([start, start + torch.randint(1, 3, (40, 16), generator=g).cumsum(1)], 1) % 32
+
+    def train_batch(self, indices: np.ndarray) -> torch.Tensor:
+        return self.items[torch.as_tensor(indices)]
+
+
+def _write_run(folder: Path, spec, step: int, rows: np.ndarray, model_seed: int) -> None:
+    """A run folder in the run-store layout: spec.yaml, batches.npy and one checkpoint at `step`."""
+    from wsdlab.models import build_model
+    from wsdlab.train.checkpoint import save_checkpoint
+    from wsdlab.train.spec_io import write_spec
+
+    folder.mkdir(parents=True)
+    write_spec(spec, folder / "spec.yaml")
+    np.save(folder / "batches.npy", rows)
+    torch.manual_seed(model_seed)
+    state = {k: v.detach().clone() for k, v in build_model(spec.model).state_dict().items()}
+    save_checkpoint(folder / "checkpoints" / str(step), model_state=state, optim_state={}, rng_state={},
+                    state={"step": step, "data_cursor": 4 * step, "tokens": 64 * step}, spec=spec)
+
+
+@pytest.fixture
+def study_folder(tmp_path) -> Path:
+    """STUDY/runs/base-0a (9 steps, checkpoint 9) and STUDY/runs/cd-0b (5 steps branched from base's 9)."""
+    from wsdlab.data.config import DataConfig
+    from wsdlab.models import model_config
+    from wsdlab.schedules import ScheduleConfig
+    from wsdlab.train import RunSpec, TrainConfig
+
+    data = DataConfig(tokenizer="char", vocab_size=32, seq_len=16)
+    model = model_config("micro", vocab_size=32, seq_len=16)
+    runs = tmp_path / "study" / "runs"
+    base = RunSpec(name="base", model=model, data=data, schedule=ScheduleConfig(kind="wso"),
+                   train=TrainConfig(steps=9, batch_size=4))
+    order = np.random.default_rng(1).permutation(40)
+    _write_run(runs / "base-0a", base, 9, order[:36].reshape(9, 4), model_seed=2)
+    cool = RunSpec(name="cd", model=model, data=data, init_from=str(runs / "base-0a" / "checkpoints" / "9"),
+                   schedule=ScheduleConfig(kind="wsd", cooldown_steps=5, shape="linear"),
+                   train=TrainConfig(steps=14, batch_size=4))
+    _write_run(runs / "cd-0b", cool, 14, np.random.default_rng(2).permutation(40)[:20].reshape(5, 4), model_seed=3)
+    return tmp_path / "study"
+
+
+def _recency_of(study: Path) -> tuple[list[dict], list[dict]]:
+    from wsdlab.train import RunDir
+
+    curves = recency_mod.recency_curves_table({"linear": [RunDir(study / "runs" / "cd-0b")]}, PatternTokens())
+    return curves, recency_table(curves)
+
+
+def test_recency_of_a_moved_study_folder_equals_the_unmoved_one(study_folder, tmp_path) -> None:
+    """The cooldown's init_from names the old folder; after shutil.move the run store finds the base
+    checkpoint beside the cooldown (STUDY/runs/base-0a/checkpoints/9) and every value is the same."""
+    import shutil
+
+    from wsdlab.train import RunDir
+
+    curves, summary = _recency_of(study_folder)
+    assert [c["step"] for c in curves] == list(range(1, 15)) and summary[0]["n_cooldown_batches"] == 5
+    moved = Path(shutil.move(study_folder, tmp_path / "elsewhere" / "study"))
+    run = RunDir(moved / "runs" / "cd-0b")
+    assert run.spec.init_from == str(study_folder / "runs" / "base-0a" / "checkpoints" / "9")  # the old folder
+    assert run.parent_checkpoint() == moved / "runs" / "base-0a" / "checkpoints" / "9"
+    moved_curves, moved_summary = _recency_of(moved)
+    assert moved_curves == curves
+    assert moved_summary == summary

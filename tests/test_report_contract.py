@@ -13,7 +13,7 @@ from torch import nn
 
 from wsdlab.analysis import alignment, averaging, bias_variance, hyperparams, perplexity, recency
 from wsdlab.analysis.geometry_config import SharpnessConfig
-from wsdlab.analysis.geometry_tables import sharpness_at
+from wsdlab.analysis.geometry.sharpness import sharpness_at
 from wsdlab.analysis.landscape import cooldown_plane, interpolation
 from wsdlab.analysis.tables import write_table
 from wsdlab.analysis.trajectory import trajectory_table
@@ -66,7 +66,7 @@ def test_analysis_tables_draw_every_figure_they_feed(analysis_tables, tmp_path: 
 
 def _geometry_tables() -> dict[str, list[dict]]:
     """Geometry tables from the analysis functions on a tiny linear model and a made-up trajectory; the
-    leading columns (run, point, from_step ...) are the ones `analysis.geometry_tables` adds."""
+    leading columns (run, point, from_step ...) are the ones `analysis.geometry` adds."""
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     batches = [(torch.randn(16, 3), torch.randn(16, 2))]

@@ -9,7 +9,8 @@ import torch
 
 from wsdlab.data import load_data
 from wsdlab.train import RunDir, RunSpec, evaluate, load_checkpoint, run_preset, train
-from wsdlab.train.runstore import load_checkpoint_model
+from wsdlab.train.runstore import load_checkpoint_model, run_of
+from wsdlab.train.spec_io import write_spec
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,44 @@ def test_evaluate_reproduces_the_logged_val_loss(run: RunDir) -> None:
 def test_an_empty_directory_has_no_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         RunDir(tmp_path)
+
+
+def test_weights_file_and_the_run_of_a_checkpoint(run: RunDir) -> None:
+    from safetensors.torch import load_file
+
+    assert run.weights(3) == run.path / "checkpoints" / "3" / "model.safetensors"
+    weights = load_file(run.weights(3))
+    at3 = run.load_model(3).state_dict()
+    assert all(torch.equal(weights[k], at3[k]) for k in weights)
+    assert run_of(run.checkpoint(3)).path == run.path
+    with pytest.raises(FileNotFoundError, match="no checkpoint at step 4"):
+        run.weights(4)
+    with pytest.raises(FileNotFoundError, match="not inside a run"):
+        run_of(run.path)
+
+
+def _branch(folder: Path, init_from: Path | None) -> RunDir:
+    """A run folder holding only its spec (the micro preset) with `init_from`."""
+    spec = run_preset("micro").model_copy(update={"init_from": None if init_from is None else str(init_from)})
+    folder.mkdir(parents=True)
+    write_spec(spec, folder / "spec.yaml")
+    return RunDir(folder)
+
+
+def test_parent_checkpoint_follows_init_from_then_the_runs_folder(tmp_path: Path) -> None:
+    """init_from when it exists; else, for <anything>/runs/<run>/checkpoints/<step>, the same run in this
+    run's own runs folder (a moved or copied study); else FileNotFoundError naming both places."""
+    assert _branch(tmp_path / "scratch", None).parent_checkpoint() is None
+    here = tmp_path / "study" / "runs"
+    (here / "base-1" / "checkpoints" / "30").mkdir(parents=True)
+    (tmp_path / "old" / "runs" / "base-1" / "checkpoints" / "30").mkdir(parents=True)
+    at_init = _branch(here / "cd-a", tmp_path / "old" / "runs" / "base-1" / "checkpoints" / "30")
+    assert at_init.parent_checkpoint() == tmp_path / "old" / "runs" / "base-1" / "checkpoints" / "30"
+    moved = _branch(here / "cd-b", Path("/gone/study/runs/base-1/checkpoints/30"))
+    assert moved.parent_checkpoint() == here / "base-1" / "checkpoints" / "30"
+    missing_step = _branch(here / "cd-c", Path("/gone/study/runs/base-1/checkpoints/40"))
+    with pytest.raises(FileNotFoundError, match=r"/gone/study/runs/base-1/checkpoints/40.*base-1/checkpoints/40"):
+        missing_step.parent_checkpoint()
+    not_in_runs = _branch(here / "cd-d", Path("/gone/base-1/checkpoints/30"))
+    with pytest.raises(FileNotFoundError, match=r"/gone/base-1/checkpoints/30"):
+        not_in_runs.parent_checkpoint()

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from wsdlab.analysis.geometry_config import SharpnessConfig
-from wsdlab.analysis.geometry_tables import _sharpness_at
+from wsdlab.analysis.geometry.sharpness import _sharpness_at
 from wsdlab.analysis.hessian import HessianOperator, exact_spectrum, hutchinson_trace
 
 

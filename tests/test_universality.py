@@ -64,7 +64,7 @@ def test_universality_sharpness_flags_an_unconverged_lambda_1() -> None:
     import torch.nn.functional as F
     from torch import nn
 
-    from wsdlab.analysis.geometry_tables import sharpness_at
+    from wsdlab.analysis.geometry.sharpness import sharpness_at
     from wsdlab.analysis.hessian import HessianOperator, exact_spectrum
     from wsdlab.analysis.universality import UniversalitySharpnessOptions
 

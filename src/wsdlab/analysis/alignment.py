@@ -40,6 +40,7 @@ from wsdlab.analysis.units import (
     register_unit,
 )
 from wsdlab.common.config import StrictModel
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 from wsdlab.train import RunDir
 
@@ -83,7 +84,7 @@ def confidence_interval(values: Sequence[float] | np.ndarray, level: float = 0.9
                         method: CIMethod = "t") -> tuple[float, float, float, int]:
     """(mean, low, high, n) of the finite `values`: mean -/+ q * sample_std / sqrt(n) (module docstring)."""
     if not 0.0 < level < 1.0:
-        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+        raise ConfigError(f"confidence level must be in (0, 1), got {level}")
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     n = int(v.size)
@@ -98,7 +99,7 @@ def confidence_interval(values: Sequence[float] | np.ndarray, level: float = 0.9
     elif method == "normal":
         q = NormalDist().inv_cdf(p)
     else:
-        raise ValueError(f"ci method must be 't' or 'normal', got '{method}'")
+        raise ConfigError(f"ci method must be 't' or 'normal', got '{method}'")
     half = q * float(v.std(ddof=1)) / math.sqrt(n)
     return mean, mean - half, mean + half, n
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from wsdlab.analysis.units import AnalysisUnit, RunSelector, UnitContext, register_unit
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
@@ -150,7 +151,7 @@ def averaging_table(
     rows = []
     for shape, (members, longer) in groups.items():
         if not members:
-            raise ValueError(f"averaging: shape '{shape}' has no member runs")
+            raise ConfigError(f"averaging: shape '{shape}' has no member runs")
         member_losses = [loss_of(r) for r in members]
         avg_loss = evaluate(averaged_model(members, device), data, num_batches, batch_size, device)
         rows.append(averaging_row(shape, member_losses, avg_loss, loss_of(longer)))
@@ -168,7 +169,7 @@ class Averaging(AnalysisUnit):
 
     def compute(self, ctx: UnitContext, options: object) -> dict[str, list[Row]]:
         if not ctx.selected("long"):
-            raise ValueError("averaging: the study has portion cooldowns but no longer run")
+            raise ConfigError("averaging: the study has portion cooldowns but no longer run")
         longer = ctx.one("long")  # one longer run, compared with every shape's average (Fig. 10)
         groups = {shape: (members, longer) for shape, members in ctx.groups("portions").items()}
         return {"averaging": averaging_table(groups, ctx.data, **ctx.eval_kwargs)}

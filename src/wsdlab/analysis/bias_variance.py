@@ -59,6 +59,7 @@ from wsdlab.analysis.units import (
     register_unit,
 )
 from wsdlab.analysis.weights import Weights, trainable_weights
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Batch, Row
 from wsdlab.train import RunDir
 from wsdlab.train.evaluate import eval_index_chunks, to_device
@@ -309,7 +310,7 @@ def bias_variance_table(
     longer reference runs. Models in memory: the references plus one shape's runs at a time.
     """
     if not references:
-        raise ValueError("bias_variance: references is empty")
+        raise ConfigError("bias_variance: references is empty")
     batches = fixed_val_batches(data, num_batches, batch_size)
     refs = [r.load_model(None, device) for r in references]
     ref_weights = [trainable_weights(m) for m in refs]
@@ -318,7 +319,7 @@ def bias_variance_table(
     ref_means = _ReferenceMeans(refs, batches, device)
     for shape, runs in track(shape_runs.items(), description="bias-variance", disable=not progress, transient=True):
         if not runs:
-            raise ValueError(f"bias_variance: shape '{shape}' has no runs")
+            raise ConfigError(f"bias_variance: shape '{shape}' has no runs")
         models = [r.load_model(None, device) for r in runs]
         acc = KLBiasVariance()
         loo = _leave_one_out(len(models))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Batch
 from wsdlab.models.attention import math_attention as _model_math_attention
 
@@ -90,7 +91,7 @@ def truncate_sequence(batch: Batch, seq_len: int | None) -> Batch:
     if seq_len is None or not isinstance(batch, Tensor):
         return batch
     if seq_len < 1:
-        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        raise ConfigError(f"seq_len must be >= 1, got {seq_len}")
     return batch[:, : seq_len + 1]
 
 
@@ -101,9 +102,9 @@ def fixed_batches(data: Any, split: Split = "val", num_batches: int = 1, batch_s
     Fewer items than asked (a small split) gives fewer/smaller batches, never repeats.
     """
     if split not in ("val", "train"):
-        raise ValueError(f"split must be 'val' or 'train', got {split!r}")
+        raise ConfigError(f"split must be 'val' or 'train', got {split!r}")
     if num_batches < 1 or batch_size < 1:
-        raise ValueError(f"num_batches and batch_size must be >= 1, got {num_batches}, {batch_size}")
+        raise ConfigError(f"num_batches and batch_size must be >= 1, got {num_batches}, {batch_size}")
     size = int(data.num_val if split == "val" else data.num_train)
     if size <= 0:
         raise ValueError(f"the {split} split is empty")

@@ -1,6 +1,6 @@
 """Options of the geometry analyses (sharpness, landscape, interpolate, trajectory, probes) as configs.
 
-Configs are data: a study spec or the command line fills them, and `geometry_tables` reads them.
+Configs are data: a study spec or the command line fills them, and `wsdlab.analysis.geometry` reads them.
 `EvalSetConfig` pins the fixed evaluation set (the WSO paper's Table 23 knobs for the Hessian
 trace: number of batches, sequences per batch, sequence length).
 """

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from wsdlab.analysis.evalset import Batch, LossFn, batch_weights, math_attention
+from wsdlab.common.errors import ConfigError
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -115,7 +116,7 @@ class HessianOperator:
                  probe_chunk: int = 16) -> None:
         self.params = list(params) if params is not None else trainable_parameters(model)
         if probe_chunk < 1:
-            raise ValueError(f"probe_chunk must be >= 1, got {probe_chunk}")
+            raise ConfigError(f"probe_chunk must be >= 1, got {probe_chunk}")
         self.model = model.eval()
         self.loss_fn = loss_fn
         self.batches = list(batches)
@@ -245,11 +246,11 @@ def hutchinson_trace(op: HvpOperator, samples: int, seed: int = 0, *, target_std
     or more.
     """
     if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+        raise ConfigError(f"samples must be >= 1, got {samples}")
     if target_stderr is not None and not target_stderr > 0:
-        raise ValueError(f"target_stderr must be > 0, got {target_stderr}")
+        raise ConfigError(f"target_stderr must be > 0, got {target_stderr}")
     if target_rel_stderr is not None and not target_rel_stderr > 0:
-        raise ValueError(f"target_rel_stderr must be > 0, got {target_rel_stderr}")
+        raise ConfigError(f"target_rel_stderr must be > 0, got {target_rel_stderr}")
     gen = _generator(seed)
     chunk = int(getattr(op, "probe_chunk", 16))
     quad: list[float] = []
@@ -274,7 +275,7 @@ def hutchpp_trace(op: HvpOperator, products: int, seed: int = 0) -> TraceEstimat
     of the Hutchinson part (the sketch part has no sampling error given Q).
     """
     if products < 3:
-        raise ValueError(f"Hutch++ needs products >= 3, got {products}")
+        raise ConfigError(f"Hutch++ needs products >= 3, got {products}")
     k = products // 3
     rest = products - 2 * k
     gen = _generator(seed)
@@ -333,10 +334,10 @@ def lanczos_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 60, tol: f
     reorthogonalisation.
     """
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     iters = min(max_iters, op.dim)
     if iters < k:
-        raise ValueError(f"max_iters ({max_iters}) must be >= k ({k})")
+        raise ConfigError(f"max_iters ({max_iters}) must be >= k ({k})")
     basis = torch.zeros(iters, op.dim, dtype=op.dtype, device=op.device)
     basis[0] = _random_unit(op, seed)
     alphas: list[float] = []
@@ -460,7 +461,7 @@ def power_iteration_eigenvalues(op: HvpOperator, k: int = 1, max_iters: int = 10
     |eigenvalue| found (EigenEstimate).
     """
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     start = op.num_products
     first = _power_deflated(op, 1 if largest else k, max_iters, tol, seed)
     if not largest or (k == 1 and first.values[0] >= 0):
@@ -498,7 +499,7 @@ def hvp_norms(op: HvpOperator, directions: Sequence[Tensor]) -> list[float]:
 def exact_hessian(op: HvpOperator, chunk: int = 64) -> Tensor:
     """The full n x n Hessian from products with the basis vectors e_i (tiny models only)."""
     if op.dim > 20_000:
-        raise ValueError(f"exact Hessian of {op.dim} parameters is too large (limit 20000); use trace/top-eigen")
+        raise ConfigError(f"exact Hessian of {op.dim} parameters is too large (limit 20000); use trace/top-eigen")
     rows = []
     for start in range(0, op.dim, chunk):
         eye = torch.zeros(min(chunk, op.dim - start), op.dim, dtype=op.dtype, device=op.device)

@@ -14,7 +14,7 @@ The height reported is the loss and the perplexity exp(loss).
 Table columns:
 - interpolate: alpha, loss, perplexity
 - landscape (plane): a, b, loss, perplexity
-(the run-level analyses in `geometry_tables` add run, dataset and step columns).
+(the run-level analyses in `wsdlab.analysis.geometry` add run, dataset and step columns).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch.func import functional_call
 
 from wsdlab.analysis.evalset import Batch, LossFn, batch_weights, math_attention
 from wsdlab.analysis.weights import Weights, difference, load_weights
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 
 
@@ -112,7 +113,7 @@ def interpolation(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], t
                   alphas: Sequence[float], *, chunk_size: int = 8, vectorize: bool = True) -> list[Row]:
     """Loss and perplexity along theta(a) = (1 - a) theta0 + a theta1; one row per alpha."""
     if len(alphas) == 0:
-        raise ValueError("alphas: need at least one value")
+        raise ConfigError("alphas: need at least one value")
     a = torch.tensor([float(x) for x in alphas], dtype=torch.float64)
     coeffs = torch.stack([1 - a, a], dim=1)  # linear interpolation: (1 - a) theta0 + a theta1
     losses = combination_losses(model, loss_fn, batches, [theta0, theta1], coeffs,
@@ -125,7 +126,7 @@ def plane(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], center: W
           vectorize: bool = True) -> list[Row]:
     """Loss and perplexity at center + a e1 + b e2 on the grid a_values x b_values; one row per point."""
     if len(a_values) == 0 or len(b_values) == 0:
-        raise ValueError("a_values and b_values: need at least one value each")
+        raise ConfigError("a_values and b_values: need at least one value each")
     grid = [(float(a), float(b)) for a in a_values for b in b_values]
     coeffs = torch.tensor([[1.0, a, b] for a, b in grid], dtype=torch.float64)
     losses = combination_losses(model, loss_fn, batches, [center, e1, e2], coeffs,
@@ -138,7 +139,7 @@ def orthogonalize(e2: Weights, e1: Weights) -> Weights:
     dot = sum(float((e2[n].double() * e1[n].double()).sum()) for n in e1)
     sq = sum(float(e1[n].double().square().sum()) for n in e1)
     if sq == 0:
-        raise ValueError("e1 is zero: the pre-cooldown and final weights are equal")
+        raise ConfigError("e1 is zero: the pre-cooldown and final weights are equal")
     return {n: e2[n] - (dot / sq) * e1[n] for n in e2}
 
 

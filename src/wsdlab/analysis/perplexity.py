@@ -23,6 +23,7 @@ import numpy as np
 
 from wsdlab.analysis.averaging import averaged_model
 from wsdlab.analysis.units import COOLDOWNS, AnalysisUnit, UnitContext, register_unit
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 from wsdlab.train import RunDir, evaluate
 
@@ -77,7 +78,7 @@ def _paired(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) ->
 def perplexity_row(shape: str, losses: Sequence[float], avg_model_loss: float) -> Row:
     """One `perplexity` row from the seeds' validation losses and the weight-averaged model's loss."""
     if not losses:
-        raise ValueError(f"perplexity: shape '{shape}' has no runs")
+        raise ConfigError(f"perplexity: shape '{shape}' has no runs")
     ppl = np.exp(np.asarray(losses, dtype=float))
     return {
         "shape": shape,
@@ -103,7 +104,7 @@ def perplexity_table(
     rows = []
     for shape, runs in shape_runs.items():
         if not runs:
-            raise ValueError(f"perplexity: shape '{shape}' has no runs")
+            raise ConfigError(f"perplexity: shape '{shape}' has no runs")
         losses = [evaluate(run.load_model(None, device), data, num_batches, batch_size, device) for run in runs]
         avg = averaged_model(runs, device)
         rows.append(perplexity_row(shape, losses, evaluate(avg, data, num_batches, batch_size, device)))

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from wsdlab.analysis.evalset import batch_weights
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 from wsdlab.models.config import LMConfig
 
@@ -40,7 +41,7 @@ class _Head(nn.Module):
 
 def _check_lm(model: nn.Module) -> None:
     if not (hasattr(model, "hidden_states") and hasattr(model, "head")):
-        raise ValueError(f"probes need a language model with hidden_states() and head(); got {type(model).__name__}")
+        raise ConfigError(f"probes need a language model with hidden_states() and head(); got {type(model).__name__}")
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:
@@ -50,7 +51,7 @@ def head_parameter_names(model: nn.Module) -> list[str]:
     p0 = named[0][1]
     cfg = getattr(model, "cfg", None)
     if not isinstance(cfg, LMConfig):
-        raise ValueError("probes need a language model whose cfg is a wsdlab LMConfig (for d_model)")
+        raise ConfigError("probes need a language model whose cfg is a wsdlab LMConfig (for d_model)")
     h = torch.ones(1, 1, cfg.d_model, device=p0.device, dtype=p0.dtype)
     with torch.enable_grad():
         out = model.head(h).float().sum()
@@ -91,7 +92,7 @@ def probe_layers(model: nn.Module, train_batches: Sequence[Tensor], eval_batches
     """
     _check_lm(model)
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise ConfigError(f"steps must be >= 0, got {steps}")
     if not train_batches or not eval_batches:
         raise ValueError("probes need at least one training batch and one evaluation batch")
     model.eval()
@@ -104,7 +105,7 @@ def probe_layers(model: nn.Module, train_batches: Sequence[Tensor], eval_batches
     layers = list(range(num_layers)) if layers is None else list(layers)
     bad = [l for l in layers if not 0 <= l < num_layers]
     if bad:
-        raise ValueError(f"layers {bad} out of range 0..{num_layers - 1}")
+        raise ConfigError(f"layers {bad} out of range 0..{num_layers - 1}")
     rows = []
     for layer in layers:
         params = {f"model.{n}": own[n].detach().clone().requires_grad_(True) for n in names}
@@ -133,5 +134,5 @@ def add_relative(rows: Sequence[Row], reference_step: int, key: str = "perplexit
     """Add rel_<key> = row[key] / (the same layer's value at `reference_step`) to rows with step and layer."""
     ref = {r["layer"]: r[key] for r in rows if r["step"] == reference_step}
     if not ref:
-        raise ValueError(f"no probe rows at the reference step {reference_step}")
+        raise ConfigError(f"no probe rows at the reference step {reference_step}")
     return [{**r, f"rel_{key}": r[key] / ref[r["layer"]] if r["layer"] in ref else math.nan} for r in rows]

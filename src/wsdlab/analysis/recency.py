@@ -19,7 +19,8 @@ Perplexity of a batch = exp(mean cross-entropy over its target tokens) (nats -> 
   integer j that lands in the run, so the first cooldown batch is always scored; N and |cooldown| then
   count scored batches. stride 1 is eq. 2 exactly. The window stays in training batches (window / k
   scored points, at least 1, at most the series length).
-- The stable phase is followed back through `init_from` to the first run (the base), up to each branch step.
+- The stable phase is followed back through `init_from` (`RunDir.parent_checkpoint`, which also finds it in a
+  moved study folder) to the first run (the base), up to each branch step.
 
 Default stride (`RecencyOptions.stride` None): about SCORED_BATCHES = 60 scored batches per run, stride =
 ceil(batches / 60); the sampling error depends on how many batches are scored, not on the stride. Measured on
@@ -74,6 +75,7 @@ from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 from wsdlab.models import batch_loss
 from wsdlab.train import RunDir, load_checkpoint_model
+from wsdlab.train.runstore import run_of
 from wsdlab.train.batching import micro_batches
 from wsdlab.train.evaluate import to_device
 
@@ -181,27 +183,21 @@ def own_batches(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pre_cooldown_checkpoint(run: RunDir) -> Path:
-    """The checkpoint a cooldown branch started from (its spec's init_from)."""
-    if run.spec.init_from is None:
+    """The checkpoint a cooldown branch started from (the run store's `parent_checkpoint`: its spec's
+    init_from, looked up beside the run when the study folder was moved)."""
+    path = run.parent_checkpoint()
+    if path is None:
         raise ConfigError(f"recency: run {run.path} has no init_from; it is not a cooldown branch")
-    path = Path(run.spec.init_from)
-    if not path.is_dir():
-        raise FileNotFoundError(f"recency: init_from checkpoint of run {run.path} not found: {path}")
     return path
 
 
-def parent_run(checkpoint: Path) -> RunDir:
-    """The run directory holding `checkpoint` (RUN/checkpoints/<step>/)."""
-    return RunDir(checkpoint.parent.parent)
-
-
 def history(run: RunDir, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, index rows) of every batch that trained `run`'s weights, through init_from back to the first
-    run, in training order; only steps <= `upto` when given."""
+    """(steps, index rows) of every batch that trained `run`'s weights, through its lineage (the checkpoint
+    each run started from) back to the first run, in training order; only steps <= `upto` when given."""
     steps, rows = own_batches(run)
-    if run.spec.init_from is not None:
-        ckpt = Path(run.spec.init_from)
-        before_steps, before_rows = history(parent_run(ckpt), int(ckpt.name))
+    ckpt = run.parent_checkpoint()
+    if ckpt is not None:
+        before_steps, before_rows = history(run_of(ckpt), int(ckpt.name))
         steps, rows = np.concatenate([before_steps, steps]), np.concatenate([before_rows, rows])
     keep = steps <= upto if upto is not None else np.ones(len(steps), dtype=bool)
     return steps[keep], rows[keep]
@@ -223,7 +219,7 @@ class RunBatches:
 def run_batches(run: RunDir) -> RunBatches:
     """The stable phase (the pre-cooldown history up to the branch step) followed by the cooldown's own batches."""
     ckpt = pre_cooldown_checkpoint(run)
-    stable_steps, stable_rows = history(parent_run(ckpt), int(ckpt.name))
+    stable_steps, stable_rows = history(run_of(ckpt), int(ckpt.name))
     cool_steps, cool_rows = own_batches(run)
     if stable_rows.shape[0] and stable_rows.shape[1:] != cool_rows.shape[1:]:
         raise ValueError(f"recency: run {run.path} reads batches of {cool_rows.shape[1]} sequences, its stable phase "
@@ -305,7 +301,7 @@ def recency_correlations(recency_rows: Sequence[Row], bias_variance_rows: Sequen
     """Spearman/Pearson across shapes of shift vs bias and deviation vs variance (of `space`)."""
     bv = {r["shape"]: r for r in bias_variance_rows if r["space"] == space}
     if not bv:
-        raise ValueError(f"recency_correlations: no bias_variance rows with space '{space}'")
+        raise ConfigError(f"recency_correlations: no bias_variance rows with space '{space}'")
     per_shape: dict[Any, list[Row]] = {}
     for r in recency_rows:
         per_shape.setdefault(r["shape"], []).append(r)

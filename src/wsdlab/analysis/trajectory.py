@@ -40,6 +40,7 @@ from wsdlab.analysis.weights import (
     load_weights,
     parameter_names,
 )
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 
 # ---------------------------------------------------------------------------- PCA
@@ -92,9 +93,9 @@ def phase_sets(steps: Sequence[int], decay_start: int, end: int, stable_start: i
     The decay start belongs to both S and D (it ends one phase and starts the other).
     """
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
     if not stable_start <= decay_start <= end:
-        raise ValueError(f"need stable_start <= decay_start <= end, got {stable_start}, {decay_start}, {end}")
+        raise ConfigError(f"need stable_start <= decay_start <= end, got {stable_start}, {decay_start}, {end}")
     s_cut = decay_start - fraction * (decay_start - stable_start)
     d_cut = decay_start + fraction * (end - decay_start)
     steps = sorted(set(int(s) for s in steps))
@@ -245,7 +246,7 @@ def trajectory_table(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch]
     work = copy.deepcopy(model).eval()
     if hessian and "S'" in directions and "D'" in directions:
         if decay_start not in iterates:
-            raise ValueError(f"iterates: no weights at the decay start step {decay_start} (have {steps[:3]}...{steps[-3:]})")
+            raise ConfigError(f"iterates: no weights at the decay start step {decay_start} (have {steps[:3]}...{steps[-3:]})")
         load_weights(work, iterates[decay_start])
         op = HessianOperator(work, loss_fn, batches, probe_chunk=probe_chunk)
         vs, vd = directions["S'"], directions["D'"]

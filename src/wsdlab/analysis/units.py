@@ -135,7 +135,7 @@ class UnitContext:
         """The single run of an input (the base, the longer run)."""
         runs = self.selected(name)
         if len(runs) != 1:
-            raise ValueError(f"input '{name}' selects {len(runs)} runs, expected one")
+            raise ConfigError(f"input '{name}' selects {len(runs)} runs, expected one")
         return runs[0].run
 
     def grouped(self, name: str) -> dict[str, list[SelectedRun]]:
@@ -269,7 +269,7 @@ def branch_step(run: RunDir) -> int:
     """The step a branch started at (its parent's checkpoint step)."""
     branch = run.spec.branch
     if branch is None or branch.parent_step is None:
-        raise ValueError(f"run {run.path.name} is not a branch (no branch.parent_step in its spec)")
+        raise ConfigError(f"run {run.path.name} is not a branch (no branch.parent_step in its spec)")
     return branch.parent_step
 
 

@@ -3,7 +3,7 @@
 Every unit here reads runs trained from scratch (stages `lm-wsd`, `lm-cosine`, `cnn-wsd`, `cnn-cosine`,
 and the CNN's cooldown-length sweep `cnn-cooldown` from the WSO base `cnn-wso`), groups them by the
 `model` label (lm | cnn: the report draws the LM left, the CNN right) and calls the geometry functions
-that exist (`geometry_tables`, `trajectory`, `update_norm`): nothing is measured a second way. Each run
+that exist (`geometry`, `trajectory`, `update_norm`): nothing is measured a second way. Each run
 is evaluated on its own data (an LM and a CNN share none). Rows carry `model`, `seed`, `run`.
 
 - `universality_curves` (Fig. 1): train loss/accuracy per step and validation loss/accuracy per eval.
@@ -38,14 +38,10 @@ from wsdlab.analysis.geometry_config import (
     SharpnessConfig,
     TrajectoryConfig,
 )
-from wsdlab.analysis.geometry_tables import (
-    decay_start,
-    final_step,
-    interpolate_table,
-    sharpness_table,
-    trajectory_run_table,
-    weight_steps,
-)
+from wsdlab.analysis.geometry.common import decay_start, final_step, weight_steps
+from wsdlab.analysis.geometry.interpolate import interpolate_table
+from wsdlab.analysis.geometry.sharpness import sharpness_table
+from wsdlab.analysis.geometry.trajectory import trajectory_run_table
 from wsdlab.analysis.trajectory import one_step_pairs
 from wsdlab.analysis.units import (
     AnalysisUnit,
@@ -264,7 +260,7 @@ def final_eval(sel: SelectedRun) -> Row:
     """The last eval row's val_loss and val_accuracy (None for LMs)."""
     evals = sel.run.eval_rows()
     if not evals:
-        raise ValueError(f"run {sel.path.name} has no evaluation")
+        raise ConfigError(f"run {sel.path.name} has no evaluation")
     last = max(evals, key=lambda r: r["step"])
     return {"step": last["step"], "val_loss": last["val_loss"], "val_accuracy": last.get("val_accuracy")}
 

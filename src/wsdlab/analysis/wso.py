@@ -34,6 +34,7 @@ from wsdlab.analysis.units import (
     register_unit,
 )
 from wsdlab.common.config import StrictModel
+from wsdlab.common.errors import ConfigError
 from wsdlab.common.types import Row
 
 PRETRAIN = RunSelector(stage=["pretrain"])
@@ -187,7 +188,7 @@ def mark_selected(sweep: Sequence[Row], select_by: str) -> None:
     loss; `task` = highest mean task acc_norm, ties broken by the lower mean SFT validation loss, then the
     lower LR. An LR without a score is never selected."""
     if select_by not in ("val_loss", "task"):
-        raise ValueError(f"select_by must be 'val_loss' or 'task', got {select_by!r}")
+        raise ConfigError(f"select_by must be 'val_loss' or 'task', got {select_by!r}")
     for rows in _group(sweep, _sweep_key).values():
         by_lr = _group(rows, lambda r: float(r["lr"]))
         ranked = []

@@ -375,11 +375,11 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("trajectory",), G.plot_hv_norm, _hv_summary, unit="trajectory"),
     FigureSpec("pc1_share", "trajectory",
                "Share of variance explained by the first principal component of the stable (S, S') "
-               "and decay (D, D') iterates; boxes over runs.",
+               "and decay (D, D') iterates; boxes over runs (dotted: paper 001's ~40%).",
                ("trajectory",), G.plot_pc1_share, _pca_summary, unit="trajectory"),
     FigureSpec("quasi_convexity", "trajectory",
                "Weak quasi-convexity ratio τ and cos(−gradient, next update) per training phase; "
-               "boxes over sampled iterates.",
+               "boxes over sampled iterates (line: 0, the condition is > 0).",
                ("trajectory",), G.plot_quasi_convexity, _path_summary, unit="trajectory"),
     FigureSpec("param_norm", "trajectory",
                "Parameter norm and distance to the final iterate along training, per run.",
@@ -414,7 +414,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                ("universality_trajectory",), U.plot_hv_norm, U.summary_hv, unit="universality_trajectory"),
     FigureSpec("univ_quasi_convexity", "universality",
                "Fig. 4: τ_i = −∇L(x_i)·(x* − x_i) / (L(x_i) − L(x*)) and cos(−∇L(x_i), x_{i+1} − x_i) with x_{i+1} one "
-               "optimizer step after x_i, on iterates sampled regularly after warmup; boxes over all runs' iterates.",
+               "optimizer step after x_i, on iterates sampled regularly after warmup; boxes per phase (stable, "
+               "decay) over all runs' iterates (line: 0, the condition is > 0).",
                ("universality_trajectory",), U.plot_quasi_convexity, U.summary_quasi_convexity,
                unit="universality_trajectory"),
     FigureSpec("univ_length", "universality",

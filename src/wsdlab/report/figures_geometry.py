@@ -1,7 +1,7 @@
 """Geometry figures (issue 5): landscapes, interpolation, sharpness, the optimizer's path, probes.
 
 Same signature as `wsdlab.report.figures`: `(tables, fig=None) -> Figure`. Tables are those of
-`wsdlab.analysis.geometry_tables` (every row starts with `run`, the run directory's name):
+`wsdlab.analysis.geometry` (every row starts with `run`, the run directory's name):
 sharpness, interpolate, landscape, trajectory (rows of kind pca / hv / path) and probes.
 Runs are labelled by their directory name without the spec-hash suffix.
 """
@@ -25,7 +25,8 @@ from wsdlab.report.aggregate import (
     require,
     sort_values,
 )
-from wsdlab.report.panels import band, boxes, legend, log_if_positive, panels, step_axis
+from wsdlab.report.figures_trajectory import draw_hv_norm, draw_pc1_share, draw_quasi_convexity
+from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
 from wsdlab.report.style import color_map, group_label
 
 MAX_LANDSCAPES = 6  # contour panels drawn at most (evenly spread over the cooldown points)
@@ -195,43 +196,20 @@ def plot_sharpness(tables: Tables, fig: Figure | None = None) -> Figure:
 def plot_pc1_share(tables: Tables, fig: Figure | None = None) -> Figure:
     """Share of variance explained by PC1 of the stable (S, S') and decay (D, D') iterates, over runs.
 
-    From the kind="pca" rows of trajectory.csv.
+    From the kind="pca" rows of trajectory.csv (drawn by `figures_trajectory.draw_pc1_share`).
     """
-    rows = rows_of_kind(tables, "trajectory", "pca", ["set", "pc1_share"])
-    sets = {s: floats(m, "pc1_share") for s, m in group_by(rows, "set").items()}
-    order = [s for s in ("S", "S'", "D", "D'") if s in sets] + [s for s in sets if s not in ("S", "S'", "D", "D'")]
-    fig, (ax,) = panels(fig, 1, width=5.0)
-    boxes(ax, {s: sets[s] for s in order}, ylabel="PC1 share of variance", title="PCA of the iterates")
-    ax.set_xlabel("iterate set (S: stable, D: decay, ': last/first 20%)")
-    ax.set_ylim(0, 1.02)
-    return fig
+    return draw_pc1_share([("", rows_of_kind(tables, "trajectory", "pca", ["set", "pc1_share"]))], fig)
 
 
 def plot_hv_norm(tables: Tables, fig: Figure | None = None) -> Figure:
     """||H v|| at the decay start along the stable (v_s) and decay (v_d) directions, over runs (trajectory.csv)."""
-    rows = rows_of_kind(tables, "trajectory", "hv", ["direction", "hv_norm"])
-    groups = {d: floats(m, "hv_norm") for d, m in group_by(rows, "direction").items()}
-    fig, (ax,) = panels(fig, 1, width=5.2)
-    boxes(ax, groups, ylabel="||H v||", title="Curvature along the stable and decay directions")
-    log_if_positive(ax, floats(rows, "hv_norm"))
-    ax.set_xlabel("direction (unit PC1 of S' / D')")
-    return fig
+    return draw_hv_norm([("", rows_of_kind(tables, "trajectory", "hv", ["direction", "hv_norm"]))], fig)
 
 
 def plot_quasi_convexity(tables: Tables, fig: Figure | None = None) -> Figure:
     """Weak quasi-convexity ratio τ and cos(−grad, update) per training phase along the path (trajectory.csv)."""
-    rows = rows_of_kind(tables, "trajectory", "path", ["phase", "tau", "cos_grad_update"])
-    phases = {p: m for p, m in group_by(rows, "phase").items() if p not in (None, "")} or {"all": rows}
-    known = ("warmup", "stable", "decay")
-    order = [p for p in known if p in phases] + [p for p in phases if p not in known]
-    fig, axes = panels(fig, 2, width=4.4)
-    boxes(axes[0], {p: floats(phases[p], "tau") for p in order}, ylabel="τ = −∇L·(x*−x) / (L(x)−L(x*))",
-           title="Weak quasi-convexity ratio τ")
-    boxes(axes[1], {p: floats(phases[p], "cos_grad_update") for p in order}, ylabel="cos(−∇L, next update)",
-           title="Gradient–update alignment")
-    for ax in axes:
-        ax.set_xlabel("phase")
-    return fig
+    return draw_quasi_convexity([("", rows_of_kind(tables, "trajectory", "path", ["phase", "tau", "cos_grad_update"]))],
+                                fig)
 
 
 def plot_param_norm(tables: Tables, fig: Figure | None = None) -> Figure:

@@ -21,7 +21,8 @@ from wsdlab.report.aggregate import (
     has_values,
     require,
 )
-from wsdlab.report.panels import band, boxes, legend, log_if_positive, panels, step_axis
+from wsdlab.report.figures_trajectory import draw_hv_norm, draw_pc1_share, draw_quasi_convexity
+from wsdlab.report.panels import band, legend, log_if_positive, panels, step_axis
 
 MODEL_ORDER = ("lm", "cnn")
 MODEL_TITLE = {"lm": "LM", "cnn": "CNN"}
@@ -138,32 +139,20 @@ def _kind(tables: Tables, kind: str, columns: list[str]) -> list[Row]:
     return out
 
 
+def by_model(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    """(panel heading, rows) per model, LM first: the panel groups of `figures_trajectory`."""
+    return [(MODEL_TITLE.get(m, m), [r for r in rows if r["model"] == m]) for m in models_of(rows)]
+
+
 def plot_hv_norm(tables: Tables, fig: Figure | None = None) -> Figure:
     """Fig. 3 (right): ||H(x^) v_s|| and ||H(x^) v_d|| at the decay start x^, boxes over runs."""
-    rows = _kind(tables, "hv", ["direction", "hv_norm"])
-    models = models_of(rows)
-    fig, axes = panels(fig, len(models), width=4.2)
-    for ax, model in zip(axes, models):
-        members = [r for r in rows if r["model"] == model]
-        groups = {d: floats(m, "hv_norm") for d, m in sorted(group_by(members, "direction").items())}
-        boxes(ax, groups, ylabel="||H(x̂) v||", title=title(model, "curvature along v_s, v_d"))
-        log_if_positive(ax, floats(members, "hv_norm"))
-        ax.set_xlabel("direction (unit PC1 of S' / D')")
-    return fig
+    return draw_hv_norm(by_model(_kind(tables, "hv", ["direction", "hv_norm"])), fig)
 
 
 def plot_quasi_convexity(tables: Tables, fig: Figure | None = None) -> Figure:
-    """Fig. 4: τ_i and cos(−∇L(x_i), x_{i+1} − x_i) over the iterates after warmup, boxes (all runs)."""
+    """Fig. 4: τ_i and cos(−∇L(x_i), x_{i+1} − x_i) over the iterates after warmup, boxes per phase (all runs)."""
     rows = [r for r in _kind(tables, "path", ["phase", "tau", "cos_grad_update"]) if r["phase"] != "warmup"]
-    models = models_of(rows)
-    fig, axes = panels(fig, len(models), width=4.4)
-    for ax, model in zip(axes, models):
-        members = [r for r in rows if r["model"] == model]
-        boxes(ax, {"τ": floats(members, "tau"), "cos": floats(members, "cos_grad_update")},
-               ylabel="value", title=title(model, "τ_i and cos(−∇L, one-step update)"))
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set_xlabel("measure (iterates after warmup, all runs)")
-    return fig
+    return draw_quasi_convexity(by_model(rows), fig)
 
 
 def plot_length(tables: Tables, fig: Figure | None = None) -> Figure:
@@ -221,17 +210,7 @@ def plot_norms(tables: Tables, fig: Figure | None = None) -> Figure:
 
 def plot_pc1_share(tables: Tables, fig: Figure | None = None) -> Figure:
     """Fig. 7: share of variance of PC1 of the stable (S) and decay (D) iterates, boxes over runs."""
-    rows = _kind(tables, "pca", ["set", "pc1_share"])
-    models = models_of(rows)
-    fig, axes = panels(fig, len(models), width=4.2)
-    for ax, model in zip(axes, models):
-        members = [r for r in rows if r["model"] == model and r["set"] in ("S", "D")]
-        groups = {s: floats([r for r in members if r["set"] == s], "pc1_share") for s in ("S", "D")}
-        boxes(ax, groups, ylabel="PC1 explained variance share", title=title(model, "PC1 share of S and D"))
-        ax.axhline(0.4, color="grey", ls=":", lw=1.0)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("iterate set (S: stable, D: decay)")
-    return fig
+    return draw_pc1_share(by_model(_kind(tables, "pca", ["set", "pc1_share"])), fig, sets=("S", "D"))
 
 
 # ---------------------------------------------------------------------------- summaries (the tables shown)

@@ -7,7 +7,6 @@ the analysis modules and written by the study runner) are real.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,11 @@ from wsdlab.analysis.tables import write_table
 from wsdlab.common.io import atomic_write_text
 from wsdlab.report.aggregate import Row, Tables
 from wsdlab.report.catalog import FIGURES
+from wsdlab.schedules import Schedule, ScheduleConfig, build_schedule
 
-# shape -> how much higher its final loss lands than the best one (made up)
+# shape label (name, or name-parameter) -> how much higher its final loss lands than the best one (made up)
 SHAPES: dict[str, float] = {
     "linear": 0.02, "cosine": 0.03, "mirror_cosine": 0.05, "square": 0.06, "sqrt": 0.0, "lowered_linear-0.7": 0.01,
-}
-_FACTOR: dict[str, Callable[[np.ndarray | float], np.ndarray | float]] = {
-    "linear": lambda x: 1 - x,
-    "cosine": lambda x: 0.5 * (1 + np.cos(np.pi * x)),
-    "mirror_cosine": lambda x: 2 * (1 - x) - 0.5 * (1 + np.cos(np.pi * x)),
-    "square": lambda x: 1 - x**2,
-    "sqrt": lambda x: 1 - np.sqrt(x),
-    "lowered_linear-0.7": lambda x: 0.7 * (1 - x),
 }
 SEEDS = (0, 1, 2)
 SPACES = {"kl": 0.02, "weight": 3.0, "loss": 0.1, "avg_loss_var_loss": 2.7, "avg_loss_var_weight": 2.7}
@@ -57,6 +49,15 @@ def synthetic_tables(seed: int = 0, *, stable_steps: int = 80, cooldown_steps: i
     return t
 
 
+def shape_schedule(label: str, stable_steps: int, cooldown_steps: int) -> Schedule:
+    """The WSD schedule (no warmup) of a SHAPES label ('sqrt', 'lowered_linear-0.7': shape and shape_param),
+    built by `wsdlab.schedules`: 1 up to `stable_steps`, then the shape over `cooldown_steps`."""
+    name, _, param = label.partition("-")
+    cfg = ScheduleConfig(kind="wsd", cooldown_steps=cooldown_steps, shape=name,
+                         shape_param=float(param) if param else None)
+    return build_schedule(cfg, stable_steps + cooldown_steps)
+
+
 def _loss(step: np.ndarray | float) -> np.ndarray | float:
     return 3.0 + 3.0 * np.exp(-np.asarray(step) / 25)
 
@@ -69,9 +70,9 @@ def _curves(rng: np.random.Generator, k: int, n: int) -> Tables:
     def cooldown(shape: str, step: int) -> float:
         return float(_loss(step) - 0.3 * (step - k) / n + SHAPES[shape] + 0.01 * rng.standard_normal())
 
+    schedules = {s: shape_schedule(s, k, n) for s in SHAPES}
     return {
-        "schedules": [{"shape": s, "step": int(t), "lr_factor": float(1.0 if t <= k else _FACTOR[s]((t - k) / n))}
-                      for s in SHAPES for t in steps],
+        "schedules": [{"shape": s, "step": int(t), "lr_factor": float(schedules[s](int(t)))} for s in SHAPES for t in steps],
         "val_curves": [{"shape": s, "seed": sd, "step": int(t), "val_loss": base[int(t)] if t <= k else cooldown(s, t)}
                        for s in SHAPES for sd in SEEDS for t in steps],
     }

@@ -6,7 +6,7 @@ from wsdlab.train.evaluate import evaluate, evaluate_metrics
 from wsdlab.train.loop import train
 from wsdlab.train.metrics import JsonlSink, MetricsSink, TensorBoardSink, WandbSink
 from wsdlab.train.presets import RUN_PRESETS, run_preset
-from wsdlab.train.runstore import RunDir, load_checkpoint, load_checkpoint_model
+from wsdlab.train.runstore import RunDir, load_checkpoint, load_checkpoint_model, run_of
 
 __all__ = [
     "RUN_PRESETS",
@@ -25,6 +25,7 @@ __all__ = [
     "evaluate_metrics",
     "load_checkpoint",
     "load_checkpoint_model",
+    "run_of",
     "run_preset",
     "train",
 ]

@@ -15,6 +15,7 @@ COMPLETE = "COMPLETE"  # written last, atomically, when the run reached train.st
 LOCK = ".lock"  # the writer lock (runlock.py)
 CHECKPOINTS_DIR = "checkpoints"  # checkpoints/<step>/
 SNAPSHOTS_DIR = "snapshots"  # snapshots/<step>.safetensors (weights only)
+RUNS_DIR = "runs"  # a study folder's runs: STUDY/runs/<run folder>/
 
 
 def checkpoint_dir(run: str | Path, step: int) -> Path:

@@ -13,6 +13,7 @@ from torch import nn
 
 from wsdlab.models import build_model
 from wsdlab.train.checkpoint import (
+    MODEL_FILE,
     checkpoint_dir,
     list_checkpoints,
     load_model_weights,
@@ -21,8 +22,10 @@ from wsdlab.train.checkpoint import (
 from wsdlab.train.config import RunSpec
 from wsdlab.train.layout import (  # noqa: F401
     BATCHES,
+    CHECKPOINTS_DIR,
     COMPLETE,
     METRICS,
+    RUNS_DIR,
     SNAPSHOTS_DIR,
     SPEC,
     snapshot_file,
@@ -80,6 +83,35 @@ class RunDir:
             raise FileNotFoundError(f"no checkpoint at step {step} in {self.path} (have {list(found) or 'none'})")
         return found[step]
 
+    def weights(self, step: int) -> Path:
+        """The weights file (safetensors) of the checkpoint of `step` (FileNotFoundError when there is none)."""
+        return self.checkpoint(step) / MODEL_FILE
+
+    def parent_checkpoint(self) -> Path | None:
+        """The checkpoint this run started from (its spec's `init_from`), None for a run from scratch.
+
+        A study folder that was moved or copied still names its old location in `init_from`; then the
+        checkpoint is looked up in this run's own runs folder: `<anything>/runs/<run>/checkpoints/<step>`
+        becomes `<this run's parent>/<run>/checkpoints/<step>`. FileNotFoundError names both paths when
+        neither exists.
+        """
+        init = self.spec.init_from
+        if init is None:
+            return None
+        given = Path(init)
+        if given.exists():
+            return given
+        parts = given.parts
+        if len(parts) >= 4 and parts[-4] == RUNS_DIR and parts[-2] == CHECKPOINTS_DIR:
+            sibling = self.path.parent / parts[-3] / CHECKPOINTS_DIR / parts[-1]
+            if sibling.exists():
+                return sibling
+            raise FileNotFoundError(f"run {self.path}: the checkpoint it started from is neither at init_from "
+                                    f"{given} nor in its own runs folder at {sibling}")
+        raise FileNotFoundError(f"run {self.path}: init_from checkpoint {given} not found (and it is not "
+                                f"<study>/{RUNS_DIR}/<run>/{CHECKPOINTS_DIR}/<step>, so it cannot be looked up "
+                                f"beside {self.path})")
+
     def latest_checkpoint(self) -> Path | None:
         found = list_checkpoints(self.path)
         return found[max(found)] if found else None
@@ -97,8 +129,12 @@ class RunDir:
             return []
         return sorted(int(p.stem) for p in root.glob("*.safetensors") if p.stem.isdigit())
 
+    def snapshot(self, step: int) -> Path:
+        """The weights file of the snapshot of `step` (RUN/snapshots/<step>.safetensors; it may not exist)."""
+        return snapshot_file(self.path, step)
+
     def load_snapshot(self, step: int) -> dict[str, torch.Tensor]:
-        path = snapshot_file(self.path, step)
+        path = self.snapshot(step)
         if not path.is_file():
             raise FileNotFoundError(f"no snapshot at step {step} in {self.path} (have {self.snapshot_steps()})")
         return load_file(path)
@@ -109,6 +145,14 @@ class RunDir:
         if not path.is_file():
             return np.zeros((0, 0), dtype=np.int64)
         return np.load(path, allow_pickle=False)
+
+
+def run_of(checkpoint: str | Path) -> RunDir:
+    """The run directory holding `checkpoint` (RUN/checkpoints/<step>); FileNotFoundError when it is in none."""
+    path = Path(checkpoint)
+    if path.parent.name != CHECKPOINTS_DIR:
+        raise FileNotFoundError(f"checkpoint {path} is not inside a run (RUN/{CHECKPOINTS_DIR}/<step>)")
+    return RunDir(path.parent.parent)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunSpec, dict[str, Any]]:
