@@ -24,7 +24,7 @@ from wsdlab.study.plan import Plan, PlannedRun
 from wsdlab.train.checkpoint import checkpoint_dir
 from wsdlab.train.config import RunSpec
 
-RUNS_DIR = "runs"
+from wsdlab.train.layout import RUNS_DIR  # noqa: E402 - the one name of a study's runs folder
 
 
 @dataclass(frozen=True)
