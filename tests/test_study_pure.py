@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from wsdlab.cli import app
 from wsdlab.common.errors import ConfigError
 from wsdlab.study.executors import SequentialExecutor
 from wsdlab.study.identity import legacy_identity, run_identity
-from wsdlab.study.plan import MAX_RUNS, expand_plan
+from wsdlab.study.plan import expand_plan
 from wsdlab.study.resolve import Resolver
 from wsdlab.study.runner import load_study_dir, plan_status, run_study
 from wsdlab.study.spec import parse_study
@@ -160,11 +159,8 @@ def test_a_billion_run_grid_is_refused_with_its_count_before_expanding() -> None
     axis = list(range(1000))
     study = parse_study(graph({"cd": {"from": "base", "branch": {"steps": 2},
                                       "grid": {"train.seed": axis, "data.order.seed": axis, "optim.lr": [0.1 + i for i in axis]}}}))
-    start = time.process_time()
     with pytest.raises(ConfigError, match=r"expands to 1,000,000,001 runs \(at most 100,000\)"):
-        expand_plan(study)
-    assert time.process_time() - start < 5  # refused from the count (a real expansion would take hours)
-    assert MAX_RUNS == 100_000
+        expand_plan(study)  # refused from the axis sizes: no point is built (that would take hours and memory)
 
 
 # ------------------------------------------------------------------------------ identity and upgrades
