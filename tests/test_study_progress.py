@@ -16,7 +16,6 @@ from wsdlab.study.compute import own_flops
 from wsdlab.study.executors import SequentialExecutor
 from wsdlab.study.plan import expand_plan
 from wsdlab.study.progress import StudyProgress, format_left, time_left
-from wsdlab.study.resolve import planned_specs
 from wsdlab.study.runner import run_study
 
 from test_study_runner import FakeTrain, study
@@ -106,7 +105,7 @@ def test_run_study_passes_each_runs_own_flops(tmp_path: Path) -> None:
     prog = StudyProgress("s", 0, Console(file=out, width=300), live=False)
     spec = study()
     run_study(spec, tmp_path, executor=SequentialExecutor(FakeTrain()), analyses=False, progress=prog)
-    assert prog.costs == own_flops(planned_specs(expand_plan(spec)))
+    assert prog.costs == own_flops({run.key: run.spec for run in expand_plan(spec)})
     # a cooldown trains its own 4 steps after the base's 10, a reference 8: same model and batch
     assert prog.costs["cd-linear-s0"] == pytest.approx(prog.costs["base"] * 4 / 10)
     assert prog.costs["ref-sqrt-s0"] == pytest.approx(prog.costs["base"] * 8 / 10)
