@@ -310,7 +310,9 @@ def test_real_micro_run_with_its_own_data(tmp_path: Path, monkeypatch: pytest.Mo
     run = train(RunSpec.model_validate(data), tmp_path / "run")
     eig = invoke("sharpness", "--checkpoint", str(run.checkpoint(20)), "--method", "top-eigen", "--batch-size", "4",
                  "--json")
-    assert eig["step"] == 20 and len(eig["eigenvalues"]) == 1 and eig["eigenvalues"][0] > 0
+    exact = invoke("sharpness", "--checkpoint", str(run.checkpoint(20)), "--method", "exact", "--batch-size", "4",
+                   "--json")  # the dense Hessian's eigenvalues: the slow reference for Lanczos
+    assert eig["step"] == 20 and eig["eigenvalues"] == pytest.approx(exact["eigenvalues"][:1], rel=0.01)
     line = invoke("interpolate", str(run.path), "--from", "10", "--alphas", "0,1", "--json")
     assert line["to_step"] == 20 and line["loss_to"] < line["loss_from"]
     assert (run.path / "analysis" / "interpolate.csv").is_file()
