@@ -236,12 +236,21 @@ def test_classifier_runs_log_accuracy(tmp_path: Path) -> None:
         "name": "cnn", "model": {"arch": "cnn", "in_channels": 1, "image_size": 28, "channels": [4, 4, 4, 4]},
         "data": {"source": "fashion_mnist", "path": str(folder)},
         "schedule": {"kind": "wsd", "warmup_steps": 1, "cooldown_fraction": 0.5},
-        "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "eval_batches": 2, "device": "cpu", "progress": False}})
+        "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "eval_batches": 2, "checkpoint_every": 1,
+                  "device": "cpu", "progress": False}})
     run = train(spec, tmp_path / "run")
     rows = run.metrics()
     train_rows = [r for r in rows if r.get("split") != "val"]
-    assert len(train_rows) == 4 and all(0.0 <= r["accuracy"] <= 1.0 for r in train_rows)
-    assert all(r["accuracy"] * 8 == pytest.approx(round(r["accuracy"] * 8)) for r in train_rows)  # k of 8 images
+    assert len(train_rows) == 4
+    images = load_data(spec.data, progress=False)
+
+    def accuracy(step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> float:  # argmax = label, by hand
+        with torch.no_grad():
+            return float((run.load_model(step)(batch[0]).argmax(-1) == batch[1]).double().mean())
+
+    for t, row in enumerate(train_rows, 1):  # the step-t batch, by the weights before its update (checkpoint t-1)
+        assert row["accuracy"] == pytest.approx(accuracy(t - 1, images.train_batch(run.batch_indices()[t - 1])))
     evals = run.eval_rows()
     assert [r["step"] for r in evals] == [0, 2, 4]
-    assert all(r["val_accuracy"] * 16 == pytest.approx(round(r["val_accuracy"] * 16)) for r in evals)
+    for r in evals:  # the val set: its first eval_batches x batch_size = 16 images
+        assert r["val_accuracy"] == pytest.approx(accuracy(r["step"], images.val_batch(np.arange(16))))
