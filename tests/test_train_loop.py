@@ -13,10 +13,8 @@ from safetensors.torch import load_file
 
 from wsdlab.data import load_data
 from wsdlab.models import batch_loss, build_model
-from wsdlab.schedules import build_schedule
 from wsdlab.train import MetricsSink, RunSpec, run_preset, train
 from wsdlab.train.evaluate import eval_index_chunks
-from wsdlab.train.optim import bind_schedule, build_optimizer, load_optimizer_tensors
 
 TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "param_norm", "update_norm", "grad_momentum_cos",
               "grad_momentum_cos_global", "update_grad_cos", "tokens", "tokens_per_s", "mfu"}
@@ -95,14 +93,16 @@ def test_alignment_metrics_match_a_direct_computation(run12, data) -> None:
     assert row["grad_momentum_cos"] == pytest.approx(sum(per_tensor) / len(per_tensor), rel=1e-5)
     assert row["grad_momentum_cos_global"] == pytest.approx((g.dot(m) / (g.norm() * m.norm())).item(), rel=1e-5)
     assert row["grad_norm"] == pytest.approx(g.norm().item(), rel=1e-5)
-    # the update x_6 - x_5: one AdamW step from the checkpointed state with lr * f(6)
-    optimizer = build_optimizer(model, spec.optim, torch.device("cpu"))
-    load_optimizer_tensors(optimizer, opt)
-    bind_schedule(optimizer, build_schedule(spec.schedule, spec.train.steps), 5)
-    torch.nn.utils.clip_grad_norm_(list(model.parameters()), spec.optim.grad_clip)
-    optimizer.step()
-    x_new = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
-    u = x_new - x_prev
+    # the update x_6 - x_5: one AdamW step by hand from the checkpointed moments, in float64: the gradient
+    # clipped to grad_clip, bias-corrected moments of step 6, lr * f(6) = lr (step 6 is stable), no weight decay
+    o = spec.optim
+    assert o.weight_decay == 0.0 and all(int(opt[f"{n}/step"]) == 5 for n in names)
+    g_clipped = g * min(1.0, o.grad_clip / (float(g.norm()) + 1e-6))
+    v = torch.cat([opt[f"{n}/exp_avg_sq"].reshape(-1).double() for n in names])
+    m6 = o.beta1 * m + (1 - o.beta1) * g_clipped
+    v6 = o.beta2 * v + (1 - o.beta2) * g_clipped**2
+    u = -o.lr * (m6 / (1 - o.beta1**6)) / ((v6 / (1 - o.beta2**6)).sqrt() + o.eps)
+    x_new = x_prev + u
     assert row["update_grad_cos"] == pytest.approx((-g.dot(u) / (g.norm() * u.norm())).item(), rel=1e-4)
     assert row["param_norm"] == pytest.approx(x_new.norm().item(), rel=1e-6)
     assert row["update_norm"] == pytest.approx(u.norm().item(), rel=1e-4)  # ||x_6 - x_5||
