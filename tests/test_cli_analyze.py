@@ -219,7 +219,8 @@ def test_landscape_grid_and_json(run_dir: Path, tmp_path: Path):
     w = {step: _snapshot(run_dir, step) for step in (20, 22, 26, 30)}
     e1 = {k: w[30][k] - w[20][k] for k in w[30]}  # final - pre-cooldown
     e2 = {k: w[26][k] - w[22][k] for k in w[22]}  # the next `offset` = 4 steps from the point
-    assert point["e1_norm"] == pytest.approx(_norm(e1), rel=1e-6) and point["e2_norm"] == pytest.approx(_norm(e2), rel=1e-6)
+    assert point["e1_norm"] == pytest.approx(_norm(e1), rel=1e-6)
+    assert point["e2_norm"] == pytest.approx(_norm(e2), rel=1e-6)
     rows = read_table(tmp_path / "landscape.csv")
     batches = geometry_tables.eval_batches(PatternData(0), EvalSetConfig(batches=1, batch_size=4))
     model = build_model(_spec().model)

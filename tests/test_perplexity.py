@@ -109,6 +109,10 @@ def test_wrappers_on_real_runs_agree_with_evaluate(study) -> None:
     ev = lambda m: evaluate(m, data, 2, 4, "cpu")  # noqa: E731
     ppl = {r["shape"]: r for r in perplexity_table(shapes, data, num_batches=2, batch_size=4)}
     bv = bias_variance_table(shapes, refs, data, num_batches=2, batch_size=4)
+
+    def flat(run) -> torch.Tensor:  # every parameter once, as one float64 vector
+        return torch.cat([p.detach().double().reshape(-1) for p in run.load_model().parameters()])
+
     for shape, runs in shapes.items():
         losses = [ev(r.load_model()) for r in runs]
         avg_loss = ev(average_models([r.load_model() for r in runs]))
@@ -118,7 +122,6 @@ def test_wrappers_on_real_runs_agree_with_evaluate(study) -> None:
         assert got["avg_loss_var_loss"]["bias"] == pytest.approx(avg_loss, rel=1e-5)
         assert got["loss"]["bias"] == pytest.approx(np.mean(losses), rel=1e-5)  # eq. 4: the mean loss itself
         # eq. 3 by hand: || mean of the references' weights - mean of the runs' ||, and the runs' spread
-        flat = lambda run: torch.cat([p.detach().double().reshape(-1) for p in run.load_model().parameters()])  # noqa: E731
         s_w, r_w = torch.stack([flat(r) for r in runs]), torch.stack([flat(r) for r in refs])
         assert got["weight"]["bias"] == pytest.approx(float((r_w.mean(0) - s_w.mean(0)).norm()), rel=1e-9)
         variance = float(((s_w - s_w.mean(0)) ** 2).sum() / (len(runs) - 1))

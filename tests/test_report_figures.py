@@ -261,7 +261,8 @@ def test_update_norm_draws_the_seed_mean_after_warmup_and_marks_the_cooldown_sta
     draw = next(f.draw for f in FIGURES if f.name == "update_norm")
     rows = [{"shape": "stable", "run": "base", "step": t, "phase": "stable", "param_norm": p, "update_norm": u}
             for t, p, u in ((11, 10.0, 0.5), (12, 10.1, 0.4))]
-    rows += [{"shape": "sqrt", "run": f"c{s}", "step": t, "phase": "cooldown", "param_norm": p + s, "update_norm": u * (1 + s)}
+    rows += [{"shape": "sqrt", "run": f"c{s}", "step": t, "phase": "cooldown", "param_norm": p + s,
+              "update_norm": u * (1 + s)}
              for s in (0, 1) for t, p, u in ((13, 10.2, 0.02), (14, 10.3, 0.01))]
     param, update = _visible_axes(draw({"update_norm": rows}, None))
     lines = {ln.get_label(): ln for ln in param.lines}

@@ -72,7 +72,8 @@ def test_sharpness_draws_eigenvalues_and_the_trace_with_its_standard_error() -> 
 
 def test_param_norm_draws_each_run_and_the_distance_to_the_final_iterate() -> None:
     rows = [{"run": run, "kind": "path", "step": s, "param_norm": p, "distance_to_final": d}
-            for run, table in (("a-0123456789ab", ((0, 5.0, 2.0), (10, 6.0, 0.0))), ("b-0123456789ab", ((0, 5.0, 3.0), (10, 7.0, 0.0))))
+            for run, table in (("a-0123456789ab", ((0, 5.0, 2.0), (10, 6.0, 0.0))),
+                               ("b-0123456789ab", ((0, 5.0, 3.0), (10, 7.0, 0.0))))
             for s, p, d in table]
     rows.append({"run": "a-0123456789ab", "kind": "pca", "set": "S", "pc1_share": 0.5})  # another kind: not drawn
     norm, dist = _visible_axes(G.plot_param_norm({"trajectory": rows}))
@@ -96,6 +97,8 @@ def test_probes_draw_one_line_per_step_over_the_layers() -> None:
 
 def test_run_label_of_geometry_series_by_shape() -> None:
     """With a `shape` column the series are the shapes (labelled as the paper), not the run folders."""
-    rows = [{"run": f"r{i}", "shape": "sqrt", "kind": "path", "step": 0, "param_norm": v} for i, v in enumerate((4.0, 6.0))]
+    rows = [{"run": f"r{i}", "shape": "sqrt", "kind": "path", "step": 0, "param_norm": v}
+            for i, v in enumerate((4.0, 6.0))]
     (ax,) = _visible_axes(G.plot_param_norm({"trajectory": rows}))
-    assert [ln.get_label() for ln in ax.lines] == ["1-sqrt"] and ax.lines[0].get_ydata().tolist() == pytest.approx([5.0])
+    assert [ln.get_label() for ln in ax.lines] == ["1-sqrt"]
+    assert ax.lines[0].get_ydata().tolist() == pytest.approx([5.0])

@@ -61,7 +61,8 @@ def test_interpolation_draws_one_line_per_seed_per_segment() -> None:
     rows = [{"model": "lm", "segment": seg, "seed": seed, "alpha": a, "loss": base + seed + (0.5 if a == 0.5 else 0.0)}
             for seg, base in (("cooldown", 2.0), ("stable", 3.0)) for seed in (0, 1) for a in (1.0, 0.5, 0.0)]
     stable, cooldown = _visible_axes(U.plot_interpolation({"universality_interpolate": rows}))
-    assert stable.get_title() == "LM: 80% → 100% of the stable phase" and cooldown.get_title() == "LM: cooldown start → end"
+    assert stable.get_title() == "LM: 80% → 100% of the stable phase"
+    assert cooldown.get_title() == "LM: cooldown start → end"
     assert [ln.get_label() for ln in stable.lines] == ["seed 0", "seed 1"]
     assert stable.lines[1].get_xdata().tolist() == [0.0, 0.5, 1.0]
     assert stable.lines[1].get_ydata().tolist() == [4.0, 4.5, 4.0]
@@ -79,7 +80,8 @@ def test_sharpness_draws_lambda_max_per_seed_by_step() -> None:
 def test_length_draws_cosine_band_and_the_sweep_mean() -> None:
     rows = [{"model": "lm", "schedule": "cosine", "source": "cosine", "seed": s, "cooldown_fraction": None,
              "val_loss": v} for s, v in ((0, 3.0), (1, 3.2))]
-    rows += [{"model": "lm", "schedule": "wsd", "source": "sweep", "seed": s, "cooldown_fraction": f, "val_loss": v + 0.1 * s}
+    rows += [{"model": "lm", "schedule": "wsd", "source": "sweep", "seed": s, "cooldown_fraction": f,
+              "val_loss": v + 0.1 * s}
              for s in (0, 1) for f, v in ((0.4, 3.0), (0.2, 3.4))]
     (ax,) = _visible_axes(U.plot_length({"universality_length": rows}))
     mean = next(ln for ln in ax.lines if ln.get_label() == "warmup-cosine (mean)")

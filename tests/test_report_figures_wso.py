@@ -36,7 +36,8 @@ def test_sft_sweep_draws_loss_by_lr_per_model_and_seed_on_a_log_axis() -> None:
     (ax,) = _visible_axes(W.plot_sft_sweep({"wso_sft_sweep": rows}))
     assert ax.get_xscale() == "log"
     assert [list(ln.get_xdata()) for ln in ax.lines] == [[1e-5, 1e-4, 1e-3]] * 4
-    assert [list(ln.get_ydata()) for ln in ax.lines] == [[2.5, 2.0, 2.2], [3.5, 3.0, 3.2], [3.0, 2.5, 2.7], [4.0, 3.5, 3.7]]
+    assert [list(ln.get_ydata()) for ln in ax.lines] == [[2.5, 2.0, 2.2], [3.5, 3.0, 3.2],  # pretrained, seeds 0, 1
+                                                        [3.0, 2.5, 2.7], [4.0, 3.5, 3.7]]  # mid-trained
     assert [ln.get_linestyle() for ln in ax.lines] == ["-", "-", ":", ":"]
     assert ax.get_legend_handles_labels()[1] == ["wsd α=0", "wsd α=0 (mid)"]  # one label per model
 
