@@ -148,6 +148,7 @@ def _model_at(run_dir: Path, step: int) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func.hessian's jvp rules
 def test_sharpness_of_a_checkpoint_json_keys_and_files(run_dir: Path, tmp_path: Path):
     ckpt = run_dir / "checkpoints" / "30"
     common = ["--checkpoint", str(ckpt), "--batches", "2", "--batch-size", "4", "--seed", "1", "--out", str(tmp_path)]
