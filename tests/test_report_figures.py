@@ -352,4 +352,7 @@ def test_universality_summaries_read_the_findings() -> None:
     assert {r["WSD matches cosine from"] for r in length} == {0.3}
     assert U.matching_fraction({0.1: 1.2, 0.2: 1.1}, 1.0) is None
     norms = {r["model"]: r for r in U.summary_norms(t)}
-    assert norms["lm"]["stable / cooldown"] > 1
+    lm = [r for r in t["universality_norms"] if r["model"] == "lm"]
+    stable, cooldown = ([r["update_norm"] for r in lm if r["phase"] == p] for p in ("stable", "cooldown"))
+    assert norms["lm"]["stable / cooldown"] == pytest.approx(np.mean(stable) / np.mean(cooldown), rel=1e-12)
+    assert norms["lm"]["param norm max"] == max(r["param_norm"] for r in lm)
