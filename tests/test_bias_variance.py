@@ -66,7 +66,6 @@ def test_streaming_matches_slow_direct_implementation() -> None:
     assert acc.tokens == batches * b * t
     assert bias == pytest.approx(slow_bias, rel=1e-6)
     assert variance == pytest.approx(slow_var, rel=1e-6)
-    assert bias > 0 and variance > 0
 
 
 def test_identical_runs_have_zero_variance_and_matching_references_zero_bias() -> None:
@@ -266,7 +265,18 @@ def test_jackknife_errors_match_leave_one_out_by_hand() -> None:
         losses.append(float(-lp.gather(-1, targets.unsqueeze(-1)).double().mean()))
     # the jackknife SE of a mean is the usual sd / sqrt(N)
     assert rows["loss"]["bias_se"] == pytest.approx(np.std(losses, ddof=1) / 2, rel=1e-5)
-    assert rows["weight"]["bias_se"] > 0 and rows["avg_loss_var_loss"]["bias_se"] is None
+    def vec(run: FakeRun) -> np.ndarray:
+        return np.concatenate([p.detach().double().numpy().ravel() for p in run.load_model().parameters()])
+
+    def eq3(ref_w: np.ndarray, run_w: np.ndarray) -> tuple[float, float]:  # N refs and M runs: means of each
+        s_bar = run_w.mean(0)
+        return float(np.linalg.norm(ref_w.mean(0) - s_bar)), float(((run_w - s_bar) ** 2).sum() / (len(run_w) - 1))
+
+    ref_w, run_w = np.stack([vec(r) for r in refs]), [vec(r) for r in runs]
+    for k, col in ((0, "bias_se"), (1, "variance_se")):  # eq. 3 by hand, leaving each run out in turn
+        t = np.array([eq3(ref_w, np.stack([w for i, w in enumerate(run_w) if i != j]))[k] for j in range(4)])
+        assert rows["weight"][col] == pytest.approx(math.sqrt(3 / 4 * ((t - t.mean()) ** 2).sum()), rel=1e-6)
+    assert rows["avg_loss_var_loss"]["bias_se"] is None
 
 
 def test_losses_agree_with_train_evaluate() -> None:

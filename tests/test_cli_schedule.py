@@ -147,6 +147,57 @@ def test_plot_writes_png_atomically(tmp_path):
     assert (tmp_path / "all.png").stat().st_size > 1000
 
 
+def test_plot_draws_each_shape_and_schedule_by_its_formula(tmp_path, monkeypatch):
+    """The curves handed to the renderer: shapes at 201 points of [0, 1]; WSD (warmup 2, the default last
+    20% = 2 steps of decay) per shape, and warmup-cosine, over steps 0..10."""
+    import wsdlab.schedules.plot as plot_module
+
+    drawn = {}
+    monkeypatch.setattr(plot_module, "render_png", lambda shapes, schedules=(), dpi=120: drawn.update(
+        shapes={label: (list(xs), list(ys)) for label, xs, ys in shapes},
+        schedules={label: (list(xs), list(ys)) for label, xs, ys in schedules}) or b"png")
+    r = runner.invoke(app, ["plot", "--out", str(tmp_path / "s.png"), "--shapes", "linear,sqrt", "--shape-expr",
+                            "1 - x**3", "--total-steps", "10", "--warmup-steps", "2", "--kinds", "wsd,cosine"])
+    assert r.exit_code == 0, r.output
+    xs = [i / 200 for i in range(201)]
+    by_hand = {"linear": lambda x: 1 - x, "sqrt": lambda x: 1 - math.sqrt(x), "expr: 1 - x**3": lambda x: 1 - x**3}
+    assert list(drawn["shapes"]) == list(by_hand)
+    for label, f in by_hand.items():
+        assert drawn["shapes"][label][0] == pytest.approx(xs)
+        assert drawn["shapes"][label][1] == pytest.approx([f(x) for x in xs], abs=1e-12)
+    steps = list(range(11))
+    warmup = [0.0, 0.5]
+    for label, f in by_hand.items():
+        assert drawn["schedules"][f"wsd {label}"] == (steps, pytest.approx(
+            warmup + [1.0] * 7 + [f((t - 8) / 2) for t in (9, 10)], abs=1e-12))
+    cosine = warmup + [0.5 * (1 + math.cos(math.pi * (t - 2) / 8)) for t in range(2, 11)]
+    assert drawn["schedules"]["cosine"] == (steps, pytest.approx(cosine, abs=1e-12))
+    assert (tmp_path / "s.png").read_bytes() == b"png"
+
+
+def test_render_png_draws_the_curves_it_is_given(monkeypatch):
+    """One panel of shapes (vs x) and one of schedules (vs step), each line the given numbers and label."""
+    import wsdlab.schedules.plot as plot_module
+
+    figures = []
+
+    class Kept(plot_module.Figure):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(plot_module, "Figure", Kept)
+    png = plot_module.render_png([("linear", [0.0, 0.5, 1.0], [1.0, 0.5, 0.0])], [("wsd", [0, 1, 2], [0.5, 1.0, 0.0])])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    shapes, schedules = figures[0].axes
+    assert (shapes.get_title(), schedules.get_title()) == ("Cooldown shapes", "Schedules")
+    (line,) = shapes.lines
+    assert line.get_label() == "linear"
+    assert (list(line.get_xdata()), list(line.get_ydata())) == ([0.0, 0.5, 1.0], [1.0, 0.5, 0.0])
+    (line,) = schedules.lines
+    assert (line.get_label(), list(line.get_xdata()), list(line.get_ydata())) == ("wsd", [0, 1, 2], [0.5, 1.0, 0.0])
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 from pathlib import Path
 
@@ -95,6 +97,64 @@ def test_quick_study_writes_tables_and_report(quick_study: Path) -> None:
     runs = [p for p in (quick_study / "runs").iterdir() if p.is_dir()]
     assert all((p / "COMPLETE").is_file() for p in runs)
     assert len(runs) == len({r["dir"] for r in index})
+
+
+def metrics_of(study: Path, folder: str) -> list[dict]:
+    """A run's metrics.jsonl read directly (the slow path the tables are checked against)."""
+    return [json.loads(line) for line in (study / "runs" / folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_val_loss(study: Path, folder: str) -> float:
+    return [r for r in metrics_of(study, folder) if r.get("split") == "val"][-1]["val_loss"]
+
+
+# default-quick.yaml by hand: base 30 steps of 8 x 32 tokens; cooldowns of 10 steps; the longer run and the
+# reference decay over 20 steps; batch_x 2 reads 16 x 32 tokens for 10 // 2 steps
+QUICK_TOKENS = {"base": 30 * 256, "cd-sqrt-s0": 40 * 256, "ref-sqrt-s1": 50 * 256, "avg-long-sqrt-all2": 50 * 256,
+                "hp-linear-batch2-s0": 30 * 256 + 5 * 512, "hp-sqrt-batch2-hl-s1": 30 * 256 + 5 * 512}
+# Llama, vocab 512, d 32, 2 layers, 2 query heads and 1 kv head of 16, SwiGLU 64, untied embeddings:
+# embedding + output 2 x 512 x 32; per layer q, o 32 x 32, k, v 32 x 16, MLP 3 x 32 x 64, 2 norms; final norm
+QUICK_PARAMS = 2 * 512 * 32 + 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64 + 2 * 32) + 32
+
+
+@pytest.mark.slow
+def test_quick_study_tables_equal_the_runs_logs(quick_study: Path) -> None:
+    """runs.csv scale columns by hand from the study file; val curves, perplexity and averaging recomputed
+    from each run's metrics.jsonl; the schedule table by the WSD formula."""
+    tables = quick_study / "tables"
+    index = {r["key"]: r for r in rows(tables / "runs.csv")}
+    assert QUICK_PARAMS == 51360
+    assert all(int(r["params"]) == QUICK_PARAMS for r in index.values())
+    for key, tokens in QUICK_TOKENS.items():
+        assert int(index[key]["tokens"]) == tokens, key
+    for key, r in index.items():  # every run: the tokens the loop counted by its last step
+        logged = [m["tokens"] for m in metrics_of(quick_study, r["dir"]) if "tokens" in m]
+        assert int(r["tokens"]) == logged[-1], key
+    assert {k: int(index[k]["steps"]) for k in QUICK_TOKENS} == {
+        "base": 30, "cd-sqrt-s0": 40, "ref-sqrt-s1": 50, "avg-long-sqrt-all2": 50, "hp-linear-batch2-s0": 35,
+        "hp-sqrt-batch2-hl-s1": 35}
+
+    base = {m["step"]: m["val_loss"] for m in metrics_of(quick_study, index["base"]["dir"]) if m.get("split") == "val"}
+    curves = rows(tables / "val_curves.csv")
+    for shape, seed in (("linear", 0), ("lowered_linear-0.7", 1)):
+        run = {m["step"]: m["val_loss"] for m in metrics_of(quick_study, index[f"cd-{shape}-s{seed}"]["dir"])
+               if m.get("split") == "val"}
+        drawn = {int(r["step"]): float(r["val_loss"]) for r in curves if (r["shape"], r["seed"]) == (shape, str(seed))}
+        assert drawn == {**base, **run} and sorted(drawn) == [0, 10, 20, 30, 35, 40]
+
+    for r in rows(tables / "perplexity.csv"):  # over the two seeds' final validation losses
+        ppl = [math.exp(final_val_loss(quick_study, index[f"cd-{r['shape']}-s{s}"]["dir"])) for s in (0, 1)]
+        assert float(r["ppl_mean"]) == pytest.approx(sum(ppl) / 2, rel=1e-12)
+        assert (float(r["ppl_min"]), float(r["ppl_max"])) == pytest.approx((min(ppl), max(ppl)), rel=1e-12)
+    longer = final_val_loss(quick_study, index["avg-long-sqrt-all2"]["dir"])
+    for r in rows(tables / "averaging.csv"):
+        members = [final_val_loss(quick_study, index[f"avg-{r['shape']}-p{p}of2"]["dir"]) for p in (0, 1)]
+        assert float(r["val_loss_members_mean"]) == pytest.approx(sum(members) / 2, rel=1e-12)
+        assert float(r["val_loss_longer_run"]) == pytest.approx(longer, rel=1e-12)
+
+    linear = {int(r["step"]): float(r["lr_factor"]) for r in rows(tables / "schedules.csv") if r["shape"] == "linear"}
+    by_hand = {t: t / 5 if t < 5 else 1.0 if t <= 30 else 1 - (t - 30) / 10 for t in range(41)}
+    assert linear == pytest.approx(by_hand, abs=1e-12)
 
 
 @pytest.mark.slow

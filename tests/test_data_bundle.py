@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsdlab.data import DataBundle, DataConfig, SequenceOrder, TokenBundle, load_data
+from wsdlab.data import DataBundle, DataConfig, TokenBundle, load_data
 
 TINY = DataConfig(max_documents=40, max_tokens=30_000, vocab_size=512, seq_len=32)
 
@@ -22,7 +22,9 @@ def test_sizes_and_vocab(bundle: TokenBundle) -> None:
     assert isinstance(bundle, DataBundle)
     assert bundle.vocab_size == bundle.tokenizer.get_vocab_size() <= 512
     assert bundle.tokens_per_item == 32 and bundle.num_classes is None
-    assert bundle.num_train == bundle.train.shape[0] > 0 and bundle.num_val == bundle.val.shape[0] > 0
+    assert bundle.num_train == bundle.train.shape[0] and bundle.num_val == bundle.val.shape[0]
+    # non-overlapping rows of seq_len + 1 = 33 tokens, the remainder dropped
+    assert bundle.num_train == bundle.meta["train_tokens"] // 33 and bundle.num_val == bundle.meta["val_tokens"] // 33
     assert bundle.directory is not None and (bundle.directory / "tokenizer.json").is_file()
     assert bundle.meta["train_tokens"] + bundle.meta["val_tokens"] == 30_000
 
@@ -55,9 +57,14 @@ def test_stdlib_corpus_is_python_source(bundle: TokenBundle) -> None:
     assert "def " in text or "import " in text
 
 
-def test_order_matches_sequence_order(bundle: TokenBundle) -> None:
-    expected = SequenceOrder(TINY.order, bundle.num_train).indices(0, 10)
-    assert np.array_equal(bundle.order().indices(0, 10), expected)
+def test_order_is_the_seeded_permutation_epoch_after_epoch(bundle: TokenBundle) -> None:
+    """Order seed 0, one portion, shuffled: epoch e is numpy's permutation seeded (0, e); positions
+    n - 3 .. n + 2 are the last three of epoch 0 and the first three of epoch 1."""
+    n = bundle.num_train
+    assert (TINY.order.seed, TINY.order.num_portions, TINY.order.shuffle) == (0, 1, True)
+    epoch0, epoch1 = (np.random.default_rng((0, e)).permutation(n) for e in (0, 1))
+    assert np.array_equal(bundle.order().indices(0, 10), epoch0[:10])
+    assert np.array_equal(bundle.order().indices(n - 3, 6), np.concatenate([epoch0[-3:], epoch1[:3]]))
 
 
 def test_reload_is_the_same_corpus(bundle: TokenBundle) -> None:

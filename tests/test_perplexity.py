@@ -109,6 +109,10 @@ def test_wrappers_on_real_runs_agree_with_evaluate(study) -> None:
     ev = lambda m: evaluate(m, data, 2, 4, "cpu")  # noqa: E731
     ppl = {r["shape"]: r for r in perplexity_table(shapes, data, num_batches=2, batch_size=4)}
     bv = bias_variance_table(shapes, refs, data, num_batches=2, batch_size=4)
+
+    def flat(run) -> torch.Tensor:  # every parameter once, as one float64 vector
+        return torch.cat([p.detach().double().reshape(-1) for p in run.load_model().parameters()])
+
     for shape, runs in shapes.items():
         losses = [ev(r.load_model()) for r in runs]
         avg_loss = ev(average_models([r.load_model() for r in runs]))
@@ -117,7 +121,11 @@ def test_wrappers_on_real_runs_agree_with_evaluate(study) -> None:
         got = {r["space"]: r for r in bv if r["shape"] == shape}
         assert got["avg_loss_var_loss"]["bias"] == pytest.approx(avg_loss, rel=1e-5)
         assert got["loss"]["bias"] == pytest.approx(np.mean(losses), rel=1e-5)  # eq. 4: the mean loss itself
-        assert got["kl"]["bias"] > 0 and got["weight"]["bias"] > 0 and got["weight"]["variance"] > 0
+        # eq. 3 by hand: || mean of the references' weights - mean of the runs' ||, and the runs' spread
+        s_w, r_w = torch.stack([flat(r) for r in runs]), torch.stack([flat(r) for r in refs])
+        assert got["weight"]["bias"] == pytest.approx(float((r_w.mean(0) - s_w.mean(0)).norm()), rel=1e-9)
+        variance = float(((s_w - s_w.mean(0)) ** 2).sum() / (len(runs) - 1))
+        assert got["weight"]["variance"] == pytest.approx(variance, rel=1e-9)
     (row,) = averaging_table({"sqrt": (shapes["sqrt"], refs[0])}, data, num_batches=2, batch_size=4)
     assert row["n_models"] == 2 and row["val_loss_longer_run"] == pytest.approx(ev(refs[0].load_model()), rel=1e-6)
     assert row["val_loss_average_model"] == pytest.approx(math.log(ppl["sqrt"]["ppl_avg_model"]), rel=1e-6)

@@ -54,8 +54,11 @@ def test_head_parameters_and_tied_embeddings():
     tied = build_model(model_config("micro", tie_embeddings=True))
     assert head_parameter_names(tied) == ["tok_embeddings.weight", "norm.weight"]
     before = tied.tok_embeddings.weight.detach().clone()
-    rows = probe_layers(tied, _batches(0, 1), _batches(1, 1), steps=3)
-    assert len(rows) == 2 and all(math.isfinite(r["perplexity"]) for r in rows)
+    held_out = _batches(1, 1)
+    rows = probe_layers(tied, _batches(0, 1), held_out, steps=3)
+    assert len(rows) == 2  # the last layer's probe starts at the tied model itself
+    assert rows[-1]["initial_loss"] == pytest.approx(mean_loss(tied, batch_loss, held_out), rel=1e-5)
+    assert all(r["perplexity"] == pytest.approx(math.exp(r["loss"])) for r in rows)
     assert torch.equal(tied.tok_embeddings.weight, before)
 
 

@@ -145,6 +145,44 @@ def test_recency_shift_marks_the_mean_per_shape() -> None:
     assert star.get_offsets()[0].tolist() == [2.0, 4.0]
 
 
+def test_recency_curves_draw_the_seed_means_and_the_cooldown_start() -> None:
+    """Two seeds of one shape at batches 0, 1, 2 (batch 2 in the cooldown): each line is the mean over seeds."""
+    rows = [{"shape": "sqrt", "seed": s, "batch_position": b, "phase": "cooldown" if b == 2 else "stable",
+             "ppl_pre": pre, "ppl_post": post, "ppl_diff": post - pre}
+            for s, table in ((0, ((10, 12), (20, 18), (30, 24))), (1, ((12, 14), (22, 20), (32, 30))))
+            for b, (pre, post) in enumerate(table)]
+    left, right = _visible_axes(F.plot_recency_curves({"recency_curves": rows}))
+    pre, post, start = left.lines
+    assert pre.get_label() == "pre-cooldown model" and post.get_label() == "1-sqrt"
+    assert pre.get_xdata().tolist() == [0, 1, 2] and pre.get_ydata().tolist() == [11, 21, 31]
+    assert post.get_ydata().tolist() == [13, 19, 27]
+    assert right.lines[0].get_ydata().tolist() == [2, -2, -4]
+    assert list(start.get_xdata()) == [2, 2] and list(right.lines[1].get_xdata()) == [2, 2]  # cooldown start
+    # window-averaged columns, when present, are drawn instead of the raw ones
+    smoothed = [{**r, "ppl_diff_smoothed": 1.0 + r["seed"]} for r in rows]
+    right = _visible_axes(F.plot_recency_curves({"recency_curves": smoothed}))[1]
+    assert right.lines[0].get_ydata().tolist() == [1.5, 1.5, 1.5]
+
+
+def test_recency_vs_bias_variance_joins_seed_means_with_the_named_space() -> None:
+    """Shift/deviation are means over seeds; bias/variance come from the space recency_correlations names."""
+    rec = [{"shape": "sqrt", "seed": 0, "shift": 1.0, "deviation": 0.5},
+           {"shape": "sqrt", "seed": 1, "shift": 3.0, "deviation": 1.5},
+           {"shape": "linear", "seed": 0, "shift": 4.0, "deviation": 3.0}]
+    bv = [{"shape": sh, "space": sp, "bias": b, "variance": v}
+          for sh, sp, b, v in (("sqrt", "kl", 9.0, 9.0), ("linear", "kl", 9.0, 9.0),
+                               ("sqrt", "weight", 0.2, 0.03), ("linear", "weight", 0.4, 0.01))]
+    corr = [{"x": "shift", "y": "bias", "space": "weight", "spearman": 0.5, "pearson": 0.25, "n_shapes": 2}]
+    fig = F.plot_recency_vs_bias_variance({"recency": rec, "bias_variance": bv, "recency_correlations": corr})
+    shift_bias, dev_var = _visible_axes(fig)
+    points = {c.get_label(): c.get_offsets()[0].tolist() for c in shift_bias.collections}
+    assert points == {"1-sqrt": [2.0, 0.2], "linear": [4.0, 0.4]}
+    points = {c.get_label(): c.get_offsets()[0].tolist() for c in dev_var.collections}
+    assert points == {"1-sqrt": [1.0, 0.03], "linear": [3.0, 0.01]}
+    assert shift_bias.get_title() == "shift vs bias (weight space)\n(Spearman 0.50, Pearson 0.25)"
+    assert dev_var.get_title() == "deviation vs variance (weight space)"
+
+
 def test_hyperparams_one_panel_per_panel_with_categorical_values(tables) -> None:
     fig = F.plot_hyperparams(tables)
     axes = _visible_axes(fig)
@@ -181,7 +219,6 @@ def test_hyperparams_table_without_shapes_draws_one_series() -> None:
 
 def test_beta_power_labels_say_p_below_one_is_a_larger_beta() -> None:
     """beta^p with beta in (0, 1) and p < 1 is larger than beta (the paper: larger beta2 helps the cooldown)."""
-    assert 0.95**0.5 > 0.95 > 0.95**2
     for panel in ("betas_p", "beta2_p"):
         assert "p < 1: larger" in panel_label(panel) and "longer memory" in panel_label(panel)
         assert "p < 1: larger" in panel_axis_label(panel)
@@ -198,6 +235,45 @@ def test_alignment_bands_and_log_scale_for_the_growing_norm(tables) -> None:
     assert axes["gradient norm"].get_yscale() == "log"  # grows e^4..e^8 ~ 55x..3000x
     assert axes[per_tensor].get_yscale() == "linear" and axes[global_].get_yscale() == "linear"
     assert axes["gradient norm"].collections  # confidence bands
+
+
+def test_alignment_draws_each_metric_sorted_by_step_with_its_interval() -> None:
+    """Rows out of step order; the gradient norm spans 100x (log scale), the cosine does not."""
+    rows = [{"shape": "linear", "step": st, "metric": m, "mean": v, "ci_low": v - 0.1, "ci_high": v + 0.1}
+            for m, table in (("grad_momentum_cos", ((20, 0.3), (10, 0.5), (30, 0.1))),
+                             ("grad_norm", ((30, 100.0), (10, 1.0), (20, 10.0))))
+            for st, v in table]
+    cos, norm = _visible_axes(F.plot_alignment({"alignment": rows}))
+    assert cos.get_title() == "cos(gradient, momentum), mean over tensors" and norm.get_title() == "gradient norm"
+    assert cos.lines[0].get_xdata().tolist() == [10, 20, 30]
+    assert cos.lines[0].get_ydata().tolist() == [0.5, 0.3, 0.1]
+    assert norm.lines[0].get_ydata().tolist() == [1.0, 10.0, 100.0]
+    assert (cos.get_yscale(), norm.get_yscale()) == ("linear", "log")
+    band_y = cos.collections[0].get_paths()[0].vertices[:, 1]
+    assert set(np.round(band_y, 9)) == {0.6, 0.4, 0.2, 0.0}  # ci_high 0.6, 0.4, 0.2 and ci_low 0.4, 0.2, 0.0
+    assert cos.get_legend_handles_labels()[1] == ["linear"]
+
+
+def test_update_norm_draws_the_seed_mean_after_warmup_and_marks_the_cooldown_start() -> None:
+    """Stable steps 11, 12 of the base run, then two seeds of a cooldown (steps 13, 14): the dashed line is at 12."""
+    from wsdlab.report.catalog import FIGURES
+
+    draw = next(f.draw for f in FIGURES if f.name == "update_norm")
+    rows = [{"shape": "stable", "run": "base", "step": t, "phase": "stable", "param_norm": p, "update_norm": u}
+            for t, p, u in ((11, 10.0, 0.5), (12, 10.1, 0.4))]
+    rows += [{"shape": "sqrt", "run": f"c{s}", "step": t, "phase": "cooldown", "param_norm": p + s,
+              "update_norm": u * (1 + s)}
+             for s in (0, 1) for t, p, u in ((13, 10.2, 0.02), (14, 10.3, 0.01))]
+    param, update = _visible_axes(draw({"update_norm": rows}, None))
+    lines = {ln.get_label(): ln for ln in param.lines}
+    assert lines["stable phase (base run)"].get_ydata().tolist() == [10.0, 10.1]
+    assert lines["1-sqrt"].get_xdata().tolist() == [13, 14]
+    assert lines["1-sqrt"].get_ydata().tolist() == pytest.approx([10.7, 10.8])
+    sqrt_update = next(ln for ln in update.lines if ln.get_label() == "1-sqrt")
+    assert sqrt_update.get_ydata().tolist() == pytest.approx([0.03, 0.015])
+    dashed = [ln for ln in update.lines if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [12, 12]
+    assert update.get_yscale() == "log" and param.get_yscale() == "linear"  # 0.5 / 0.01 = 50x > 20x
 
 
 def test_landscape_contours_each_point(tables) -> None:
@@ -276,4 +352,7 @@ def test_universality_summaries_read_the_findings() -> None:
     assert {r["WSD matches cosine from"] for r in length} == {0.3}
     assert U.matching_fraction({0.1: 1.2, 0.2: 1.1}, 1.0) is None
     norms = {r["model"]: r for r in U.summary_norms(t)}
-    assert norms["lm"]["stable / cooldown"] > 1
+    lm = [r for r in t["universality_norms"] if r["model"] == "lm"]
+    stable, cooldown = ([r["update_norm"] for r in lm if r["phase"] == p] for p in ("stable", "cooldown"))
+    assert norms["lm"]["stable / cooldown"] == pytest.approx(np.mean(stable) / np.mean(cooldown), rel=1e-12)
+    assert norms["lm"]["param norm max"] == max(r["param_norm"] for r in lm)

@@ -55,7 +55,10 @@ def test_wso_quick_runs_every_stage_and_table(tmp_path: Path) -> None:
     assert {int(float(r["seed"])) for r in sweep} == {0, 1} and {r["selected_by"] for r in sweep} == {"val_loss"}
     sharp = read_table(tables / "wso_sharpness.csv")
     assert {r["dataset"] for r in sharp} == {"pt", "sft"} and {int(float(r["step"])) for r in sharp} == {6, 12}
-    assert all(float(r["stderr"]) >= 0 for r in sharp)
+    row = next(r for r in sharp if r["dataset"] == "pt" and int(float(r["step"])) == 12)
+    own_trace, own_stderr = _hutchinson_by_autograd(RunDir(out / "runs" / row["run"]), probes=40)
+    assert abs(float(row["trace"]) - own_trace) <= 4 * math.hypot(float(row["stderr"]), own_stderr)
+    assert all(float(r["rel_stderr"]) == pytest.approx(float(r["stderr"]) / abs(float(r["trace"]))) for r in sharp)
     for r in sharp:  # 4 probes first, then chunks of 2 up to 6; precise = stderr <= 5% of |trace|
         assert int(float(r["samples"])) in (4, 6)
         assert (str(r["precise"]) == "True") == (float(r["stderr"]) <= 0.05 * abs(float(r["trace"])))
@@ -64,6 +67,34 @@ def test_wso_quick_runs_every_stage_and_table(tmp_path: Path) -> None:
     for name in ("wso_delta", "wso_sft_sweep", "wso_sharpness", "wso_sharpness_sft"):
         assert (out / "figures" / f"{name}.png").is_file()
     assert "wso_sharpness_sft" in (out / "report.html").read_text()
+
+
+def _hutchinson_by_autograd(run: RunDir, probes: int) -> tuple[float, float]:
+    """Hutchinson's trace of the Hessian of the mean PT validation loss at step 12 and its standard error,
+    from our own Rademacher probes and double-backward Hessian-vector products (independent of
+    wsdlab.analysis.hessian); the batch is the one wso_sharpness draws (1 x 4 items, seed 0)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from wsdlab.analysis.evalset import fixed_batches
+    from wsdlab.data import load_data
+    from wsdlab.models import batch_loss
+
+    data = run.spec.data.model_copy(update={"sft": None})
+    batches = fixed_batches(load_data(data, progress=False), "val", 1, 4, 0)
+    model = run.load_model(12)
+    params = list(model.parameters())
+    gen = torch.Generator().manual_seed(12345)
+    values = []
+    with sdpa_kernel(SDPBackend.MATH):
+        loss = sum(batch_loss(model, b) for b in batches) / len(batches)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        for _ in range(probes):
+            z = [torch.randint(0, 2, p.shape, generator=gen).to(p.dtype) * 2 - 1 for p in params]
+            hz = torch.autograd.grad(grads, params, grad_outputs=z, retain_graph=True)
+            values.append(sum(float((a.double() * b.double()).sum()) for a, b in zip(z, hz)))
+    mean = sum(values) / probes
+    var = sum((v - mean) ** 2 for v in values) / (probes - 1)
+    return mean, math.sqrt(var / probes)
 
 
 def test_pearson_ci_by_hand() -> None:

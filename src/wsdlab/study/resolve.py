@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,13 +114,29 @@ def relative(path: Path, start: Path) -> str:
         return str(path)
 
 
-def describe(resolved: ResolvedRun) -> dict[str, Any]:
-    """A flat row about a resolved run (runs.csv, status tables): key, stage, labels, hash, folder, steps,
-    and its scale (model arch, parameters, tokens of all its steps from step 0) for the claims' scale line."""
-    from wsdlab.models import num_parameters
+def tokens_at(resolved: ResolvedRun, step: int, by_key: Mapping[str, ResolvedRun]) -> int:
+    """Tokens (images) a run has read by `step`: its parent's up to the branch point, each at the parent's
+    batch (a batch-scaled or fine-tuning branch reads another batch than its parent), then its own steps.
+    A branch whose parent is not in `by_key` counts every step at its own batch."""
     from wsdlab.study.compute import run_cost
+
+    spec = resolved.spec
+    per_step = run_cost(spec, spec.train.steps - 1).tokens
+    start = resolved.start_step
+    parent = by_key.get(resolved.run.parent) if resolved.run.parent is not None else None
+    if parent is None or start == 0:
+        return step * per_step
+    return tokens_at(parent, start, by_key) + (step - start) * per_step
+
+
+def describe(resolved: ResolvedRun, by_key: Mapping[str, ResolvedRun] | None = None) -> dict[str, Any]:
+    """A flat row about a resolved run (runs.csv, status tables): key, stage, labels, hash, folder, steps,
+    and its scale (model arch, parameters, tokens of all its steps from step 0, its parents' included when
+    `by_key` holds them) for the claims' scale line."""
+    from wsdlab.models import num_parameters
 
     spec = resolved.spec
     return {"key": resolved.key, "stage": resolved.run.stage, **resolved.run.labels,
             "hash": resolved.hash, "dir": resolved.path.name, "steps": spec.train.steps,
-            "arch": spec.model.arch, "params": num_parameters(spec.model), "tokens": run_cost(spec).tokens}
+            "arch": spec.model.arch, "params": num_parameters(spec.model),
+            "tokens": tokens_at(resolved, spec.train.steps, by_key or {})}

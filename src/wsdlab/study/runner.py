@@ -241,9 +241,10 @@ def plan_status(plan: Plan, resolver: Resolver) -> dict[str, RunStatus]:
 def write_runs_index(statuses: dict[str, RunStatus], study_dir: Path) -> Path:
     """STUDY/tables/runs.csv: one row per planned run (key, stage, labels, hash, folder, state)."""
     rows: list[dict[str, Any]] = []
+    by_key = {key: status.resolved for key, status in statuses.items() if status.resolved is not None}
     for status in statuses.values():
         if status.resolved is not None:
-            row = describe(status.resolved)
+            row = describe(status.resolved, by_key)
         else:
             row = {"key": status.key, "stage": status.stage}
         rows.append({**row, "state": status.state})
