@@ -160,7 +160,7 @@ def test_sharpness_of_a_checkpoint_json_keys_and_files(run_dir: Path, tmp_path: 
     trace = invoke("sharpness", *common, "--method", "trace", "--samples", "30", "--json")
     assert {"trace", "trace_stderr", "samples"} <= trace.keys() and trace["samples"] == 30
     # a checkpoint's data is its spec's, loaded by _load_other (here PatternData(split_seed 0 + 100)); --seed 1
-    batches = geometry_tables.eval_batches(PatternData(100), EvalSetConfig(batches=2, batch_size=4, seed=1))
+    batches = eval_batches(PatternData(100), EvalSetConfig(batches=2, batch_size=4, seed=1))
     model = _model_at(run_dir, 30)
     assert trace["loss"] == pytest.approx(mean_loss(model, batch_loss, batches), rel=1e-6)
     hessian = hessian_by_autograd(model, batches)
@@ -185,7 +185,7 @@ def test_sharpness_along_a_run_on_two_datasets(run_dir: Path, tmp_path: Path):
     evalset = EvalSetConfig(batch_size=4)  # the val set of the run's data, and the second data set (split_seed 3)
     for r in rows:
         data = PatternData(0) if r["dataset"] == "val" else PatternData(3 + 100)
-        batches = geometry_tables.eval_batches(data, evalset)
+        batches = eval_batches(data, evalset)
         assert r["loss"] == pytest.approx(mean_loss(_model_at(run_dir, r["step"]), batch_loss, batches), rel=1e-6)
 
 
@@ -228,7 +228,7 @@ def test_landscape_grid_and_json(run_dir: Path, tmp_path: Path):
     assert point["e1_norm"] == pytest.approx(_norm(e1), rel=1e-6)
     assert point["e2_norm"] == pytest.approx(_norm(e2), rel=1e-6)
     rows = read_table(tmp_path / "landscape.csv")
-    batches = geometry_tables.eval_batches(PatternData(0), EvalSetConfig(batches=1, batch_size=4))
+    batches = eval_batches(PatternData(0), EvalSetConfig(batches=1, batch_size=4))
     model = build_model(_spec().model)
     for r in rows:  # the loss at point + a e1 + b e2, evaluated directly
         model.load_state_dict({k: w[22][k] + r["a"] * e1[k] + r["b"] * e2[k] for k in w[22]})
