@@ -112,9 +112,10 @@ class BranchConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "BranchConfig":
-        from wsdlab.schedules.shapes import get_shape
+        from wsdlab.schedules.shapes import EXPR, get_shape
 
-        get_shape(self.shape, self.shape_param, self.shape_expr)  # an unknown shape fails when the plan is made
+        if self.shape != EXPR or self.shape_expr is not None:  # (an expression may come with the overrides)
+            get_shape(self.shape, self.shape_param, self.shape_expr)  # an unknown shape fails when the plan is made
         if self.match_half_life and self.batch_scale is None:
             raise ValueError("match_half_life needs batch_scale")
         if self.cooldown_steps is not None and self.cooldown_steps > self.steps:
