@@ -55,7 +55,10 @@ def fsdp_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     shutil.rmtree(resumed / "checkpoints" / "6")
     (resumed / "snapshots" / "6.safetensors").unlink()
     (resumed / "COMPLETE").unlink()
+    kept = (resumed / "checkpoints" / "3" / "manifest.json").stat().st_ino
     _torchrun("-m", "wsdlab", "train", "--config", str(spec_path), "--out", str(resumed))
+    # it resumed from step 3 rather than training afresh (which would have rewritten checkpoint 3)
+    assert (resumed / "checkpoints" / "3" / "manifest.json").stat().st_ino == kept
     return whole, resumed
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,9 @@ def load_full(folder: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     meta = _metadata(folder)
     full = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in meta.items() if k.startswith(prefix)}
     try:
-        dcp.load(full, checkpoint_id=folder, no_dist=True)
+        with warnings.catch_warnings():  # "torch.distributed is ... uninitialized, assuming ... a single process"
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(full, checkpoint_id=folder, no_dist=True)
     except Exception as err:
         raise CheckpointError(f"checkpoint {folder}: unreadable shards ({type(err).__name__}: {err})") from None
     return {k[len(prefix):]: v for k, v in full.items()}
