@@ -125,6 +125,27 @@ def test_a_shard_missing_from_the_manifest_is_rejected(fsdp_runs: tuple[Path, Pa
         open_checkpoint(ckpt)
 
 
+@pytest.mark.parametrize("extra", [{}, {"precision": "bf16", "activation_checkpointing": True}], ids=["fp32", "bf16-ac"])
+def test_fsdp_on_one_process_resumes_its_sharded_checkpoint(tmp_path: Path, extra: dict) -> None:
+    """train.fsdp without torchrun (a group of one) writes sharded checkpoints too and resumes them exactly
+    (also with the bf16 policy and activation checkpointing, which the sharded resume applies on the meta model)."""
+    data = _spec().model_dump()
+    data["train"].update(steps=4, checkpoint_steps=[2], snapshot_steps=[], eval_every=2, **extra)
+    spec = RunSpec.model_validate(data)
+    whole = train(spec, tmp_path / "whole")
+    shutil.copytree(whole.path, tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "4")
+    (tmp_path / "resumed" / "COMPLETE").unlink()
+    kept = (tmp_path / "resumed" / "checkpoints" / "2" / "manifest.json").stat().st_ino
+    resumed = train(spec, tmp_path / "resumed")
+    assert (resumed.path / "checkpoints" / "2" / "manifest.json").stat().st_ino == kept  # resumed, not redone
+    assert [r["loss"] for r in resumed.metrics()] == [r["loss"] for r in whole.metrics()]
+    a, b = open_checkpoint(whole.checkpoint(4)), open_checkpoint(resumed.checkpoint(4))
+    assert a.sharded and b.sharded
+    for got, want in ((b.model_tensors(), a.model_tensors()), (b.optimizer_tensors(), a.optimizer_tensors())):
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
 # ------------------------------------------------------------------------------------ save memory
 
 
