@@ -146,6 +146,33 @@ def test_fsdp_on_one_process_resumes_its_sharded_checkpoint(tmp_path: Path, extr
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
+@pytest.mark.parametrize("reset", [False, True], ids=["moments", "reset-optimizer"])
+def test_branch_from_a_sharded_checkpoint_reads_shards_and_equals_a_whole_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reset: bool) -> None:
+    """An FSDP branch (a cooldown) of a sharded parent checkpoint loads only its shards, and trains exactly
+    as the same branch does when it loads the parent whole first (the path every rank took before)."""
+    from wsdlab.train import branch_from_checkpoint
+    from wsdlab.train import loop
+
+    data = _spec().model_dump()
+    data["train"].update(steps=5, checkpoint_steps=[], snapshot_steps=[], eval_every=5)
+    parent = train(RunSpec.model_validate(data), tmp_path / "parent")
+    spec = branch_from_checkpoint(parent.checkpoint(5), steps=2, shape="linear", reset_optimizer=reset)
+    calls: list[bool] = []
+    real = loop.loads_sharded
+    monkeypatch.setattr(loop, "loads_sharded", lambda *a: calls.append(real(*a)) or calls[-1])
+    sharded = train(spec, tmp_path / "sharded")
+    monkeypatch.setattr(loop, "loads_sharded", lambda *a: calls.append(False) or False)
+    whole = train(spec, tmp_path / "whole")
+    assert calls == [True, False]
+    assert [r["loss"] for r in sharded.metrics()] == [r["loss"] for r in whole.metrics()]
+    a, b = open_checkpoint(whole.checkpoint(7)), open_checkpoint(sharded.checkpoint(7))
+    for got, want in ((b.model_tensors(), a.model_tensors()), (b.optimizer_tensors(), a.optimizer_tensors())):
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    steps = {float(v) for k, v in b.optimizer_tensors().items() if k.endswith("/step")}
+    assert steps == ({2.0} if reset else {7.0})
+
+
 # ------------------------------------------------------------------------------------ save memory
 
 

@@ -157,7 +157,7 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
                          f"({data.vocab_size}); set model.vocab_size >= {data.vocab_size}")
     batch = global_batch_size(spec.train, data.tokens_per_item)
     seed_everything(spec.train.seed)
-    sharded = resume is not None and resume.sharded and spec.train.fsdp and ctx.distributed
+    sharded = loads_sharded(source, spec, ctx)
     if sharded:
         model, wrapped = _build_sharded(spec, ctx)
     else:
@@ -168,8 +168,9 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
         set_activation_checkpointing(model, spec.train.activation_checkpointing)
         wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp, bf16=computes_in_bf16(spec, ctx.device.type))
     optimizer = build_optimizer(model, spec.optim, ctx.device)
-    if resume is not None and sharded:
-        load_sharded(resume.path / SHARDED_DIR, model, optimizer)
+    if sharded:
+        keep_moments = resume is not None or not (spec.branch and spec.branch.reset_optimizer)
+        load_sharded(source.path / SHARDED_DIR, model, optimizer if keep_moments else None)
     elif resume is not None:
         load_optimizer_tensors(optimizer, resume.optimizer_tensors(), resume.path / "optimizer.safetensors")
     if resume is not None:
@@ -178,7 +179,7 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
         s = resume.state
         state = TrainState(step=s["step"], start_step=s["start_step"], data_cursor=s["data_cursor"], tokens=s["tokens"])
     elif parent is not None:
-        state = _branch_state(parent, optimizer, spec)
+        state = _branch_state(parent, optimizer, spec, moments_loaded=sharded)
     else:
         state = TrainState(step=0, start_step=0, data_cursor=0, tokens=0)
     set_hyperparams(optimizer, spec.optim)
@@ -187,6 +188,16 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
         raise ConfigError(f"train.steps ({spec.train.steps}) must exceed the starting step ({state.step})")
     return Setup(spec=spec, out=out, ctx=ctx, data=data, model=model, wrapped=wrapped, optimizer=optimizer,
                  state=state, fresh=resume is None, global_batch=batch, watch=FiniteWatch(ctx.device))
+
+
+def loads_sharded(source: Checkpoint | None, spec: RunSpec, ctx: DistContext) -> bool:
+    """An FSDP run resuming or branching from a sharded checkpoint: each rank reads only its shards
+    (`_build_sharded`, `load_sharded`). Otherwise weights and moments are loaded whole, then sharded.
+
+    A sharded branch builds its model on the meta device, so unlike a whole load it draws no random
+    initial weights: the torch RNG state it stores in its checkpoints differs (training draws nothing
+    from it; the weights, moments and data order are the same)."""
+    return source is not None and source.sharded and spec.train.fsdp and ctx.distributed
 
 
 def _build_sharded(spec: RunSpec, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
@@ -271,10 +282,12 @@ class FiniteWatch:
                                  "before writing that step")
 
 
-def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: RunSpec) -> TrainState:
-    """A branch continues the parent's step with its optimizer moments (unless reset); the data
-    cursor continues unless the branch reads other data (then it starts its own order at 0)."""
-    if not (spec.branch and spec.branch.reset_optimizer):
+def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: RunSpec, *,
+                  moments_loaded: bool = False) -> TrainState:
+    """A branch continues the parent's step with its optimizer moments (unless reset; `moments_loaded`:
+    already loaded from the parent's shards); the data cursor continues unless the branch reads other
+    data (then it starts its own order at 0)."""
+    if not (spec.branch and spec.branch.reset_optimizer) and not moments_loaded:
         load_optimizer_tensors(optimizer, parent.optimizer_tensors(), parent.path / "optimizer.safetensors")
     s = parent.state
     cursor = 0 if data_differs(parent.spec.data, spec.data) else s["data_cursor"]

@@ -142,8 +142,9 @@ def load_full(folder: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in full.items()}
 
 
-def load_sharded(folder: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> None:
-    """Load a sharded folder into an FSDP2 model and its optimizer: each rank reads only its shards.
+def load_sharded(folder: str | Path, model: nn.Module, opt: torch.optim.Optimizer | None) -> None:
+    """Load a sharded folder into an FSDP2 model and its optimizer (None: the weights only, e.g. a branch
+    that resets its optimizer): each rank reads only its shards.
 
     The optimizer gets state for exactly the parameters the checkpoint has state for, placed like the
     parameters (DTensor moments; the step on the parameter's device for fused AdamW, else on CPU), as a
@@ -155,14 +156,15 @@ def load_sharded(folder: str | Path, model: nn.Module, opt: torch.optim.Optimize
     missing = sorted(MODEL_PREFIX + k for k in weights if MODEL_PREFIX + k not in meta)
     if missing:
         raise CheckpointError(f"checkpoint {folder}: no weights for {', '.join(missing[:5])}")
-    known = {n for g in opt.param_groups for n in g["names"]}
-    saved = {k[len(OPTIM_PREFIX):].rsplit("/", 1)[0] for k in meta if k.startswith(OPTIM_PREFIX)}
+    groups = [] if opt is None else opt.param_groups
+    known = {n for g in groups for n in g["names"]}
+    saved = set() if opt is None else {k[len(OPTIM_PREFIX):].rsplit("/", 1)[0] for k in meta if k.startswith(OPTIM_PREFIX)}
     if saved - known:
         raise CheckpointError(f"checkpoint {folder}: optimizer state names parameters the model does not have: "
                               f"{', '.join(sorted(saved - known)[:5])}")
     moments: dict[str, torch.Tensor] = {}
     owners: dict[str, tuple[torch.Tensor, bool]] = {}
-    for group in opt.param_groups:
+    for group in groups:
         for name, p in zip(group["names"], group["params"]):
             if name not in saved:
                 continue
@@ -178,6 +180,8 @@ def load_sharded(folder: str | Path, model: nn.Module, opt: torch.optim.Optimize
     except Exception as err:
         raise CheckpointError(f"checkpoint {folder}: cannot load its shards ({type(err).__name__}: {err})") from None
     set_model_state_dict(model, {k: state[MODEL_PREFIX + k] for k in weights}, options=_SHARDED)
+    if opt is None:
+        return
     for name, (p, fused) in owners.items():
         step = moments[f"{OPTIM_PREFIX}{name}/step"]
         opt.state[p] = {"step": step.to(p.device if fused else "cpu"),
