@@ -125,7 +125,8 @@ def test_a_shard_missing_from_the_manifest_is_rejected(fsdp_runs: tuple[Path, Pa
         open_checkpoint(ckpt)
 
 
-@pytest.mark.parametrize("extra", [{}, {"precision": "bf16", "activation_checkpointing": True}], ids=["fp32", "bf16-ac"])
+@pytest.mark.parametrize("extra", [{}, {"precision": "bf16", "activation_checkpointing": True}],
+                         ids=["fp32", "bf16-ac"])
 def test_fsdp_on_one_process_resumes_its_sharded_checkpoint(tmp_path: Path, extra: dict) -> None:
     """train.fsdp without torchrun (a group of one) writes sharded checkpoints too and resumes them exactly
     (also with the bf16 policy and activation checkpointing, which the sharded resume applies on the meta model)."""
@@ -171,6 +172,20 @@ def test_branch_from_a_sharded_checkpoint_reads_shards_and_equals_a_whole_load(
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     steps = {float(v) for k, v in b.optimizer_tensors().items() if k.endswith("/step")}
     assert steps == ({2.0} if reset else {7.0})
+
+
+def test_a_full_disk_on_any_rank_is_enospc() -> None:
+    import errno
+    import traceback
+
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from wsdlab.train.sharded import _disk_full
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert _disk_full(full)
+    assert _disk_full(CheckpointException("save failed", {1: (full, traceback.StackSummary())}))
+    assert not _disk_full(CheckpointException("save failed", {0: (ValueError("x"), traceback.StackSummary())}))
 
 
 # ------------------------------------------------------------------------------------ save memory

@@ -37,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from wsdlab.common.errors import CheckpointError, NonFiniteError
 from wsdlab.common.io import atomic_directory
+from wsdlab.train.checkpoint import is_disk_full
 from wsdlab.train.distributed import DistContext, any_rank
 
 SHARDED_DIR = "sharded"
@@ -111,11 +112,12 @@ def save_sharded(directory: str | Path, model: nn.Module, opt: torch.optim.Optim
 
 
 def _disk_full(err: BaseException) -> bool:
-    """ENOSPC itself, or inside DCP's CheckpointException (its `failures`: {rank: exception})."""
-    if isinstance(err, OSError):
-        return err.errno == errno.ENOSPC
+    """ENOSPC (`checkpoint.is_disk_full`), itself or on a rank of DCP's CheckpointException (its
+    `failures`: {rank: (exception, traceback)})."""
+    if is_disk_full(err):
+        return True
     failures = getattr(err, "failures", None) or {}
-    return any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in failures.values())
+    return any(is_disk_full(e[0] if isinstance(e, tuple) else e) for e in failures.values())
 
 
 def _metadata(folder: Path) -> dict[str, TensorStorageMetadata]:
@@ -158,7 +160,8 @@ def load_sharded(folder: str | Path, model: nn.Module, opt: torch.optim.Optimize
         raise CheckpointError(f"checkpoint {folder}: no weights for {', '.join(missing[:5])}")
     groups = [] if opt is None else opt.param_groups
     known = {n for g in groups for n in g["names"]}
-    saved = set() if opt is None else {k[len(OPTIM_PREFIX):].rsplit("/", 1)[0] for k in meta if k.startswith(OPTIM_PREFIX)}
+    saved = set() if opt is None else {
+        k[len(OPTIM_PREFIX):].rsplit("/", 1)[0] for k in meta if k.startswith(OPTIM_PREFIX)}
     if saved - known:
         raise CheckpointError(f"checkpoint {folder}: optimizer state names parameters the model does not have: "
                               f"{', '.join(sorted(saved - known)[:5])}")
