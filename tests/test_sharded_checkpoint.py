@@ -97,6 +97,10 @@ def test_one_process_loads_the_sharded_weights_the_two_ranks_had(fsdp_runs: tupl
         state = model.state_dict()
         assert state.keys() == gathered.keys()
         assert all(torch.equal(state[k], gathered[k]) for k in gathered)
+        weights = run.checkpoint_weights(step)
+        assert weights.keys() == gathered.keys() and all(torch.equal(weights[k], gathered[k]) for k in gathered)
+    with pytest.raises(FileNotFoundError, match="sharded"):
+        run.weights(3)
     optim = open_checkpoint(run.checkpoint(3)).optimizer_tensors()
     assert {k.rsplit("/", 1)[1] for k in optim} == {"step", "exp_avg", "exp_avg_sq"}
     assert {float(v) for k, v in optim.items() if k.endswith("/step")} == {3.0}
