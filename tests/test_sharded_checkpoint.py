@@ -106,6 +106,23 @@ def test_one_process_loads_the_sharded_weights_the_two_ranks_had(fsdp_runs: tupl
     assert {float(v) for k, v in optim.items() if k.endswith("/step")} == {3.0}
 
 
+def test_one_process_resumes_the_two_rank_sharded_checkpoint(fsdp_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """DCP reshards on load: the step-3 checkpoint of 2 ranks resumes on one FSDP process (a group of one) and
+    ends where the 2 ranks did (up to the order of the gradient reduction)."""
+    whole, _ = fsdp_runs
+    shutil.copytree(whole, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "6")
+    (tmp_path / "run" / "COMPLETE").unlink()
+    (tmp_path / "run" / "snapshots" / "6.safetensors").unlink()
+    one = train(_spec(), tmp_path / "run")
+    two = RunDir(whole)
+    assert [r["loss"] for r in one.metrics()][:3] == [r["loss"] for r in two.metrics()][:3]  # kept rows
+    assert [r["loss"] for r in one.metrics()] == pytest.approx([r["loss"] for r in two.metrics()], rel=1e-5)
+    got, want = one.checkpoint_weights(6), two.checkpoint_weights(6)
+    assert got.keys() == want.keys()
+    assert all(torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-6) for k in want)
+
+
 def test_export_of_a_sharded_checkpoint(fsdp_runs: tuple[Path, Path], tmp_path: Path) -> None:
     from wsdlab.train.export import export_hf, hf_state_dict
 
