@@ -209,6 +209,25 @@ def test_a_full_disk_on_any_rank_is_enospc() -> None:
     assert not _disk_full(CheckpointException("save failed", {0: (ValueError("x"), traceback.StackSummary())}))
 
 
+def test_a_sharded_step_0_checkpoint_has_no_moments_and_resumes(tmp_path: Path) -> None:
+    """At step 0 AdamW has no state: the shards hold only weights (no step count of 1 from a warm-up step),
+    and a run resumed from it ends as the uninterrupted one."""
+    data = _spec().model_dump()
+    data["train"].update(steps=4, checkpoint_every=2, checkpoint_steps=[], snapshot_steps=[], eval_every=4)
+    spec = RunSpec.model_validate(data)
+    whole = train(spec, tmp_path / "whole")
+    zero = open_checkpoint(whole.checkpoint(0))
+    assert zero.sharded and zero.optimizer_tensors() == {}
+    shutil.copytree(whole.path, tmp_path / "resumed")
+    for step in (2, 4):
+        shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(step))
+    (tmp_path / "resumed" / "COMPLETE").unlink()
+    resumed = train(spec, tmp_path / "resumed")
+    assert [r["loss"] for r in resumed.metrics()] == [r["loss"] for r in whole.metrics()]
+    got, want = resumed.checkpoint_weights(4), whole.checkpoint_weights(4)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 # ------------------------------------------------------------------------------------ save memory
 
 
