@@ -146,12 +146,15 @@ def test_a_shard_missing_from_the_manifest_is_rejected(fsdp_runs: tuple[Path, Pa
         open_checkpoint(ckpt)
 
 
-@pytest.mark.parametrize("extra", [{}, {"precision": "bf16", "activation_checkpointing": True}],
-                         ids=["fp32", "bf16-ac"])
+@pytest.mark.parametrize("extra", [{}, {"precision": "bf16", "activation_checkpointing": True}, {"tied": True}],
+                         ids=["fp32", "bf16-ac", "tied"])
 def test_fsdp_on_one_process_resumes_its_sharded_checkpoint(tmp_path: Path, extra: dict) -> None:
     """train.fsdp without torchrun (a group of one) writes sharded checkpoints too and resumes them exactly
-    (also with the bf16 policy and activation checkpointing, which the sharded resume applies on the meta model)."""
+    (also with the bf16 policy and activation checkpointing, which the sharded resume applies on the meta
+    model, and with tied embeddings, one parameter under two names)."""
     data = _spec().model_dump()
+    extra = dict(extra)
+    data["model"]["tie_embeddings"] = extra.pop("tied", False)
     data["train"].update(steps=4, checkpoint_steps=[2], snapshot_steps=[], eval_every=2, **extra)
     spec = RunSpec.model_validate(data)
     whole = train(spec, tmp_path / "whole")
