@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from wsdlab.train import RunDir, RunSpec, run_preset, train
 from wsdlab.train.batching import micro_batches, rank_slice
+from wsdlab.train.checkpoint import open_checkpoint
 from wsdlab.train.spec_io import write_spec
 
 
@@ -137,7 +138,7 @@ def test_two_gloo_fsdp_processes_in_bf16_match_one(tmp_path: Path) -> None:
     val = [RunDir(tmp_path / "fsdp").eval_rows()[-1]["val_loss"], single.eval_rows()[-1]["val_loss"]]
     assert val[0] == pytest.approx(val[1], rel=1e-3)
     # (weights are not compared element-wise: AdamW moves a weight whose gradient is ~0 by +-lr on bf16 rounding)
-    weights = load_file(tmp_path / "fsdp" / "checkpoints" / "4" / "model.safetensors")
+    weights = open_checkpoint(tmp_path / "fsdp" / "checkpoints" / "4").model_tensors()  # sharded: loaded whole
     assert {w.dtype for w in weights.values()} == {torch.float32}  # the shards stayed fp32
 
 
@@ -164,7 +165,8 @@ def test_fsdp_on_one_process_shards_in_a_group_of_one(tmp_path: Path, monkeypatc
     assert not dist.is_initialized()  # the run's own group was destroyed
     losses = [r["loss"] for r in sharded.metrics()]
     assert len(losses) == 6 and losses == pytest.approx([r["loss"] for r in plain.metrics()], rel=1e-6)
-    weights = load_file(tmp_path / "fsdp" / "checkpoints" / "6" / "model.safetensors")
+    assert open_checkpoint(tmp_path / "fsdp" / "checkpoints" / "6").sharded  # FSDP on one process: sharded too
+    weights = open_checkpoint(tmp_path / "fsdp" / "checkpoints" / "6").model_tensors()
     expected = load_file(tmp_path / "plain" / "checkpoints" / "6" / "model.safetensors")
     assert weights.keys() == expected.keys()
     assert all(torch.allclose(weights[k], expected[k], rtol=1e-5, atol=1e-7) for k in expected)

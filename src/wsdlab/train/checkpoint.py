@@ -13,6 +13,12 @@ checksum mismatch, truncated safetensors, bad state.json values). Checkpoints wr
 manifests existed (state.json "format" 1, no manifest.json) are *accepted*: all five files must be
 present, each safetensors header must parse and account for the file's exact size, and state.json
 is validated as usual. A format-2 checkpoint without its manifest is damaged (rejected).
+
+Sharded checkpoints (FSDP runs, train/sharded.py) hold `sharded/` (torch.distributed.checkpoint's
+`.metadata` and one shard file per rank) instead of model.safetensors and optimizer.safetensors; their
+manifest says `"sharded": true` and lists every file, the shards included (paths relative to the
+checkpoint). `Checkpoint.model_tensors()` / `optimizer_tensors()` read either format into the same
+dictionaries on one process.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ MODEL_FILE, OPTIM_FILE, RNG_FILE, STATE_FILE, SPEC_FILE = (
 MANIFEST_FILE = "manifest.json"
 REQUIRED_FILES = (MODEL_FILE, OPTIM_FILE, RNG_FILE, STATE_FILE, SPEC_FILE)  # all five are needed to resume
 TENSOR_FILES = (MODEL_FILE, OPTIM_FILE, RNG_FILE)
+SHARDED_DIR = "sharded"  # a sharded checkpoint's DCP folder
+SHARDED_REQUIRED = (RNG_FILE, STATE_FILE, SPEC_FILE, f"{SHARDED_DIR}/.metadata")  # its files needed to resume
 _CHUNK = 1 << 20
 
 
@@ -104,6 +112,15 @@ def save_checkpoint(directory: str | Path, *, model_state: dict[str, torch.Tenso
     return directory
 
 
+def write_sharded_rest(tmp: Path, *, rng_state: dict[str, torch.Tensor], state: dict[str, Any], spec: RunSpec) -> None:
+    """The files rank 0 adds to a sharded checkpoint's temporary folder once every rank's shards are in
+    `tmp/sharded/` (train/sharded.py): rng, state.json, spec.yaml, then the manifest (written last)."""
+    save_file(cpu_tensors(rng_state), tmp / RNG_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps({**state, "format": FORMAT_VERSION}))
+    (tmp / SPEC_FILE).write_text(dump_spec(spec))
+    write_manifest(tmp, sharded=True)
+
+
 def is_disk_full(err: BaseException) -> bool:
     """True for ENOSPC, as an OSError or as safetensors' SafetensorError, whose message is
     `Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })`."""
@@ -130,11 +147,20 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(directory: Path) -> None:
-    """manifest.json: {"format", "files": {name: {"size", "sha256"}}} of the checkpoint's files."""
+def write_manifest(directory: Path, *, sharded: bool = False) -> None:
+    """manifest.json: {"format", "files": {name: {"size", "sha256"}}} of the checkpoint's files; a sharded
+    checkpoint's adds "sharded": true and lists its shard files too."""
+    names = list(REQUIRED_FILES) if not sharded else [*SHARDED_REQUIRED[:3], *sorted(
+        p.relative_to(directory).as_posix() for p in (directory / SHARDED_DIR).rglob("*") if p.is_file())]
     files = {name: {"size": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
-             for name in REQUIRED_FILES}
-    atomic_write_text(directory / MANIFEST_FILE, json.dumps({"format": FORMAT_VERSION, "files": files}, indent=1))
+             for name in names}
+    head = {"format": FORMAT_VERSION, "sharded": True} if sharded else {"format": FORMAT_VERSION}
+    atomic_write_text(directory / MANIFEST_FILE, json.dumps({**head, "files": files}, indent=1))
+
+
+def is_sharded(path: Path) -> bool:
+    """A sharded checkpoint: it has the DCP folder `sharded/`."""
+    return (Path(path) / SHARDED_DIR).is_dir()
 
 
 def verify_checkpoint(path: str | Path, *, checksums: bool = True) -> CheckpointState:
@@ -143,27 +169,44 @@ def verify_checkpoint(path: str | Path, *, checksums: bool = True) -> Checkpoint
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path}: directory not found")
-    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    sharded = is_sharded(path)
+    required = SHARDED_REQUIRED if sharded else REQUIRED_FILES
+    missing = [f for f in required if not (path / f).is_file()]
     if missing:
         more = f" (and {', '.join(missing[1:])})" if missing[1:] else ""
         raise CheckpointError(f"checkpoint {path / missing[0]}: missing{more}")
     manifest = path / MANIFEST_FILE
     if manifest.is_file():
-        _verify_manifest(path, manifest, checksums)
+        _verify_manifest(path, manifest, checksums, sharded)
+    elif sharded:
+        raise CheckpointError(f"checkpoint {path}: missing {MANIFEST_FILE} (the checkpoint is incomplete or damaged)")
     state = read_state(path)
     if state.format >= 2 and not manifest.is_file():
         raise CheckpointError(f"checkpoint {path}: missing {MANIFEST_FILE} (the checkpoint is incomplete or damaged)")
-    for name in TENSOR_FILES:
+    for name in (RNG_FILE,) if sharded else TENSOR_FILES:
         check_safetensors_header(path / name)
     return state
 
 
-def _verify_manifest(path: Path, manifest: Path, checksums: bool) -> None:
+def _verify_manifest(path: Path, manifest: Path, checksums: bool, sharded: bool = False) -> None:
     try:
-        files = json.loads(manifest.read_text())["files"]
-        entries = {name: (int(files[name]["size"]), str(files[name]["sha256"])) for name in REQUIRED_FILES}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as err:
+        data = json.loads(manifest.read_text())
+        files = data["files"]
+        names = [n for n in files if n.startswith(SHARDED_DIR + "/")] + list(SHARDED_REQUIRED[:3]) if sharded \
+            else REQUIRED_FILES
+        entries = {name: (int(files[name]["size"]), str(files[name]["sha256"])) for name in names}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError) as err:
         raise CheckpointError(f"checkpoint {manifest}: unreadable manifest ({type(err).__name__}: {err})") from None
+    if sharded and (data.get("sharded") is not True or SHARDED_REQUIRED[3] not in files):
+        raise CheckpointError(f"checkpoint {manifest}: the checkpoint holds {SHARDED_DIR}/ but its manifest does "
+                              "not describe a sharded checkpoint")
+    if sharded:
+        on_disk = {p.relative_to(path).as_posix() for p in (path / SHARDED_DIR).rglob("*") if p.is_file()}
+        extra, gone = sorted(on_disk - entries.keys()), sorted(n for n in entries if not (path / n).is_file())
+        if gone:
+            raise CheckpointError(f"checkpoint {path / gone[0]}: missing (listed in {MANIFEST_FILE})")
+        if extra:
+            raise CheckpointError(f"checkpoint {path / extra[0]}: not listed in {MANIFEST_FILE}")
     for name, (size, digest) in entries.items():
         actual = (path / name).stat().st_size
         if actual != size:
@@ -274,9 +317,24 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.state["step"])
 
+    @property
+    def sharded(self) -> bool:
+        """Written by an FSDP run as DCP shards (train/sharded.py) rather than model/optimizer.safetensors."""
+        return is_sharded(self.path)
+
     def _load(self, name: str) -> dict[str, torch.Tensor]:
-        """The tensors of one file; CheckpointError naming the file (and tensor) when it is damaged or a
+        """The tensors of one file (of a sharded checkpoint: the model's or optimizer's, gathered whole on
+        this process); CheckpointError naming the file (and tensor) when it is damaged or a
         weight/optimizer tensor holds NaN/inf (save_checkpoint never writes one: the file was altered)."""
+        if self.sharded and name in (MODEL_FILE, OPTIM_FILE):
+            from wsdlab.train.sharded import MODEL_PREFIX, OPTIM_PREFIX, load_full
+
+            tensors = load_full(self.path / SHARDED_DIR, MODEL_PREFIX if name == MODEL_FILE else OPTIM_PREFIX)
+            try:
+                check_finite(tensors, f"checkpoint {self.path / SHARDED_DIR}")
+            except NonFiniteError as err:
+                raise CheckpointError(str(err).replace("; not writing it", "; refusing to load it")) from None
+            return tensors
         try:
             tensors = load_file(self.path / name)
         except FileNotFoundError:

@@ -44,7 +44,13 @@ from wsdlab.train import distributed as dist_utils
 from wsdlab.train import measures
 from wsdlab.train.accumulate import accumulate_gradients
 from wsdlab.train.batching import global_batch_size, micro_batches, rank_slice
-from wsdlab.train.checkpoint import Checkpoint, list_checkpoints, load_model_weights, open_checkpoint
+from wsdlab.train.checkpoint import (
+    SHARDED_DIR,
+    Checkpoint,
+    list_checkpoints,
+    load_model_weights,
+    open_checkpoint,
+)
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
 from wsdlab.train.evaluate import evaluate_metrics, to_device
@@ -58,6 +64,7 @@ from wsdlab.train.rng import restore_host_rng, restore_torch_rng, seed_everythin
 from wsdlab.train.runlock import run_lock
 from wsdlab.train.runstore import COMPLETE, RunDir
 from wsdlab.train.runwriter import Cadence, RunWriter, TrainState
+from wsdlab.train.sharded import load_sharded
 from wsdlab.train.validate import check_resumable, data_differs, validate_run_start
 
 # Peak dense bf16 FLOP/s per device name (no sparsity), for MFU; the first name contained in the device's wins.
@@ -150,21 +157,29 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
                          f"({data.vocab_size}); set model.vocab_size >= {data.vocab_size}")
     batch = global_batch_size(spec.train, data.tokens_per_item)
     seed_everything(spec.train.seed)
-    model = build_model(spec.model)
-    if source is not None:
-        load_model_weights(model, source.model_tensors(), source.path)
-    model = model.to(ctx.device)
-    set_activation_checkpointing(model, spec.train.activation_checkpointing)
-    wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp, bf16=computes_in_bf16(spec, ctx.device.type))
+    sharded = loads_sharded(source, spec, ctx)
+    if sharded:
+        model, wrapped = _build_sharded(spec, ctx)
+    else:
+        model = build_model(spec.model)
+        if source is not None:
+            load_model_weights(model, source.model_tensors(), source.path)
+        model = model.to(ctx.device)
+        set_activation_checkpointing(model, spec.train.activation_checkpointing)
+        wrapped = dist_utils.wrap_model(model, ctx, spec.train.fsdp, bf16=computes_in_bf16(spec, ctx.device.type))
     optimizer = build_optimizer(model, spec.optim, ctx.device)
-    if resume is not None:
+    if sharded:
+        keep_moments = resume is not None or not (spec.branch and spec.branch.reset_optimizer)
+        load_sharded(source.path / SHARDED_DIR, model, optimizer if keep_moments else None)
+    elif resume is not None:
         load_optimizer_tensors(optimizer, resume.optimizer_tensors(), resume.path / "optimizer.safetensors")
+    if resume is not None:
         restore_torch_rng(resume.rng_tensors())
         restore_host_rng(resume.state["rng"])
         s = resume.state
         state = TrainState(step=s["step"], start_step=s["start_step"], data_cursor=s["data_cursor"], tokens=s["tokens"])
     elif parent is not None:
-        state = _branch_state(parent, optimizer, spec)
+        state = _branch_state(parent, optimizer, spec, moments_loaded=sharded)
     else:
         state = TrainState(step=0, start_step=0, data_cursor=0, tokens=0)
     set_hyperparams(optimizer, spec.optim)
@@ -173,6 +188,45 @@ def _prepare(spec: RunSpec, out: Path, ctx: DistContext) -> Setup:
         raise ConfigError(f"train.steps ({spec.train.steps}) must exceed the starting step ({state.step})")
     return Setup(spec=spec, out=out, ctx=ctx, data=data, model=model, wrapped=wrapped, optimizer=optimizer,
                  state=state, fresh=resume is None, global_batch=batch, watch=FiniteWatch(ctx.device))
+
+
+def loads_sharded(source: Checkpoint | None, spec: RunSpec, ctx: DistContext) -> bool:
+    """An FSDP run resuming or branching from a sharded checkpoint: each rank reads only its shards
+    (`_build_sharded`, `load_sharded`). Otherwise weights and moments are loaded whole, then sharded.
+
+    A sharded branch builds its model on the meta device, so unlike a whole load it draws no random
+    initial weights: the torch RNG state it stores in its checkpoints differs (training draws nothing
+    from it; the weights, moments and data order are the same)."""
+    return source is not None and source.sharded and spec.train.fsdp and ctx.distributed
+
+
+def _build_sharded(spec: RunSpec, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
+    """(model, wrapped) of an FSDP run resuming a sharded checkpoint, sharded from the start: built on the
+    meta device (no weights in memory), wrapped by FSDP2, then each rank allocates only its shards, which
+    `load_sharded` fills. Buffers no state dict holds (RoPE tables) are computed on CPU, as a fresh build
+    computes them before moving the model, and copied in, so they match bit for bit."""
+    with torch.device("meta"):
+        model = build_model(spec.model)
+    buffers = _cpu_buffers(model)
+    set_activation_checkpointing(model, spec.train.activation_checkpointing)
+    wrapped = dist_utils.wrap_model(model, ctx, True, bf16=computes_in_bf16(spec, ctx.device.type))
+    model.to_empty(device=ctx.device)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return model, wrapped
+
+
+def _cpu_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers of a meta-device model computed on CPU: its buffers are re-made on CPU and its
+    `init_weights` (if any) rerun; the parameters stay on the meta device (nothing is allocated for them)."""
+    for module in model.modules():
+        for key, b in module._buffers.items():
+            if b is not None:
+                module._buffers[key] = torch.zeros_like(b, device="cpu")
+    if hasattr(model, "init_weights"):
+        model.init_weights()
+    return {name: b.clone() for name, b in model.named_buffers()}
 
 
 def latest_intact_checkpoint(out: Path, *, warn: bool = True) -> Checkpoint | None:
@@ -228,10 +282,12 @@ class FiniteWatch:
                                  "before writing that step")
 
 
-def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: RunSpec) -> TrainState:
-    """A branch continues the parent's step with its optimizer moments (unless reset); the data
-    cursor continues unless the branch reads other data (then it starts its own order at 0)."""
-    if not (spec.branch and spec.branch.reset_optimizer):
+def _branch_state(parent: Checkpoint, optimizer: torch.optim.Optimizer, spec: RunSpec, *,
+                  moments_loaded: bool = False) -> TrainState:
+    """A branch continues the parent's step with its optimizer moments (unless reset; `moments_loaded`:
+    already loaded from the parent's shards); the data cursor continues unless the branch reads other
+    data (then it starts its own order at 0)."""
+    if not (spec.branch and spec.branch.reset_optimizer) and not moments_loaded:
         load_optimizer_tensors(optimizer, parent.optimizer_tensors(), parent.path / "optimizer.safetensors")
     s = parent.state
     cursor = 0 if data_differs(parent.spec.data, spec.data) else s["data_cursor"]

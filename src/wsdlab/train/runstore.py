@@ -15,6 +15,7 @@ from wsdlab.models import build_model
 from wsdlab.train.checkpoint import (
     MODEL_FILE,
     checkpoint_dir,
+    is_sharded,
     list_checkpoints,
     load_model_weights,
     open_checkpoint,
@@ -84,8 +85,18 @@ class RunDir:
         return found[step]
 
     def weights(self, step: int) -> Path:
-        """The weights file (safetensors) of the checkpoint of `step` (FileNotFoundError when there is none)."""
-        return self.checkpoint(step) / MODEL_FILE
+        """The weights file (safetensors) of the checkpoint of `step` (FileNotFoundError when there is none,
+        or when the checkpoint is sharded: read it with `checkpoint_weights`)."""
+        path = self.checkpoint(step)
+        if is_sharded(path):
+            raise FileNotFoundError(f"checkpoint {path} is sharded (an FSDP run) and has no {MODEL_FILE}; "
+                                    f"read its weights with RunDir.checkpoint_weights({step})")
+        return path / MODEL_FILE
+
+    def checkpoint_weights(self, step: int) -> dict[str, torch.Tensor]:
+        """The weights of the checkpoint of `step`, whole on this process, from a single file or from shards
+        (the checkpoint is verified first)."""
+        return open_checkpoint(self.checkpoint(step)).model_tensors()
 
     def parent_checkpoint(self) -> Path | None:
         """The checkpoint this run started from (its spec's `init_from`), None for a run from scratch.

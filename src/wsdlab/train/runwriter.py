@@ -1,6 +1,7 @@
 """Writing a run directory during training: metrics rows, batch indices, snapshots, checkpoints, COMPLETE.
 
-Only rank 0 writes; gathering the weights of a sharded model is a collective every rank joins.
+Only rank 0 writes, except the checkpoints of an FSDP run: every rank writes its own shards
+(train/sharded.py). Gathering a sharded model's weights (snapshots) is a collective every rank joins.
 On resume the files are cut back to the checkpoint's step, so a resumed run's files equal an
 uninterrupted run's.
 """
@@ -23,7 +24,7 @@ from torch import nn
 
 from wsdlab.common.io import atomic_write_bytes, atomic_write_text
 from wsdlab.train import distributed as dist_utils
-from wsdlab.train.checkpoint import cpu_tensors, list_checkpoints, save_checkpoint
+from wsdlab.train.checkpoint import cpu_tensors, list_checkpoints, save_checkpoint, write_sharded_rest
 from wsdlab.train.config import RunSpec
 from wsdlab.train.distributed import DistContext
 from wsdlab.train.layout import (
@@ -35,6 +36,7 @@ from wsdlab.train.layout import (
 from wsdlab.train.metrics import JsonlFile, MetricsSink, flat_metrics
 from wsdlab.train.optim import hyperparams, optimizer_tensors
 from wsdlab.train.rng import host_rng_json, torch_rng_tensors
+from wsdlab.train.sharded import save_sharded
 from wsdlab.train.runstore import BATCHES, COMPLETE, METRICS, SPEC, RunDir
 from wsdlab.train.spec_io import dump_spec
 
@@ -119,7 +121,15 @@ class RunWriter:
             path = snapshot_file(self.out, self.state.step)
             atomic_write_bytes(path, save(cpu_tensors(weights)))
 
+    @property
+    def sharded(self) -> bool:
+        """Checkpoints are DCP shards written by every rank (FSDP runs), not whole files from rank 0."""
+        return self.spec.train.fsdp and self.ctx.distributed
+
     def checkpoint(self) -> None:
+        if self.sharded:
+            self._sharded_checkpoint()
+            return
         weights, optim = self._weights(), optimizer_tensors(self.optimizer)
         if not self.active:
             return
@@ -128,6 +138,16 @@ class RunWriter:
         state = {**self.state.as_json(), "optimizer": hyperparams(self.optimizer), "rng": host_rng_json()}
         save_checkpoint(checkpoint_dir(self.out, self.state.step), model_state=weights, optim_state=optim,
                         rng_state=torch_rng_tensors(), state=state, spec=self.spec)
+
+    def _sharded_checkpoint(self) -> None:
+        """Every rank saves its shards; rank 0 writes batches, rng, state.json, spec and manifest."""
+        if self.active:
+            self.metrics.flush()
+            self._write_batches()
+        state = {**self.state.as_json(), "optimizer": hyperparams(self.optimizer), "rng": host_rng_json()}
+        rng = torch_rng_tensors()
+        save_sharded(checkpoint_dir(self.out, self.state.step), self.model, self.optimizer, self.ctx,
+                     lambda tmp: write_sharded_rest(tmp, rng_state=rng, state=state, spec=self.spec))
 
     def prune(self, keep: Callable[[int], bool]) -> None:
         """Delete each checkpoint older than the current step that `keep` rejects and that is not step 0:
