@@ -18,6 +18,7 @@ from wsdlab.common.errors import ConfigError
 from wsdlab.models import build_model
 from wsdlab.schedules import cooldown_steps, pretrain_steps
 from wsdlab.train import RunDir
+from wsdlab.train.checkpoint import is_sharded
 
 if TYPE_CHECKING:
     from wsdlab.data import DataBundle
@@ -53,6 +54,8 @@ def weights_at(run: RunDir, step: int | None, model: nn.Module) -> Weights:
     if step in run.snapshot_steps():
         return select_parameters(model, run.load_snapshot(step), str(run.snapshot(step)))
     if step in run.checkpoint_steps():
+        if is_sharded(run.checkpoint(step)):  # an FSDP run: its shards, gathered on this process
+            return select_parameters(model, run.checkpoint_weights(step), str(run.checkpoint(step)))
         path = run.weights(step)
         return select_parameters(model, load_file(path), str(path))
     raise FileNotFoundError(f"run {run.path} has no snapshot or checkpoint at step {step} "
