@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from wsdlab.analysis import read_table, unit_names
@@ -244,11 +244,21 @@ def test_landscape_grid_and_json(run_dir: Path, tmp_path: Path):
 def test_trajectory_json(run_dir: Path, tmp_path: Path):
     out = invoke("trajectory", str(run_dir), "--batches", "1", "--batch-size", "4", "--out", str(tmp_path), "--json")
     assert set(out["pc1_share"]) == {"S", "D", "S'", "D'"}
-    assert all(0 < v <= 1 for v in out["pc1_share"].values())
     assert set(out["hv_norm"]) == {"v_s", "v_d"} and all(v > 0 for v in out["hv_norm"].values())
     rows = read_table(tmp_path / "trajectory.csv")
     path = [r for r in rows if r["kind"] == "path"]
     assert [r["step"] for r in path] == list(range(0, STEPS + 1, 2))
+    # each set's PC1 share recomputed from the snapshots: numpy's SVD of the centred, flattened iterates
+    model = build_model(_spec().model)
+    names = [name for name, _ in model.named_parameters()]
+    for row in (r for r in rows if r["kind"] == "pca"):
+        steps = [s for s in range(0, STEPS + 1, 2) if row["first_step"] <= s <= row["last_step"]]
+        assert len(steps) == row["num_iterates"]
+        flat = np.stack([np.concatenate([load_file(str(run_dir / "snapshots" / f"{s}.safetensors"))[n].double().numpy()
+                                         .ravel() for n in names]) for s in steps])
+        sigma = np.linalg.svd(flat - flat.mean(axis=0), compute_uv=False)
+        assert row["pc1_share"] == pytest.approx(sigma[0] ** 2 / (sigma ** 2).sum(), rel=1e-4)
+        assert out["pc1_share"][row["set"]] == pytest.approx(row["pc1_share"], rel=1e-9)
 
 
 def test_probes_json(run_dir: Path, tmp_path: Path):
