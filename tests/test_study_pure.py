@@ -248,3 +248,15 @@ def test_a_stored_study_plans_the_same_runs(name: str) -> None:
     study = load_study(builtin_study_path(name))
     again = parse_study(yaml.safe_load(dump_study(study)))
     assert [(r.key, r.spec) for r in expand_plan(again)] == [(r.key, r.spec) for r in expand_plan(study)]
+
+
+def test_plan_rows_carry_a_stages_ranks(tmp_path: Path) -> None:
+    """`study plan` sizes memory per GPU with a stage's `resources.gpus_per_run` (wso-1b: 8 ranks per run)."""
+    from wsdlab.study.runner import plan_costs
+    from wsdlab.study.spec import builtin_study_path, load_study
+
+    rows = plan_costs(load_study(builtin_study_path("wso-1b")), tmp_path / "w")
+    assert {r["gpus"] for r in rows} == {8}
+    rows = plan_costs(parse_study(shorthand()), tmp_path / "s")
+    assert {r["gpus"] for r in rows} == {None}  # no resources set: --gpus decides
+    assert files_under(tmp_path) == []
