@@ -1,8 +1,10 @@
 """Studies: a YAML spec expanded into runs (a base and its cooldown branches), trained by an executor
 (in-process, local worker processes, Slurm), then analysis tables and a report. See `wsdlab study run`.
 
-spec.py: the StudySpec models and YAML loading; plan.py: spec -> planned runs; resolve.py: planned
-runs -> RunSpecs, hashes and folders; executors.py / worker.py: who trains a run (resources.py: its ranks;
+spec.py: the StudySpec models and YAML loading (sections.py: the cooldown shorthand's sections, expanded by
+cooldown.py; stages.py: stages and their typed points); plan.py: spec -> every run's RunSpec, pure and checked
+(jobs.py: what a run does); identity.py: a run's folder hash; resolve.py: planned runs -> folders, and when a
+branch may start; preflight.py: every input exists before training; executors.py / worker.py: who trains a run (resources.py: its ranks;
 launch.py: torchrun for a run of several ranks; slurm_task.py: one Slurm task); runner.py: the
 loop (skip complete, resume partial, dependency order); analyses.py: runs -> tables; progress.py: display.
 """
