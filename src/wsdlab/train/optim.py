@@ -6,6 +6,8 @@ step-k checkpoint plus a new pure schedule, with no scheduler state to reconcile
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -75,9 +77,9 @@ def hyperparams(opt: torch.optim.Optimizer) -> list[dict]:
     return [{k: (list(g[k]) if k == "betas" else g[k]) for k in keys if k in g} for g in opt.param_groups]
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str] | None = None) -> dict[str, torch.Tensor]:
-    """AdamW state as `{"<param name>/<step|exp_avg|exp_avg_sq>": tensor}` (contiguous CPU copies)."""
-    out: dict[str, torch.Tensor] = {}
+def state_items(opt: torch.optim.Optimizer) -> Iterator[tuple[str, torch.Tensor]]:
+    """(`<param name>/<step|exp_avg|exp_avg_sq>`, tensor as held) of every parameter with AdamW state, the
+    scalar step as a tensor; parameters without state (no step taken yet) are left out."""
     for group in opt.param_groups:
         for name, p in zip(group["names"], group["params"]):
             state = opt.state.get(p)
@@ -85,9 +87,12 @@ def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str] | None =
                 continue
             for key in STATE_KEYS:
                 t = state[key]
-                t = t if isinstance(t, torch.Tensor) else torch.tensor(float(t))
-                out[f"{name}/{key}"] = _full(t).detach().to("cpu", copy=True).contiguous()
-    return out
+                yield f"{name}/{key}", t if isinstance(t, torch.Tensor) else torch.tensor(float(t))
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str] | None = None) -> dict[str, torch.Tensor]:
+    """AdamW state as `{"<param name>/<step|exp_avg|exp_avg_sq>": tensor}` (contiguous CPU copies)."""
+    return {key: _full(t).detach().to("cpu", copy=True).contiguous() for key, t in state_items(opt)}
 
 
 def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],

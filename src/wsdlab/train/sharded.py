@@ -39,11 +39,11 @@ from wsdlab.common.errors import CheckpointError, NonFiniteError
 from wsdlab.common.io import atomic_directory
 from wsdlab.train.checkpoint import is_disk_full
 from wsdlab.train.distributed import DistContext, any_rank
+from wsdlab.train.optim import STATE_KEYS, state_items
 
 SHARDED_DIR = "sharded"
 DCP_METADATA = ".metadata"
 MODEL_PREFIX, OPTIM_PREFIX = "model/", "optim/"
-STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
 _SHARDED = StateDictOptions(full_state_dict=False)
 
 
@@ -55,16 +55,7 @@ def model_shards(model: nn.Module) -> dict[str, torch.Tensor]:
 def optimizer_shards(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """`{"optim/<name>/<key>": tensor}`: the AdamW state of each parameter that has one, as held (DTensor
     moments, the scalar step); parameters without state are left out, as `optim.optimizer_tensors` does."""
-    out: dict[str, torch.Tensor] = {}
-    for group in opt.param_groups:
-        for name, p in zip(group["names"], group["params"]):
-            state = opt.state.get(p)
-            if not state:
-                continue
-            for key in STATE_KEYS:
-                t = state[key]
-                out[f"{OPTIM_PREFIX}{name}/{key}"] = t if isinstance(t, torch.Tensor) else torch.tensor(float(t))
-    return out
+    return {OPTIM_PREFIX + key: t for key, t in state_items(opt)}
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
