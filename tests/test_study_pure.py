@@ -146,6 +146,8 @@ def test_branch_seed_survives_a_data_order_patch() -> None:
     ({"cd": {"from": "base", "grid": {"optim.lrr": [0.1, 0.2]}, "branch": {"steps": 2}}}, {},
      "optim has no field 'lrr'"),
     ({"cd": {"from": "base", "grid": {"branch.stepz": [1, 2]}}}, {}, "BranchConfig has no field 'stepz'"),
+    ({"cd": {"from": "base", "at": {"step": 9}, "branch": {"steps": 2}}}, {},
+     "run 'cd' of study 'g': checkpoint selector step=9 picks step 9, outside the parent run 'g-base'"),
 ])
 def test_bad_studies_fail_when_planned(tmp_path: Path, stages: dict, extra: dict, message: str) -> None:
     calls = FakeTrain()

@@ -111,19 +111,32 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
     stage_runs = expand_stages(stages)
     selectors = {r.key: branch_selector(stages[r.stage], r.point) for r in stage_runs if r.parent is not None}
     keeps: dict[str, list[CheckpointSelector]] = {r.key: list(stages[r.stage].keep) for r in stage_runs}
+    asked_by: dict[tuple[str, str], str] = {}  # (parent, selector described) -> the first branch that asked
     for r in stage_runs:
         at = selectors.get(r.key)
         if at is not None and not at.final and at not in keeps[r.parent]:
             keeps[r.parent].append(at)
+            asked_by[(r.parent, at.describe())] = r.key
     runs: dict[str, PlannedRun] = {}
     for r in stage_runs:
         try:
             runs[r.key] = _planned(study, stages[r.stage], r, tuple(keeps[r.key]), runs, selectors.get(r.key))
         except (WsdlabError, ValueError) as err:
-            raise ConfigError(f"run '{r.key}' of study '{study.name}': {err}") from None
+            raise ConfigError(f"run '{_culprit(r.key, keeps[r.key], asked_by, err)}' of study '{study.name}': "
+                              f"{err}") from None
     plan = Plan(study, tuple(runs.values()), stages)
     check_plan(plan)
     return plan
+
+
+def _culprit(key: str, keep: list[CheckpointSelector], asked_by: Mapping[tuple[str, str], str],
+             err: Exception) -> str:
+    """The run to blame for `err` raised while planning `key`: the branch whose selector picks a step
+    outside `key` (found by the selector's description in the message), else `key` itself."""
+    for sel in keep:
+        if (key, sel.describe()) in asked_by and f"selector {sel.describe()} " in str(err):
+            return asked_by[(key, sel.describe())]
+    return key
 
 
 def count_runs(stages: Mapping[str, Stage]) -> int:
