@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from wsdlab.common.errors import ConfigError
 from wsdlab.train.config import RunSpec
 from wsdlab.train.memory import MemoryEstimate, estimate_memory
+
+if TYPE_CHECKING:
+    from wsdlab.study.plan import Plan
 
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets (SXM parts where there are two).
 DEVICE_PEAK_FLOPS: dict[str, float] = {
@@ -59,6 +63,20 @@ def run_cost(spec: RunSpec, start_step: int = 0) -> RunCost:
     steps = max(0, spec.train.steps - start_step)
     tokens = steps * global_batch_size(spec.train, per_item) * per_item
     return RunCost(steps, tokens, float(tokens) * flops_per_token(spec.model))
+
+
+def tokens_read(plan: Plan, key: str, step: int | None = None) -> int:
+    """Tokens (images) run `key` has read by `step` (None: its last step), counted from step 0 through its
+    lineage: its parent's steps up to the branch point at the parent's batch (a batch-scaled or fine-tuning
+    branch reads another batch than its parent), then its own at its own batch."""
+    run = plan[key]
+    spec = run.spec
+    step = spec.train.steps if step is None else step
+    per_step = run_cost(spec, spec.train.steps - 1).tokens
+    start = run.step or 0
+    if run.parent is None or start == 0:
+        return step * per_step
+    return tokens_read(plan, run.parent, start) + (step - start) * per_step
 
 
 def own_flops(specs: Mapping[str, RunSpec]) -> dict[str, float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from wsdlab.study.jobs import get_job
 from wsdlab.study.plan import Plan, PlannedRun
 from wsdlab.train.checkpoint import checkpoint_dir
 from wsdlab.train.config import RunSpec
-
-from wsdlab.train.layout import RUNS_DIR  # noqa: E402 - the one name of a study's runs folder
+from wsdlab.train.layout import RUNS_DIR
 
 
 @dataclass(frozen=True)
@@ -114,29 +112,15 @@ def relative(path: Path, start: Path) -> str:
         return str(path)
 
 
-def tokens_at(resolved: ResolvedRun, step: int, by_key: Mapping[str, ResolvedRun]) -> int:
-    """Tokens (images) a run has read by `step`: its parent's up to the branch point, each at the parent's
-    batch (a batch-scaled or fine-tuning branch reads another batch than its parent), then its own steps.
-    A branch whose parent is not in `by_key` counts every step at its own batch."""
-    from wsdlab.study.compute import run_cost
-
-    spec = resolved.spec
-    per_step = run_cost(spec, spec.train.steps - 1).tokens
-    start = resolved.start_step
-    parent = by_key.get(resolved.run.parent) if resolved.run.parent is not None else None
-    if parent is None or start == 0:
-        return step * per_step
-    return tokens_at(parent, start, by_key) + (step - start) * per_step
-
-
-def describe(resolved: ResolvedRun, by_key: Mapping[str, ResolvedRun] | None = None) -> dict[str, Any]:
+def describe(resolved: ResolvedRun, plan: Plan) -> dict[str, Any]:
     """A flat row about a resolved run (runs.csv, status tables): key, stage, labels, hash, folder, steps,
-    and its scale (model arch, parameters, tokens of all its steps from step 0, its parents' included when
-    `by_key` holds them) for the claims' scale line."""
+    and its scale (model arch, parameters, tokens of all its steps from step 0, its parents' included) for
+    the claims' scale line."""
     from wsdlab.models import num_parameters
+    from wsdlab.study.compute import tokens_read
 
     spec = resolved.spec
     return {"key": resolved.key, "stage": resolved.run.stage, **resolved.run.labels,
             "hash": resolved.hash, "dir": resolved.path.name, "steps": spec.train.steps,
             "arch": spec.model.arch, "params": num_parameters(spec.model),
-            "tokens": tokens_at(resolved, spec.train.steps, by_key or {})}
+            "tokens": tokens_read(plan, resolved.key)}

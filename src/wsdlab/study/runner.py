@@ -238,13 +238,12 @@ def plan_status(plan: Plan, resolver: Resolver) -> dict[str, RunStatus]:
     return out
 
 
-def write_runs_index(statuses: dict[str, RunStatus], study_dir: Path) -> Path:
-    """STUDY/tables/runs.csv: one row per planned run (key, stage, labels, hash, folder, state)."""
+def write_runs_index(plan: Plan, statuses: dict[str, RunStatus], study_dir: Path) -> Path:
+    """STUDY/tables/runs.csv: one row per planned run (key, stage, labels, hash, folder, scale, state)."""
     rows: list[dict[str, Any]] = []
-    by_key = {key: status.resolved for key, status in statuses.items() if status.resolved is not None}
     for status in statuses.values():
         if status.resolved is not None:
-            row = describe(status.resolved, by_key)
+            row = describe(status.resolved, plan)
         else:
             row = {"key": status.key, "stage": status.stage}
         rows.append({**row, "state": status.state})
@@ -283,7 +282,7 @@ def run_study(study: StudySpec, study_dir: str | Path, *, executor: Executor | N
         overlap = tables.poll if (tables is not None and executor.trains_elsewhere) else None
         with prog:  # the live display while runs train
             statuses = train_runs(plan, resolver, executor, prog, on_complete=overlap)
-        write_runs_index(statuses, study_dir)
+        write_runs_index(plan, statuses, study_dir)
         failed = [s for s in statuses.values() if s.state in ("failed", "blocked")]
         if failed:
             if tables is not None:
@@ -315,7 +314,7 @@ def refresh_runs_index(study_dir: Path) -> None:
             return
     try:
         study, plan = load_study_dir(study_dir)
-        write_runs_index(plan_status(plan, Resolver(plan, Path(study_dir))), Path(study_dir))
+        write_runs_index(plan, plan_status(plan, Resolver(plan, Path(study_dir))), Path(study_dir))
     except (WsdlabError, OSError, ValueError):
         return  # the claims then say the scale is not recorded
 
@@ -347,7 +346,7 @@ def redo_report(study_dir: str | Path, progress: StudyProgress | None = None) ->
         raise ConfigError(f"study {study_dir} has {len(missing)} incomplete run(s) ({', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}); finish it with `wsdlab study run` first")
     with study_lock(study_dir):
-        write_runs_index(statuses, study_dir)
+        write_runs_index(plan, statuses, study_dir)
         compute_tables(plan, resolver, study_dir, progress, force=True, parallel=analysis_parallelism())
         summary = write_claims_summary(study_dir)
         if progress is not None:
