@@ -14,7 +14,7 @@ so there is one code path for every study.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,33 +110,32 @@ def expand_plan(study: StudySpec, num_train: int | None = None) -> Plan:
                           "shrink its grids")
     stage_runs = expand_stages(stages)
     selectors = {r.key: branch_selector(stages[r.stage], r.point) for r in stage_runs if r.parent is not None}
-    keeps: dict[str, list[CheckpointSelector]] = {r.key: list(stages[r.stage].keep) for r in stage_runs}
-    asked_by: dict[tuple[str, str], str] = {}  # (parent, selector described) -> the first branch that asked
+    # each run's extra checkpoints, with the run that needs each (its own stage's keep, or a branch from it)
+    keeps: dict[str, list[tuple[CheckpointSelector, str]]] = {
+        r.key: [(sel, r.key) for sel in stages[r.stage].keep] for r in stage_runs}
     for r in stage_runs:
         at = selectors.get(r.key)
-        if at is not None and not at.final and at not in keeps[r.parent]:
-            keeps[r.parent].append(at)
-            asked_by[(r.parent, at.describe())] = r.key
+        if at is not None and not at.final and all(at != sel for sel, _ in keeps[r.parent]):
+            keeps[r.parent].append((at, r.key))
     runs: dict[str, PlannedRun] = {}
     for r in stage_runs:
         try:
-            runs[r.key] = _planned(study, stages[r.stage], r, tuple(keeps[r.key]), runs, selectors.get(r.key))
+            runs[r.key] = _planned(study, stages[r.stage], r, keeps[r.key], runs, selectors.get(r.key))
+        except _NeededBy as err:  # a branch's selector picks a step outside its parent: blame the branch
+            raise ConfigError(f"run '{err.key}' of study '{study.name}': {err.error}") from None
         except (WsdlabError, ValueError) as err:
-            raise ConfigError(f"run '{_culprit(r.key, keeps[r.key], asked_by, err)}' of study '{study.name}': "
-                              f"{err}") from None
+            raise ConfigError(f"run '{r.key}' of study '{study.name}': {err}") from None
     plan = Plan(study, tuple(runs.values()), stages)
     check_plan(plan)
     return plan
 
 
-def _culprit(key: str, keep: list[CheckpointSelector], asked_by: Mapping[tuple[str, str], str],
-             err: Exception) -> str:
-    """The run to blame for `err` raised while planning `key`: the branch whose selector picks a step
-    outside `key` (found by the selector's description in the message), else `key` itself."""
-    for sel in keep:
-        if (key, sel.describe()) in asked_by and f"selector {sel.describe()} " in str(err):
-            return asked_by[(key, sel.describe())]
-    return key
+class _NeededBy(Exception):
+    """A checkpoint selector failed on the run it applies to; `key` is the run that asked for it."""
+
+    def __init__(self, key: str, error: ConfigError) -> None:
+        super().__init__(key, error)
+        self.key, self.error = key, error
 
 
 def count_runs(stages: Mapping[str, Stage]) -> int:
@@ -190,9 +189,16 @@ def branch_config(stage_name: str, stage: Stage, point: RunPoint) -> BranchConfi
                           f"{describe_validation_error(err, f'stages.{stage_name}.branch.')}") from None
 
 
-def with_kept_checkpoints(spec: RunSpec, keep: tuple[CheckpointSelector, ...]) -> RunSpec:
-    """`spec` with `train.checkpoint_steps` holding every step the selectors in `keep` pick."""
-    steps = {selector_step(sel, spec) for sel in keep} - {spec.train.steps}
+def with_kept_checkpoints(spec: RunSpec, keep: Sequence[tuple[CheckpointSelector, str]]) -> RunSpec:
+    """`spec` with `train.checkpoint_steps` holding every step the selectors in `keep` pick (each with the
+    run that needs it, named when its selector picks a step outside `spec`)."""
+    steps: set[int] = set()
+    for sel, needed_by in keep:
+        try:
+            steps.add(selector_step(sel, spec))
+        except ConfigError as err:
+            raise _NeededBy(needed_by, err) from None
+    steps -= {spec.train.steps}
     start = spec.branch.parent_step if spec.branch is not None and spec.branch.parent_step else 0
     extra = sorted(s for s in steps if s > start and s not in spec.train.checkpoint_steps)
     if not extra:
@@ -201,17 +207,18 @@ def with_kept_checkpoints(spec: RunSpec, keep: tuple[CheckpointSelector, ...]) -
     return spec.model_copy(update={"train": train})
 
 
-def _planned(study: StudySpec, stage: Stage, run: StageRun, keep: tuple[CheckpointSelector, ...],
+def _planned(study: StudySpec, stage: Stage, run: StageRun, needs: list[tuple[CheckpointSelector, str]],
              planned: Mapping[str, PlannedRun], at: CheckpointSelector | None) -> PlannedRun:
+    keep = tuple(sel for sel, _ in needs)
     if run.parent is None:
         extra = run.point.overrides
         spec = template_spec(f"{study.name}-{run.key}", stage.preset, stage.spec, stage.overrides,
                              f"stages.{run.stage}", extra)
-        return PlannedRun(run.key, run.stage, dict(run.labels), with_kept_checkpoints(spec, keep), stage.job, keep=keep)
+        return PlannedRun(run.key, run.stage, dict(run.labels), with_kept_checkpoints(spec, needs), stage.job, keep=keep)
     assert at is not None
     parent = planned[run.parent].spec
     step = selector_step(at, parent)
     branch = branch_config(run.stage, stage, run.point)
-    spec = with_kept_checkpoints(branch_spec(parent, step, branch), keep)
+    spec = with_kept_checkpoints(branch_spec(parent, step, branch), needs)
     return PlannedRun(run.key, run.stage, dict(run.labels), spec, stage.job, parent=run.parent, at=at, step=step,
                       branch=branch, keep=keep)
