@@ -163,13 +163,13 @@ class RunPoint(StrictModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def parse(cls, entries: Mapping[str, Any], axes: Collection[str] = (), where: str = "runs") -> "RunPoint":
-        """The typed point of YAML entries (dotted key -> value); `axes` are the entries that are grid/zip
-        axes (they label the run). ValueError names `where` and the key at fault."""
+    def parse(cls, entries: Mapping[str, Any], axes: Collection[str] = ()) -> "RunPoint":
+        """The typed point of YAML entries (dotted key -> value) whose keys were checked (`check_point_key`:
+        explicit runs in `Stage._parse_runs`, grid/zip axes in `Stage._check_keys`, once each); `axes` are
+        the entries that are grid/zip axes (they label the run)."""
         out: dict[str, Any] = {"labels": {}, "branch": {}, "at": {}, "overrides": {}}
         label_only = []
         for key, value in entries.items():
-            check_point_key(key, f"{where}.{key}")
             head, _, rest = key.partition(".")
             if key == "key":
                 out["key"] = str(value)
@@ -264,10 +264,17 @@ class Stage(StrictModel):
     @field_validator("runs", mode="before")
     @classmethod
     def _parse_runs(cls, runs: Any) -> Any:
-        """YAML's explicit runs (dotted keys) become typed points here, once."""
+        """YAML's explicit runs (dotted keys) are checked and become typed points here, once."""
         if not isinstance(runs, list):
             return runs
-        return [RunPoint.parse(r, where=f"runs.{i}") if isinstance(r, Mapping) else r for i, r in enumerate(runs)]
+        points = []
+        for i, run in enumerate(runs):
+            if isinstance(run, Mapping):
+                for key in run:
+                    check_point_key(key, f"runs.{i}.{key}")
+                run = RunPoint.parse(run)
+            points.append(run)
+        return points
 
     @model_validator(mode="after")
     def _check(self) -> "Stage":
@@ -323,7 +330,7 @@ class Stage(StrictModel):
         zipped = [list(zip(self.zip, col)) for col in zip(*self.zip.values())] if self.zip else [[]]
         axes = set(self.axes())
         try:
-            combos = [RunPoint.parse(dict([*combo, *z]), axes, "grid") for combo in itertools.product(*grid_axes)
+            combos = [RunPoint.parse(dict([*combo, *z]), axes) for combo in itertools.product(*grid_axes)
                       for z in zipped]
         except ValueError as err:
             raise ConfigError(str(err)) from None
