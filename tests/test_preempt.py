@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+
+from run_logs import last_step, rows, wait_past
 
 from wsdlab.train import MetricsSink, RunSpec, run_preset, train
 from wsdlab.train.checkpoint import list_checkpoints
@@ -113,20 +114,6 @@ def _cmd(spec: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "wsdlab", "train", "--config", str(spec), "--out", str(out)]
 
 
-def _last_step(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    try:
-        return json.loads(lines[-1])["step"] if lines else -1
-    except json.JSONDecodeError:
-        return -1
-
-
-def _rows(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
-
-
 def test_sigusr1_checkpoints_exits_75_and_the_rerun_is_bit_identical(tmp_path: Path) -> None:
     # eval every step (8 val batches) only slows the steps down so the signal lands mid-run
     spec_path = tmp_path / "spec.yaml"
@@ -140,11 +127,7 @@ def test_sigusr1_checkpoints_exits_75_and_the_rerun_is_bit_identical(tmp_path: P
     proc = subprocess.Popen(_cmd(spec_path, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 240
-        while _last_step(out) < 3:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the run did not get past step 3"
-            time.sleep(0.01)
+        wait_past(proc, out, 3)
         os.kill(proc.pid, signal.SIGUSR1)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -156,14 +139,14 @@ def test_sigusr1_checkpoints_exits_75_and_the_rerun_is_bit_identical(tmp_path: P
     stop = int(line.removeprefix("preempted at step ").split(":")[0])
     assert 3 <= stop < 60
     assert sorted(list_checkpoints(out)) == sorted({0, stop} | {s for s in (20, 40) if s < stop})
-    assert _last_step(out) == stop and not (out / "COMPLETE").exists()
+    assert last_step(out) == stop and not (out / "COMPLETE").exists()
 
     rerun = subprocess.run(_cmd(spec_path, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     final, expected = load_file(out / "checkpoints/60/model.safetensors"), load_file(reference / "checkpoints/60/model.safetensors")
     assert final.keys() == expected.keys()
     assert all(final[k].equal(expected[k]) for k in expected)  # bit for bit
-    assert _rows(out) == _rows(reference)
+    assert rows(out) == rows(reference)
     assert sorted(list_checkpoints(out)) == [0, 20, 40, 60]  # the stop's checkpoint went once 20/40/60 was written
 
 
@@ -217,11 +200,7 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_checkpoint(tmp_path: Path) 
     proc = subprocess.Popen(_torchrun(spec_path, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 240
-        while _last_step(out) < 3:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the run did not get past step 3"
-            time.sleep(0.01)
+        wait_past(proc, out, 3)
         workers = _children(proc.pid)
         assert len(workers) == 2
         os.kill(workers[1], signal.SIGUSR1)
@@ -232,10 +211,10 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_checkpoint(tmp_path: Path) 
     lines = [line for line in stderr.splitlines() if line.startswith("preempted at step ")]
     assert len(lines) == 2 and lines[0] == lines[1], stderr[-3000:]  # both ranks, the same step
     stop = int(lines[0].removeprefix("preempted at step ").split(":")[0])
-    assert stop in list_checkpoints(out) and _last_step(out) == stop and not (out / "COMPLETE").exists()
+    assert stop in list_checkpoints(out) and last_step(out) == stop and not (out / "COMPLETE").exists()
 
     rerun = subprocess.run(_torchrun(spec_path, out), env=_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     final, expected = load_file(out / "checkpoints/40/model.safetensors"), load_file(reference / "checkpoints/40/model.safetensors")
     assert all(final[k].equal(expected[k]) for k in expected)  # bit for bit
-    assert _rows(out) == _rows(reference)
+    assert rows(out) == rows(reference)

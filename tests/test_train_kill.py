@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from run_logs import last_step, rows
 
 from wsdlab.train import RunSpec, run_preset
 from wsdlab.train.spec_io import write_spec
@@ -38,20 +39,6 @@ def _run(script: Path, spec: Path, out: Path, delay: float) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _rows(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
-
-
-def _last_step(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    try:
-        return json.loads(lines[-1])["step"] if lines else -1
-    except json.JSONDecodeError:
-        return -1
-
-
 def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     data = run_preset("micro").model_dump()
     data["train"].update(steps=24, checkpoint_every=6, eval_every=6, snapshot_every=None, progress=False)
@@ -69,7 +56,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 240
         # kill a few steps past checkpoint 6: the rows beyond it must be dropped on resume
-        while not ((killed / "checkpoints" / "6").is_dir() and _last_step(killed) >= 8):
+        while not ((killed / "checkpoints" / "6").is_dir() and last_step(killed) >= 8):
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             assert time.monotonic() < deadline, "the run did not get past step 8"
             time.sleep(0.02)
@@ -83,7 +70,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert (killed / "COMPLETE").exists()
     for name in ("model.safetensors", "optimizer.safetensors"):
         assert (killed / "checkpoints/24" / name).read_bytes() == (reference / "checkpoints/24" / name).read_bytes()
-    assert _rows(killed) == _rows(reference)
+    assert rows(killed) == rows(reference)
     assert (killed / "batches.npy").read_bytes() == (reference / "batches.npy").read_bytes()
     assert sorted(os.listdir(killed / "checkpoints")) == sorted(os.listdir(reference / "checkpoints"))
 
