@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model_serializer
 
 from wsdlab.common.errors import ConfigError
 
@@ -116,9 +120,6 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
 
 def _model_types(annotation: Any) -> list[type[BaseModel]]:
     """The pydantic models an annotation can hold (`X`, `X | None`, a union of configs), else []."""
-    import types
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     origin = typing.get_origin(annotation)
@@ -149,17 +150,13 @@ def partial_model(cls: type[BaseModel]) -> type[BaseModel]:
     type and constraints. Dumps hold only the fields that were set, so `{}` is "change nothing"."""
     if cls in _PARTIALS:
         return _PARTIALS[cls]
-    from pydantic import create_model
-
     fields: dict[str, Any] = {}
     for name, info in cls.model_fields.items():
         annotation = info.annotation
         members = _model_types(annotation)
         if len(members) == 1:  # a section (`X` or `X | None`): patched field by field
             annotation = partial_model(members[0])
-        meta = [m for m in info.metadata]
-        from typing import Annotated, Optional
-
+        meta = list(info.metadata)
         typ = Annotated[Optional[annotation], *meta] if meta else Optional[annotation]  # type: ignore[valid-type]
         fields[name] = (typ, None)
 
@@ -169,14 +166,15 @@ def partial_model(cls: type[BaseModel]) -> type[BaseModel]:
     return model
 
 
-def deep_update(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `patch` merged in place recursively (mappings merge, anything else replaces); returns it."""
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `update` merged in recursively (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
         else:
-            base[key] = value
-    return base
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def check_dotted_key(cls: type[BaseModel], key: str) -> None:
@@ -194,8 +192,6 @@ def check_dotted_key(cls: type[BaseModel], key: str) -> None:
             return
         models = [t for info in found for t in _model_types(info.annotation)]
         if not models:
-            import typing
-
             if any(typing.get_origin(info.annotation) is dict or info.annotation is dict for info in found):
                 return  # a free mapping (e.g. overrides): any sub-key
             raise ValueError(f"'{key}': '{'.'.join(parts[:i + 1])}' is a value, not a section")

@@ -18,14 +18,13 @@ baseline is the unchanged cooldown) gets exactly that branch, snapshots included
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from wsdlab.common.config import describe_validation_error, set_by_dotted_key
+from wsdlab.common.config import deep_merge, describe_validation_error, set_by_dotted_key
 from wsdlab.common.errors import ConfigError
 from wsdlab.study.sections import CooldownDesign, PanelName
 from wsdlab.study.stages import RunPoint, ShapeChoice, Stage
@@ -140,17 +139,6 @@ def data_layout(study: CooldownDesign, num_train: int | None) -> DataLayout:
 
 
 # ---------------------------------------------------------------------------------------------- base
-
-
-def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `base` with `update` merged in recursively (mappings merge, everything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def template_spec(name: str, preset: str | None, spec: Mapping[str, Any], overrides: Mapping[str, Any],

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from wsdlab.common.config import deep_update, describe_validation_error, set_by_dotted_key
+from wsdlab.common.config import deep_merge, describe_validation_error, set_by_dotted_key
 from wsdlab.common.errors import ConfigError
 from wsdlab.train.batching import global_batch_size
 from wsdlab.train.checkpoint import open_checkpoint
@@ -86,7 +86,7 @@ def branch_spec(parent: RunSpec, step: int, branch: BranchConfig) -> RunSpec:
         optim["beta2"] = scaled_beta(optim["beta2"], cfg.batch_scale)
     if cfg.weight_decay_off:
         optim["weight_decay"] = 0.0
-    deep_update(data["data"], cfg.data.model_dump(mode="json"))
+    data["data"] = deep_merge(data["data"], cfg.data.model_dump(mode="json"))
     if cfg.seed is not None:  # after the data patch: a patched `order` keeps the branch's seed
         data["data"]["order"]["seed"] = cfg.seed
 
