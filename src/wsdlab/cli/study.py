@@ -204,7 +204,6 @@ def claims(
     import json
 
     from wsdlab.analysis.claims import summary_line, write_claims
-    from wsdlab.common.errors import ConfigError
     from wsdlab.study.runner import refresh_runs_index
 
     with user_errors():
